@@ -39,7 +39,8 @@ def _ulaw_compress(x: npt.NDArray[np.int32]) -> npt.NDArray[np.uint8]:
     low = 0x0F - ((absno >> segno) & 0x0F)
     code = (high << 4) | low
     code = np.where(x >= 0, code | 0x80, code)
-    return code.astype(np.uint8)
+    out: npt.NDArray[np.uint8] = code.astype(np.uint8)
+    return out
 
 
 def _ulaw_expand(c: npt.NDArray[np.int32]) -> npt.NDArray[np.int16]:
@@ -48,7 +49,9 @@ def _ulaw_expand(c: npt.NDArray[np.int32]) -> npt.NDArray[np.int16]:
     exponent = (mant >> 4) & 0x07
     step = 4 << (exponent + 1)
     mant &= 0x0F
-    return (sign * ((0x80 << exponent) + step * mant + step // 2 - 4 * 33)).astype(np.int16)
+    lin = sign * ((0x80 << exponent) + step * mant + step // 2 - 4 * 33)
+    out: npt.NDArray[np.int16] = lin.astype(np.int16)
+    return out
 
 
 def _alaw_compress(x: npt.NDArray[np.int32]) -> npt.NDArray[np.uint8]:

@@ -1,0 +1,52 @@
+"""Strict source latching for symmetric RTP (RFC 4961): whom we accept media from.
+
+Policy (close to Asterisk's `strictrtp=yes` with `probation`):
+- The first packet from the address the peer's SDP names latches at once.
+- A peer behind NAT sends from another address than its SDP says. Such a source
+  latches only after `probation` consecutive packets (same SSRC, sequence +1 each
+  time) that carry a payload type we negotiated. One stray or spoofed packet, or a
+  late stream from the previous call on a recycled port, cannot capture the call.
+  We cannot match on SSRC alone: SIP peers do not announce it in SDP.
+- Once latched, packets from any other address are dropped (no RTP bleed); we also
+  send to the latched address, which is what makes NAT traversal work.
+- A re-INVITE with a new address starts learning again (`SourceLatch(...)` anew).
+"""
+
+from __future__ import annotations
+
+Address = tuple[str, int]
+
+
+class SourceLatch:
+    def __init__(self, expected: Address, payload_types: frozenset[int], probation: int = 3) -> None:
+        self.expected = (expected[0], expected[1])
+        self.payload_types = payload_types
+        self.probation = probation
+        self.latched: Address | None = None
+        self._candidate: tuple[Address, int, int, int] | None = None  # (addr, ssrc, last seq, count)
+
+    def accept(self, addr: Address, ssrc: int, seq: int, payload_type: int) -> bool:
+        """True if the packet is from our peer; may latch."""
+        src = (addr[0], addr[1])
+        if self.latched is not None:
+            return src == self.latched
+        if src == self.expected:
+            self.latched = src
+            return True
+        if payload_type not in self.payload_types:
+            return False
+        cand = self._candidate
+        if cand is not None and cand[0] == src and cand[1] == ssrc and (cand[2] + 1) & 0xFFFF == seq:
+            count = cand[3] + 1
+        else:
+            count = 1
+        self._candidate = (src, ssrc, seq, count)
+        if count >= self.probation:
+            self.latched = src
+            return True
+        return False
+
+    @property
+    def send_to(self) -> Address:
+        """Where our media goes: the latched source, else the SDP address."""
+        return self.latched or self.expected

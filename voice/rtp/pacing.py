@@ -1,0 +1,87 @@
+"""Send-side clock and RTP header state, without I/O.
+
+`FrameClock` holds a fixed schedule t0 + n * 20 ms: the adapter asks for the
+next deadline, sleeps until it with `loop.call_at`, and asks how many frames are
+due at `now`. Because deadlines are absolute, a late wake-up does not shift the
+schedule (no drift as with `sleep(0.02)`), and a long stall is skipped rather
+than sent as a burst (receivers' jitter buffers would discard a burst anyway).
+
+`RtpSender` owns SSRC, sequence number and timestamp (RFC 3550 section 5.1:
+random initial values), advances the timestamp by 160 for every 20 ms tick
+whether or not a packet goes out, and sets the marker bit on the first packet
+after a gap (RFC 3551 section 4.1: the first packet of a talkspurt).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from voice.rtp.packet import header
+
+FRAME_SECONDS = 0.02
+FRAME_SAMPLES = 160
+
+
+@dataclass(slots=True)
+class Due:
+    send: int  # frames to send now (1 normally, up to max_catchup after a late wake-up)
+    skipped: int  # frames whose deadline is too far gone: their time passes without a packet
+
+
+class FrameClock:
+    """Absolute-deadline 20 ms schedule."""
+
+    def __init__(self, start: float, period: float = FRAME_SECONDS, max_catchup: int = 3) -> None:
+        self.t0 = start
+        self.period = period
+        self.max_catchup = max_catchup
+        self.n = 0  # index of the next frame to send
+
+    def deadline(self) -> float:
+        """When frame n is due."""
+        return self.t0 + self.n * self.period
+
+    def lateness(self, now: float) -> float:
+        return now - self.deadline()
+
+    def due(self, now: float) -> Due:
+        """Frames due at `now`; advances the schedule past them."""
+        if now < self.deadline():
+            return Due(0, 0)
+        count = int((now - self.t0) / self.period) - self.n + 1
+        self.n += count
+        send = min(count, self.max_catchup)
+        return Due(send, count - send)
+
+
+class RtpSender:
+    """Sequence/timestamp/marker state of one outgoing RTP stream."""
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        r = rng or random.SystemRandom()
+        self.ssrc = r.getrandbits(32)
+        self.seq = r.getrandbits(16)
+        self.ts = r.getrandbits(32)
+        self.marker_next = True  # the first packet of the stream starts a talkspurt
+        self.packets = 0
+        self.octets = 0
+
+    def advance(self, frames: int = 1, samples: int = FRAME_SAMPLES) -> None:
+        """Let `frames` frame times pass (sent or not): the timestamp follows the clock."""
+        self.ts = (self.ts + frames * samples) & 0xFFFFFFFF
+
+    def gap(self) -> None:
+        """We stopped sending (hold, stall): the next packet starts a talkspurt."""
+        self.marker_next = True
+
+    def build(self, payload_type: int, payload: bytes, *, timestamp: int | None = None,
+              marker: bool | None = None) -> bytes:
+        """Serialize the next packet (seq + 1); `timestamp` overrides for RFC 4733 events."""
+        m = self.marker_next if marker is None else marker
+        self.marker_next = False
+        data = header(payload_type, m, self.seq, self.ts if timestamp is None else timestamp, self.ssrc)
+        self.seq = (self.seq + 1) & 0xFFFF
+        self.packets += 1
+        self.octets += len(payload)
+        return data + payload
