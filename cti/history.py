@@ -1,0 +1,90 @@
+"""Calls write their history: an interaction when the call is answered, completed when it ends.
+
+The record is created at answer time so a crash mid-call still leaves it; the next start of the
+service marks such records `interrupted`. All writes go through the async store, so they never
+block the event loop or the media.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from cti.identity import IdentityError, normalize_phone
+from cti.store import CustomerStore, NewInteraction, Segment
+
+MASK = "***"
+
+
+def mask_ivr(ivr: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Copy of the IVR record with every input marked `sensitive` masked.
+
+    Accepts inputs as a list of `{"name", "value", "sensitive"}` or a mapping of name to such
+    a dict; the IVR should already mask them, this is the second lock on the door.
+    """
+    if ivr is None:
+        return None
+    out = dict(ivr)
+    inputs = ivr.get("inputs")
+    if isinstance(inputs, list):
+        out["inputs"] = [_mask_input(i) for i in inputs]
+    elif isinstance(inputs, dict):
+        out["inputs"] = {k: _mask_input(v) for k, v in inputs.items()}
+    return out
+
+
+def _mask_input(item: Any) -> Any:
+    if isinstance(item, dict) and item.get("sensitive"):
+        return {**item, "value": MASK}
+    return item
+
+
+def segment_from_dict(d: dict[str, Any]) -> Segment:
+    text = str(d.get("text", ""))
+    if d.get("sensitive"):
+        text = MASK
+    conf = d.get("confidence")
+    return Segment(start=float(d["start"]), end=float(d["end"]), speaker=str(d["speaker"]),
+                   kind=str(d["kind"]), text=text, confidence=None if conf is None else float(conf),
+                   engine=d.get("engine"))
+
+
+class CallHistory:
+    """What the SIP service calls as calls start and end."""
+
+    def __init__(self, store: CustomerStore) -> None:
+        self.store = store
+
+    async def call_started(self, *, call_id: str, caller: str, caller_name: str | None, dialled: str,
+                           started_at: datetime) -> str:
+        """Create the inbound voice interaction (status in_progress); returns its id.
+
+        The caller's number finds (or creates) the customer; a withheld or non-numeric caller ID
+        gives an interaction without a customer. Keyed on the Call-ID, so a retransmitted INVITE
+        handled twice still makes one record.
+        """
+        identities: list[tuple[str, str]] = []
+        try:
+            identities.append(("phone", normalize_phone(caller, self.store.default_country)))
+        except IdentityError:
+            pass
+        result = await self.store.ingest(NewInteraction(
+            channel="voice", direction="inbound", started_at=started_at, identities=identities,
+            name=caller_name or None, status="in_progress", subject=f"Call to {dialled}",
+            metadata={"caller": caller, "caller_name": caller_name, "dialled": dialled},
+            call_id=call_id, idempotency_key=f"call:{call_id}",
+        ))
+        return result.interaction_id
+
+    async def call_finished(self, interaction_id: str, *, ended_at: datetime, ended: str,
+                            ivr: dict[str, Any] | None, recording: str | None,
+                            transcript: list[dict[str, Any]]) -> None:
+        """Complete the interaction: how it ended, the IVR record, the recording, the transcript."""
+        await self.store.finish_interaction(
+            interaction_id, ended_at=ended_at, status="completed", disposition=ended,
+            ivr=mask_ivr(ivr), recording=recording, transcript=[segment_from_dict(d) for d in transcript],
+        )
+
+    async def mark_interrupted(self) -> int:
+        """At service start: calls left in progress by a previous run become `interrupted`."""
+        return await self.store.mark_interrupted("voice")

@@ -1,0 +1,142 @@
+"""`voice customers import FILE`: load a CRM export (CSV with a header row, or JSON lines).
+
+Columns/keys name, phone, email, account, external_id are the customer and its identities;
+every other column becomes an attribute. A row whose identities match a customer updates it;
+otherwise a customer is created. A bad row is reported with its line number and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cti.db import migrate, open_database
+from cti.identity import IDENTITY_KINDS, IdentityError, normalize_identity
+from cti.store import CustomerStore, IdentityConflict
+from cti.validation import ApiError, check_text
+
+_MULTI_SEPARATOR = ";"  # a CSV cell may hold several phones: "+1555...;+1555..."
+
+
+@dataclass
+class ImportReport:
+    imported: int = 0
+    updated: int = 0
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [f"line {n}: {msg}" for n, msg in self.errors]
+        out.append(f"imported {self.imported}, updated {self.updated}, errors {len(self.errors)}")
+        return out
+
+
+def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """(line number, row) pairs; a row that cannot be read is a string saying why."""
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        first = fh.read(1)
+        fh.seek(0)
+        if path.suffix.lower() in (".jsonl", ".ndjson", ".json") or first == "{":
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError as exc:
+                    yield number, f"not valid JSON: {exc}"
+                    continue
+                yield number, row if isinstance(row, dict) else "expected a JSON object"
+            return
+        reader = csv.DictReader(fh)
+        for row in reader:
+            if None in row:
+                yield reader.line_num, "more cells than header columns"
+                continue
+            yield reader.line_num, {k.strip(): v for k, v in row.items() if k and v not in (None, "")}
+
+
+def parse_row(row: dict[str, Any], default_country: str
+              ) -> tuple[str | None, list[tuple[str, str]], dict[str, Any]]:
+    check_text(row, "")
+    name = row.get("name")
+    if name is not None and not isinstance(name, str):
+        raise ValueError("name: must be text")
+    identities: list[tuple[str, str]] = []
+    for kind in IDENTITY_KINDS:
+        value = row.get(kind)
+        if value is None or value == "":
+            continue
+        values = value if isinstance(value, list) else str(value).split(_MULTI_SEPARATOR)
+        for raw in values:
+            if str(raw).strip():
+                try:
+                    identities.append((kind, normalize_identity(kind, str(raw), default_country)))
+                except IdentityError as exc:
+                    raise ValueError(f"{kind}: {exc}") from None
+    if not identities:
+        raise ValueError("no phone, email, account or external_id")
+    attributes = {k: v for k, v in row.items() if k not in ("name", *IDENTITY_KINDS)}
+    if isinstance(attributes.get("attributes"), dict):  # JSON lines may nest them
+        attributes = {**attributes.pop("attributes"), **attributes}
+    return (name.strip() or None) if name else None, list(dict.fromkeys(identities)), attributes
+
+
+async def import_file(store: CustomerStore, path: Path) -> ImportReport:
+    report = ImportReport()
+    for number, row in read_rows(path):
+        if isinstance(row, str):
+            report.errors.append((number, row))
+            continue
+        try:
+            name, identities, attributes = parse_row(row, store.default_country)
+            _, created = await store.upsert_customer(name=name, identities=identities, attributes=attributes)
+        except (ValueError, ApiError) as exc:
+            report.errors.append((number, f"{exc.field}: {exc.message}" if isinstance(exc, ApiError)
+                                  else str(exc)))
+            continue
+        except IdentityConflict as exc:
+            report.errors.append((number, f"identities belong to different customers: "
+                                          f"{', '.join(exc.customer_ids)}"))
+            continue
+        if created:
+            report.imported += 1
+        else:
+            report.updated += 1
+    return report
+
+
+async def _run(url: str, default_country: str, path: Path) -> ImportReport:
+    db = open_database(url)
+    try:
+        await migrate(db)
+        return await import_file(CustomerStore(db, default_country=default_country), path)
+    finally:
+        await db.dispose()
+
+
+def import_main(args: argparse.Namespace) -> int:
+    """Entry point of `voice customers import FILE [--config FILE]`; exit 1 if any row failed."""
+    from voice.config import ConfigError, load_config
+
+    try:
+        config = load_config(getattr(args, "config", None))
+    except ConfigError as exc:
+        print(f"error: {exc}")
+        return 2
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"error: {path}: file not found")
+        return 2
+    try:
+        report = asyncio.run(_run(config.database.url, config.cti.default_country, path))
+    except UnicodeDecodeError as exc:
+        print(f"error: {path}: not UTF-8 text ({exc})")
+        return 2
+    for line in report.lines():
+        print(line)
+    return 1 if report.errors else 0
