@@ -1,0 +1,537 @@
+"""asyncio adapter for RTP media: one datagram endpoint pair (RTP, RTCP) per call.
+
+No thread per call: each session has one `loop.call_at` timer on the absolute
+20 ms schedule of `voice.rtp.pacing.FrameClock`. Everything protocol-shaped
+(packets, G.711, DTMF, latching, reordering, RTCP) lives in the sans-IO
+`voice.rtp` package; this module only feeds it datagrams and the loop's time.
+
+Idle policy: while no prompt plays we keep sending silence frames, as FreeSWITCH
+does and Asterisk does with `transmit_silence`. Many carriers and SBCs hang up
+after 30-60 s without RTP (rtp timeout), NAT pinholes for the peer's replies
+close without outbound traffic, and a continuous stream keeps the timestamps
+and the peer's jitter buffer steady. The marker bit is set on the first packet of
+the stream and on the first packet after we stopped sending (hold, stall).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import functools
+import logging
+import os
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voice.audio import WavRecorder, dtmf_tone
+from voice.rtp import g711
+from voice.rtp.dtmf import GoertzelDetector, Rfc4733Receiver, rfc4733_packets
+from voice.rtp.jitter import ReorderBuffer
+from voice.rtp.latch import SourceLatch
+from voice.rtp.pacing import FRAME_SAMPLES, FrameClock, RtpSender
+from voice.rtp.packet import PacketError, RtpPacket, is_rtcp
+from voice.rtp.rtcp import (
+    Bye,
+    ReceiverReport,
+    ReceptionStats,
+    SenderReport,
+    build_bye,
+    build_rr,
+    build_sdes,
+    build_sr,
+    ntp_timestamp,
+    parse,
+    round_trip,
+)
+
+log = logging.getLogger(__name__)
+
+RTCP_INTERVAL = 5.0
+DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+CODECS = ("PCMU", "PCMA")
+
+# G.711 encodings of read-only prompt arrays (voice.audio.load_prompt returns those),
+# keyed by (id(array), codec) and dropped when the array is garbage collected.
+_encoded: dict[tuple[int, str], bytes] = {}
+
+
+def encoded_prompt(pcm: np.ndarray, codec: str) -> bytes:
+    """The whole prompt in `codec`, encoded once per codec when the array is read-only."""
+    if pcm.flags.writeable:
+        return g711.encode(pcm, codec)
+    key = (id(pcm), codec)
+    data = _encoded.get(key)
+    if data is None:
+        data = _encoded[key] = g711.encode(pcm, codec)
+        weakref.finalize(pcm, _encoded.pop, key, None)
+    return data
+
+
+class _Playback:
+    __slots__ = ("done", "pcm", "pos")
+
+    def __init__(self, pcm: np.ndarray, done: asyncio.Future[bool]) -> None:
+        self.pcm = pcm
+        self.done = done
+        self.pos = 0  # samples already sent
+
+
+class _Endpoint(asyncio.DatagramProtocol):
+    def __init__(self, on_datagram: Callable[[bytes, Any], None]) -> None:
+        self.on_datagram = on_datagram
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        try:
+            self.on_datagram(data, addr)
+        except Exception:  # a listener bug must not close the transport (asyncio would)
+            log.exception("error handling a media datagram from %s", addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable from a peer that went away: normal at the end of calls
+        log.debug("RTP socket error: %s", exc)
+
+
+class RtpPortPool:
+    """Even RTP ports (RTCP = port + 1) from [lo, hi], handed out round-robin.
+
+    Round-robin rather than lowest-free: a port just released is reused last, so
+    late packets of the previous call do not reach the next one.
+    """
+
+    def __init__(self, lo: int, hi: int) -> None:
+        first = lo + (lo & 1)
+        self.ports = list(range(first, hi, 2))  # port + 1 <= hi
+        if not self.ports:
+            raise ValueError(f"RTP port range {lo}-{hi} holds no even port pair")
+        self._used: set[int] = set()
+        self._cursor = 0
+
+    @property
+    def in_use(self) -> int:
+        return len(self._used)
+
+    def _release(self, port: int) -> None:
+        self._used.discard(port)
+
+    async def open_session(self, host: str, *, on_closed: Callable[[RtpSession], None] | None = None
+                           ) -> RtpSession:
+        """Bind the next free even port (and port+1) on `host`; RuntimeError when none is free."""
+        loop = asyncio.get_running_loop()
+        n = len(self.ports)
+        for i in range(n):
+            port = self.ports[(self._cursor + i) % n]
+            if port in self._used:
+                continue
+            session = RtpSession(loop, host, port, self, on_closed)
+            try:
+                rtp, _ = await loop.create_datagram_endpoint(
+                    functools.partial(_Endpoint, session._on_rtp), local_addr=(host, port))
+            except OSError as exc:
+                if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                    continue
+                raise
+            try:
+                rtcp, _ = await loop.create_datagram_endpoint(
+                    functools.partial(_Endpoint, session._on_rtcp), local_addr=(host, port + 1))
+            except OSError as exc:
+                rtp.close()
+                if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                    continue
+                raise
+            session._attach(rtp, rtcp)
+            self._used.add(port)
+            self._cursor = (self._cursor + i + 1) % n
+            return session
+        raise RuntimeError("no free RTP port")
+
+
+class RtpSession:
+    """One call's media leg; implements `voice.call.MediaPort`."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, host: str, port: int, pool: RtpPortPool | None,
+                 on_closed: Callable[[RtpSession], None] | None) -> None:
+        self.loop = loop
+        self.host = host
+        self.local_port = port
+        self._pool = pool
+        self._on_closed = on_closed
+        self._rtp: asyncio.DatagramTransport | None = None
+        self._rtcp: asyncio.DatagramTransport | None = None
+        self.closed = False
+        # negotiated state (configure)
+        self.codec = "PCMU"
+        self.payload_type = 0
+        self.dtmf_payload_type: int | None = None
+        self.direction = "sendrecv"
+        self._remote: tuple[str, int] | None = None
+        self._latch: SourceLatch | None = None
+        self._silence = g711.silence_frame("PCMU")
+        # send side
+        self.sender = RtpSender()
+        self.clock: FrameClock | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._playback: _Playback | None = None
+        self._dtmf_active = False
+        self._dtmf_timers: list[asyncio.TimerHandle] = []
+        self._dtmf_done: asyncio.Future[None] | None = None
+        self._dtmf_lock = asyncio.Lock()
+        self._was_sending = False
+        # receive side
+        self._reorder: ReorderBuffer[RtpPacket] = ReorderBuffer()
+        self._rx_ssrc: int | None = None
+        self._rfc4733 = Rfc4733Receiver()
+        self._inband: GoertzelDetector | None = None
+        self._rx_pending = np.zeros(0, dtype=np.int16)
+        self.rx_stats = ReceptionStats()
+        self._on_digit: Callable[[str], None] = lambda d: None
+        self._on_audio: Callable[[np.ndarray], None] = lambda f: None
+        self._recorder: WavRecorder | None = None
+        # RTCP
+        self.cname = f"voice-{os.getpid()}-{self.sender.ssrc:08x}@{host}"
+        self._next_rtcp = 0.0
+        self._rtcp_remote: tuple[str, int] | None = None
+        self._sent_since_report = False
+        self.remote_report: dict[str, float] = {}
+        # counters
+        self.counters = {"packets_received": 0, "bytes_received": 0, "dropped_foreign": 0,
+                         "malformed": 0, "ignored": 0, "late_wakeups": 0, "skipped_frames": 0,
+                         "max_lateness_ms": 0.0}
+
+    def _attach(self, rtp: asyncio.DatagramTransport, rtcp: asyncio.DatagramTransport) -> None:
+        self._rtp, self._rtcp = rtp, rtcp
+
+    # ---- negotiation -------------------------------------------------------------------------
+    def configure(self, *, remote: tuple[str, int], payload_type: int, codec: str,
+                  dtmf_payload_type: int | None, direction: str = "sendrecv") -> None:
+        """Start media (first call) or update it in place (re-INVITE): never a second stream."""
+        if self.closed:
+            raise RuntimeError("RTP session is closed")
+        if codec not in CODECS:
+            raise ValueError(f"unsupported codec {codec!r} (expected one of {', '.join(CODECS)})")
+        if direction not in DIRECTIONS:
+            raise ValueError(f"bad direction {direction!r} (expected one of {', '.join(DIRECTIONS)})")
+        remote = (remote[0], int(remote[1]))
+        if remote != self._remote:
+            self._remote = remote
+            self._rtcp_remote = None
+            self._latch = None  # built below with the new payload types
+        types = frozenset(t for t in (payload_type, dtmf_payload_type) if t is not None)
+        if self._latch is None or self._latch.payload_types != types:
+            latched = self._latch.latched if self._latch is not None else None
+            self._latch = SourceLatch(remote, types)
+            self._latch.latched = latched
+        self.codec, self.payload_type = codec, payload_type
+        self.dtmf_payload_type = dtmf_payload_type
+        self._silence = g711.silence_frame(codec)
+        self.direction = direction
+        # in-band detection only when the peer cannot send telephone-event
+        if dtmf_payload_type is None:
+            self._inband = self._inband or GoertzelDetector()
+        else:
+            self._inband = None
+        if self.clock is None:
+            now = self.loop.time()
+            self.clock = FrameClock(now)
+            self._next_rtcp = now + RTCP_INTERVAL
+            self._timer = self.loop.call_at(self.clock.deadline(), self._on_tick)
+
+    @property
+    def sending(self) -> bool:
+        return (self.direction in ("sendrecv", "sendonly") and self._remote is not None
+                and self._remote[0] not in ("0.0.0.0", "::") and self._remote[1] != 0)
+
+    @property
+    def receiving(self) -> bool:
+        return self.direction in ("sendrecv", "recvonly")
+
+    # ---- send path ---------------------------------------------------------------------------
+    def _on_tick(self) -> None:
+        clock = self.clock
+        if self.closed or clock is None:
+            return
+        now = self.loop.time()
+        lateness = clock.lateness(now)
+        due = clock.due(now)
+        if lateness > 0.005:
+            self.counters["late_wakeups"] += 1
+        if lateness * 1000 > self.counters["max_lateness_ms"]:
+            self.counters["max_lateness_ms"] = lateness * 1000
+        for _ in range(due.send):
+            self._send_frame()
+        if due.skipped:
+            self.counters["skipped_frames"] += due.skipped
+            self.sender.advance(due.skipped)
+            self.sender.gap()
+        if len(self._reorder):
+            for pkt in self._reorder.poll(now):
+                self._deliver(pkt)
+        if now >= self._next_rtcp:
+            self._next_rtcp = now + RTCP_INTERVAL
+            self._send_rtcp()
+        self._timer = self.loop.call_at(clock.deadline(), self._on_tick)
+
+    def _send_frame(self) -> None:
+        sender = self.sender
+        ours: np.ndarray | None = None
+        if self._dtmf_active:
+            sender.advance()  # RFC 4733 2.5.1.1: events replace audio, the clock runs on
+            if self._recorder is not None:
+                self._recorder.tick(None)
+            return
+        pb = self._playback
+        if pb is not None:
+            data = encoded_prompt(pb.pcm, self.codec)
+            payload = data[pb.pos:pb.pos + FRAME_SAMPLES]
+            if self._recorder is not None and self._recorder.both:
+                ours = pb.pcm[pb.pos:pb.pos + FRAME_SAMPLES]
+            pb.pos += FRAME_SAMPLES
+            if len(payload) < FRAME_SAMPLES:
+                payload += self._silence[: FRAME_SAMPLES - len(payload)]
+            if pb.pos >= len(pb.pcm):
+                self._playback = None
+                if not pb.done.done():
+                    pb.done.set_result(True)
+        else:
+            payload = self._silence
+        if self.sending and self._rtp is not None and self._latch is not None:
+            self._rtp.sendto(sender.build(self.payload_type, payload), self._latch.send_to)
+            self._sent_since_report = True
+        else:
+            sender.gap()  # on hold: the first packet after it starts a talkspurt (marker)
+        sender.advance()
+        if self._recorder is not None:
+            self._recorder.tick(ours)
+
+    def play(self, pcm: np.ndarray) -> Awaitable[bool]:
+        """Queue a prompt; a prompt already playing is stopped (resolves False). Resolves True
+        when the last frame has been sent. While on hold the prompt runs on silently, as a
+        PBX generator does, so a flow never waits forever on a held call."""
+        fut: asyncio.Future[bool] = self.loop.create_future()
+        self.stop_playback()
+        if self.closed:
+            fut.set_result(False)
+        elif len(pcm) == 0:
+            fut.set_result(True)
+        else:
+            pcm = np.asarray(pcm)
+            if pcm.dtype != np.int16:
+                raise TypeError(f"play() needs int16 PCM, got {pcm.dtype}")
+            self._playback = _Playback(pcm, fut)
+        return fut
+
+    def stop_playback(self) -> None:
+        pb, self._playback = self._playback, None
+        if pb is not None and not pb.done.done():
+            pb.done.set_result(False)
+
+    async def send_dtmf(self, digit: str, duration_ms: int = 100) -> None:
+        """RFC 4733 events when negotiated (updates every 50 ms, 3 end packets, marker on the
+        first), else the dual tone in-band (which replaces a playing prompt)."""
+        if self.dtmf_payload_type is None:
+            await self.play(dtmf_tone(digit, duration_ms))
+            return
+        packets = rfc4733_packets(digit, duration_ms)
+        async with self._dtmf_lock:
+            if self.closed:
+                return
+            done: asyncio.Future[None] = self.loop.create_future()
+            self._dtmf_done = done
+            start = self.loop.time()
+            event_ts = self.sender.ts
+            self._dtmf_active = True
+
+            def emit(i: int) -> None:
+                pkt = packets[i]
+                if self.sending and self._rtp is not None and self._latch is not None and not self.closed:
+                    data = self.sender.build(self.dtmf_payload_type or 101, pkt.payload,
+                                             timestamp=event_ts, marker=pkt.marker)
+                    self._rtp.sendto(data, self._latch.send_to)
+                if i == len(packets) - 1 and not done.done():
+                    done.set_result(None)
+
+            self._dtmf_timers = [self.loop.call_at(start + p.offset, emit, i) for i, p in enumerate(packets)]
+            try:
+                await done
+            finally:
+                for h in self._dtmf_timers:
+                    h.cancel()
+                self._dtmf_timers = []
+                self._dtmf_active = False
+
+    # ---- receive path ------------------------------------------------------------------------
+    def set_listeners(self, on_digit: Callable[[str], None], on_audio: Callable[[np.ndarray], None]) -> None:
+        self._on_digit, self._on_audio = on_digit, on_audio
+
+    def _on_rtp(self, data: bytes, addr: Any) -> None:
+        if self.closed or self._latch is None:
+            return
+        if is_rtcp(data):  # RFC 5761 rtcp-mux: some peers send RTCP on the RTP port
+            self._on_rtcp(data, addr)
+            return
+        try:
+            pkt = RtpPacket.parse(data)
+        except PacketError:
+            self.counters["malformed"] += 1
+            return
+        if not self._latch.accept(addr, pkt.ssrc, pkt.sequence, pkt.payload_type):
+            self.counters["dropped_foreign"] += 1
+            return
+        if not self.receiving:
+            self.counters["ignored"] += 1
+            return
+        now = self.loop.time()
+        if pkt.ssrc != self._rx_ssrc:  # new stream (peer restarted or was re-bridged)
+            for old in self._reorder.reset():
+                self._deliver(old)
+            self._rx_ssrc = pkt.ssrc
+        self.rx_stats.update(pkt.ssrc, pkt.sequence, pkt.timestamp, now)
+        self.counters["packets_received"] += 1
+        self.counters["bytes_received"] += len(pkt.payload)
+        for p in self._reorder.push(pkt.sequence, pkt, now):
+            self._deliver(p)
+
+    def _deliver(self, pkt: RtpPacket) -> None:
+        if pkt.payload_type == self.dtmf_payload_type:
+            digit = self._rfc4733.receive(pkt.payload, pkt.timestamp)
+            if digit is not None:
+                self._on_digit(digit)
+            return
+        if pkt.payload_type != self.payload_type:
+            self.counters["ignored"] += 1  # comfort noise (13) or an unnegotiated type
+            return
+        pcm = g711.decode(pkt.payload, self.codec)
+        if len(pcm) != FRAME_SAMPLES or len(self._rx_pending):
+            # other ptimes (10, 30 ms): re-cut into 20 ms frames
+            pcm = np.concatenate([self._rx_pending, pcm])
+            whole = len(pcm) // FRAME_SAMPLES * FRAME_SAMPLES
+            self._rx_pending = pcm[whole:]
+            frames = [pcm[i:i + FRAME_SAMPLES] for i in range(0, whole, FRAME_SAMPLES)]
+        else:
+            frames = [pcm]
+        for frame in frames:
+            self._on_audio(frame)
+            if self._recorder is not None:
+                self._recorder.caller_frame(frame)
+            if self._inband is not None:
+                for digit in self._inband.process(frame):
+                    self._on_digit(digit)
+
+    # ---- RTCP --------------------------------------------------------------------------------
+    def _on_rtcp(self, data: bytes, addr: Any) -> None:
+        if self.closed or self._latch is None:
+            return
+        peer_ip = self._latch.send_to[0]
+        if addr[0] != peer_ip:
+            self.counters["dropped_foreign"] += 1
+            return
+        try:
+            packets = parse(data)
+        except (ValueError, IndexError):
+            self.counters["malformed"] += 1
+            return
+        self._rtcp_remote = (addr[0], addr[1])
+        now = self.loop.time()
+        for p in packets:
+            if isinstance(p, SenderReport):
+                self.rx_stats.on_sender_report(p, now)
+            if isinstance(p, (SenderReport, ReceiverReport)):
+                for b in p.blocks:
+                    if b.ssrc == self.sender.ssrc:
+                        rtt = round_trip(b, time.time())
+                        self.remote_report = {
+                            "fraction_lost": b.fraction_lost / 256,
+                            "cumulative_lost": float(b.cumulative_lost),
+                            "jitter_ms": b.jitter * 1000 / 8000,
+                            **({"rtt_ms": rtt * 1000} if rtt is not None else {}),
+                        }
+            elif isinstance(p, Bye):
+                log.debug("RTCP BYE from %s", addr)
+
+    def _rtcp_packet(self) -> bytes:
+        now = self.loop.time()
+        block = self.rx_stats.report_block(now)
+        blocks = (block,) if block is not None else ()
+        if self._sent_since_report:
+            head = build_sr(SenderReport(ssrc=self.sender.ssrc, ntp=ntp_timestamp(time.time()),
+                                         rtp_timestamp=self.sender.ts, packets=self.sender.packets,
+                                         octets=self.sender.octets, blocks=blocks))
+        else:
+            head = build_rr(ReceiverReport(ssrc=self.sender.ssrc, blocks=blocks))
+        self._sent_since_report = False
+        return head + build_sdes(self.sender.ssrc, self.cname)
+
+    def _rtcp_dest(self) -> tuple[str, int] | None:
+        if self._rtcp_remote is not None:
+            return self._rtcp_remote
+        if self._latch is None or not self.sending:
+            return None
+        ip, port = self._latch.send_to
+        return (ip, port + 1)
+
+    def _send_rtcp(self, extra: bytes = b"") -> None:
+        dest = self._rtcp_dest()
+        if dest is not None and self._rtcp is not None:
+            self._rtcp.sendto(self._rtcp_packet() + extra, dest)
+
+    # ---- recording ---------------------------------------------------------------------------
+    def start_recording(self, path: Path, both_directions: bool) -> None:
+        self.stop_recording()
+        self._recorder = WavRecorder(path, both_directions=both_directions)
+
+    def stop_recording(self) -> Path | None:
+        rec, self._recorder = self._recorder, None
+        return rec.close() if rec is not None else None
+
+    # ---- stats and teardown ------------------------------------------------------------------
+    @property
+    def stats(self) -> dict[str, Any]:
+        s = self.rx_stats
+        return {
+            "local_port": self.local_port,
+            "ssrc": self.sender.ssrc,
+            "packets_sent": self.sender.packets,
+            "bytes_sent": self.sender.octets,
+            "packets_received": self.counters["packets_received"],
+            "bytes_received": self.counters["bytes_received"],
+            "lost": max(0, s.lost),
+            "jitter_ms": round(s.jitter_ms, 3),
+            "dropped_foreign": self.counters["dropped_foreign"],
+            "late": self._reorder.late,
+            "malformed": self.counters["malformed"],
+            "ignored": self.counters["ignored"],
+            "late_wakeups": self.counters["late_wakeups"],
+            "skipped_frames": self.counters["skipped_frames"],
+            "max_lateness_ms": round(self.counters["max_lateness_ms"], 3),
+            "latched": self._latch.latched if self._latch is not None else None,
+            "remote": dict(self.remote_report),
+        }
+
+    def close(self) -> None:
+        """Stop timers, resolve pending playback, close the recording, release the ports."""
+        if self.closed:
+            return
+        with contextlib.suppress(OSError):
+            if self.clock is not None:
+                self._send_rtcp(build_bye(self.sender.ssrc))  # RFC 3550 6.6
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        for h in self._dtmf_timers:
+            h.cancel()
+        if self._dtmf_done is not None and not self._dtmf_done.done():
+            self._dtmf_done.set_result(None)
+        self.stop_playback()
+        self.stop_recording()
+        for t in (self._rtp, self._rtcp):
+            if t is not None:
+                t.close()
+        if self._pool is not None:
+            self._pool._release(self.local_port)
+        if self._on_closed is not None:
+            self._on_closed(self)
