@@ -213,7 +213,7 @@ class Via:
         return f"{self.protocol}/{self.transport} {format_host(self.host)}{port}{format_params(self.params)}"
 
 
-_CSEQ_RE = re.compile(r"(\d{1,10})[ \t]+(\S+)")
+_CSEQ_RE = re.compile(r"(\d+)[ \t]+(\S+)")
 
 
 @dataclass
@@ -226,10 +226,11 @@ class CSeq:
         m = _CSEQ_RE.fullmatch(text.strip(" \t"))
         if m is None or not is_token(m.group(2)):
             raise SipParseError(f"bad CSeq {text!r}")
-        seq = int(m.group(1))
-        if seq >= 2**32:  # RFC 3261 8.1.1.5: a 32-bit unsigned integer
+        digits = m.group(1).lstrip("0")
+        # RFC 3261 8.1.1.5: a 32-bit unsigned integer (RFC 4475 scalar02, scalarlg)
+        if len(digits) > 10 or int(digits or "0") >= 2**32:
             raise SipParseError("CSeq number out of range")
-        return cls(seq, m.group(2))
+        return cls(int(digits or "0"), m.group(2))
 
     def __str__(self) -> str:
         return f"{self.seq} {self.method}"
@@ -292,10 +293,16 @@ class _MessageFields:
 
     def _serialize(self, start_line: str) -> bytes:
         lines = [start_line]
+        length_written = False
         for name, value in self.headers.items():
-            if name != "Content-Length":
+            if name == "Content-Length":
+                if not length_written:  # keep its place, correct its value
+                    lines.append(f"Content-Length: {len(self.body)}")
+                length_written = True
+            else:
                 lines.append(f"{name}: {value}")
-        lines.append(f"Content-Length: {len(self.body)}")
+        if not length_written:
+            lines.append(f"Content-Length: {len(self.body)}")
         head = "\r\n".join(lines) + "\r\n\r\n"
         return head.encode("utf-8", "surrogateescape") + self.body
 
@@ -537,10 +544,24 @@ class StreamParser:
 
     def __init__(self) -> None:
         self._buf = bytearray()
+        self._broken: SipParseError | None = None
 
     def feed(self, data: bytes) -> list[Request | Response | SipParseError]:
+        """Messages completed by `data`, in order. A framing error raises (after the messages before it
+        have been returned: then it is raised by the next call)."""
+        if self._broken is not None:
+            raise self._broken
         self._buf += data
         out: list[Request | Response | SipParseError] = []
+        try:
+            self._drain(out)
+        except SipParseError as e:
+            self._broken = e
+            if not out:
+                raise
+        return out
+
+    def _drain(self, out: list[Request | Response | SipParseError]) -> None:
         while True:
             # RFC 5626 3.5.1 keepalives (CRLFCRLF) and RFC 3261 7.5 leading CRLFs.
             skip = 0
@@ -549,23 +570,23 @@ class StreamParser:
             if skip:
                 del self._buf[:skip]
             if not self._buf:
-                return out
+                return
             m = _HEAD_END_RE.search(self._buf)
             if m is None:
                 if len(self._buf) > MAX_HEAD_BYTES:
                     raise SipParseError("Message head too large")
-                return out
+                return
             head = bytes(self._buf[: m.start()])
             values = {v.strip() for v in _FRAME_CL_RE.findall(head)}
             if len(values) != 1:
                 reason = "Multiple Content-Length values" if values else "Missing Content-Length"
                 raise SipParseError(reason)
             (value,) = values
-            if not value.isdigit() or int(value) > MAX_BODY_BYTES:
+            if not value.isdigit() or len(value) > 9 or int(value) > MAX_BODY_BYTES:
                 raise SipParseError("Bad Content-Length")
             total = m.end() + int(value)
             if len(self._buf) < total:
-                return out
+                return
             frame = bytes(self._buf[:total])
             del self._buf[:total]
             try:
