@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cti.db import Database
 from cti.identity import IDENTITY_KINDS
 from cti.models import Customer, Identity, Interaction, TranscriptSegment, UtcDateTime, new_id, utcnow
+
+log = logging.getLogger(__name__)
 
 # Channels every deployment knows. EXTRA_CHANNELS is where more names go until the config has a key.
 CHANNELS = ("voice", "chat", "email", "sms", "web", "social")
@@ -218,6 +221,7 @@ class CustomerStore:
             try:
                 return await self._ingest_once(item)
             except IntegrityError:
+                log.debug("ingest lost a race (attempt %d), looking again", attempt + 1)
                 if attempt == 4:
                     raise
         raise AssertionError("unreachable")
