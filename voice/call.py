@@ -168,6 +168,10 @@ class Call:
         self.transcript.append(segment)
 
     # ---- media in ----------------------------------------------------------
+    def deliver_digit(self, digit: str) -> None:
+        """A key press that arrived by signalling (SIP INFO) rather than media."""
+        self._on_digit(digit)
+
     def _on_digit(self, digit: str) -> None:
         self._digits.put_nowait(digit)
         for listener in list(self._digit_listeners):

@@ -268,9 +268,7 @@ class SipCore:
             return 405, "Method Not Allowed", [("Allow", ALLOW)]
         if request.request_uri.scheme not in ("sip", "sips", "tel"):
             return 416, "Unsupported URI Scheme", []
-        mf = request.headers.get("Max-Forwards")
-        if mf is not None and mf.strip() == "0" and request.method != "OPTIONS":
-            return 483, "Too Many Hops", []
+        # Max-Forwards: 0 is a proxy's concern; an endpoint processes the request (RFC 4475 3.3.15).
         required = [r.strip() for r in request.headers.get_all("Require") if r.strip()]
         unsupported = [r for r in required if r.lower() not in SUPPORTED_EXTENSIONS]
         if unsupported and request.method not in ("CANCEL", "ACK"):

@@ -1,0 +1,214 @@
+"""asyncio adapter for the sans-IO SIP core: UDP and TCP transports and the core's timer.
+
+Feed bytes in, drain datagrams and events out, re-arm one loop timer: the same
+few lines after every input, as aioquic's asyncio protocol does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import itertools
+import logging
+from collections.abc import Callable
+
+from voice.sip.core import SipCore
+from voice.sip.events import Event
+from voice.sip.message import SipParseError, StreamParser
+from voice.sip.transaction import Address
+
+log = logging.getLogger("voice.sip")
+
+MAX_DATAGRAM = 65535
+MAX_TCP_BUFFER = 1 << 20  # a peer that sends a megabyte without a complete message is dropped
+
+
+class SipEndpoint:
+    """Runs a SipCore on the event loop; `on_event` gets every core event."""
+
+    def __init__(self, core: SipCore, on_event: Callable[[Event], None]) -> None:
+        self.core = core
+        self.on_event = on_event
+        self.loop = asyncio.get_running_loop()
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp_server: asyncio.base_events.Server | None = None
+        self._conns: dict[int, asyncio.StreamWriter] = {}
+        self._conn_by_peer: dict[tuple[str, int], int] = {}
+        self._conn_ids = itertools.count(1)
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.udp_port = 0
+        self.tcp_port = 0
+
+    # ---- lifecycle ---------------------------------------------------------------
+    async def start(self, host: str, port: int, transports: tuple[str, ...] = ("udp", "tcp")) -> None:
+        if "udp" in transports:
+            self._udp, _ = await self.loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), local_addr=(host, port))
+            self.udp_port = self._udp.get_extra_info("sockname")[1]
+            port = port or self.udp_port  # TCP on the same port when UDP picked one
+        if "tcp" in transports:
+            self._tcp_server = await asyncio.start_server(self._serve_tcp, host, port, limit=MAX_TCP_BUFFER)
+            self.tcp_port = self._tcp_server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._udp is not None:
+            self._udp.close()
+        if self._tcp_server is not None:
+            self._tcp_server.close()
+        for writer in list(self._conns.values()):
+            writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tcp_server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._tcp_server.wait_closed(), 2)
+
+    # ---- the sans-IO loop ------------------------------------------------------------
+    def now(self) -> float:
+        return self.loop.time()
+
+    def feed(self, data: bytes, source: Address) -> None:
+        try:
+            self.core.receive(data, source, self.now())
+        except Exception:  # a peer must never take the service down
+            log.exception("SIP core failed on a message from %s", source)
+        self.flush()
+
+    def flush(self) -> None:
+        """Send what the core queued, dispatch its events, re-arm its timer."""
+        for data, peer in self.core.outgoing():
+            self._transmit(data, peer)
+        for event in self.core.events():
+            try:
+                self.on_event(event)
+            except Exception:
+                log.exception("handler failed on %s", type(event).__name__)
+        # handlers may have produced more output (answers, BYEs)
+        if self.core._out or self.core._events:
+            self.flush()
+            return
+        self._arm()
+
+    def _arm(self) -> None:
+        deadline = self.core.get_timer()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = None if deadline is None else self.loop.call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        try:
+            self.core.handle_timer(self.now())
+        except Exception:
+            log.exception("SIP timer failed")
+        self.flush()
+
+    # ---- sending ------------------------------------------------------------------
+    def _transmit(self, data: bytes, peer: Address) -> None:
+        if peer.transport == "tcp":
+            self._send_tcp(data, peer)
+            return
+        if self._udp is None:
+            log.warning("no UDP transport to reach %s", peer)
+            return
+        host = peer.host
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            self._spawn(self._resolve_and_send(data, peer))
+            return
+        self._udp.sendto(data, (host, peer.port))
+
+    async def _resolve_and_send(self, data: bytes, peer: Address) -> None:
+        try:
+            infos = await self.loop.getaddrinfo(peer.host, peer.port, type=2)  # SOCK_DGRAM
+        except OSError as exc:
+            log.warning("cannot resolve %s: %s", peer.host, exc)
+            return
+        if infos and self._udp is not None:
+            self._udp.sendto(data, infos[0][4][:2])
+
+    def _send_tcp(self, data: bytes, peer: Address) -> None:
+        conn = peer.conn if peer.conn in self._conns else self._conn_by_peer.get((peer.host, peer.port))
+        writer = self._conns.get(conn) if conn is not None else None
+        if writer is not None and not writer.is_closing():
+            writer.write(data)
+            return
+        self._spawn(self._connect_and_send(data, peer))
+
+    async def _connect_and_send(self, data: bytes, peer: Address) -> None:
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(peer.host, peer.port, limit=MAX_TCP_BUFFER), 5)
+        except (OSError, TimeoutError) as exc:
+            log.warning("TCP connect to %s failed: %s", peer, exc)
+            return
+        writer.write(data)
+        await self._read_connection(reader, writer)
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- receiving over TCP -----------------------------------------------------------
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)  # type: ignore[arg-type]
+        await self._read_connection(reader, writer)
+
+    async def _read_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = next(self._conn_ids)
+        peername = writer.get_extra_info("peername")
+        host, port = peername[0], peername[1]
+        self._conns[conn] = writer
+        self._conn_by_peer[(host, port)] = conn
+        source = Address(host, port, "tcp", conn)
+        parser = StreamParser()
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                try:
+                    messages = parser.feed(data)
+                except SipParseError as exc:
+                    log.info("closing TCP connection from %s: %s", source, exc.reason)
+                    self.core.receive_message(exc, source, self.now())
+                    self.flush()
+                    break
+                for message in messages:
+                    try:
+                        self.core.receive_message(message, source, self.now())
+                    except Exception:
+                        log.exception("SIP core failed on a message from %s", source)
+                self.flush()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._conns.pop(conn, None)
+            if self._conn_by_peer.get((host, port)) == conn:
+                del self._conn_by_peer[(host, port)]
+            writer.close()
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, endpoint: SipEndpoint) -> None:
+        self.endpoint = endpoint
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        host, port = str(addr[0]), int(addr[1])  # type: ignore[call-overload]
+        self.endpoint.feed(data, Address(host, port, "udp"))
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("UDP error: %s", exc)  # ICMP unreachable from a peer that went away

@@ -1,0 +1,55 @@
+"""What runs on every answered call: the YAML flow for its dialled number, with TTS,
+speech recognition and CTI lookups wired in. The service owns one IvrRuntime."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from voice.call import Call
+from voice.config import Config
+
+log = logging.getLogger("voice.ivr")
+
+
+class IvrRuntime:
+    def __init__(self, config: Config, *, lookup: Any = None, speech: Any = None) -> None:
+        from voice.ivr import FlowLibrary
+        from voice.tts import Tts
+
+        ivr = config.ivr
+        self.config = config
+        self.lookup = lookup
+        self.speech = speech
+        self.library = FlowLibrary(ivr.flows, prompts_dir=ivr.prompts, default_flow=ivr.default_flow,
+                                   routes=ivr.routes)
+        errors = self.library.load()
+        for error in errors:
+            log.error("flow error: %s", error)
+        self.tts = Tts(ivr.tts, ivr.tts_voice, Path("data") / "tts-cache")
+        self.http: aiohttp.ClientSession | None = None
+
+    def start(self) -> list[asyncio.Task[Any]]:
+        """Background tasks: hot reload of flow files."""
+        return [asyncio.ensure_future(self.library.watch())]
+
+    async def run_call(self, call: Call) -> dict[str, Any] | None:
+        from voice.ivr import FlowInterpreter
+
+        if self.http is None:
+            self.http = aiohttp.ClientSession()
+        flow = self.library.flow_for(call.info.dialled)
+        interpreter = FlowInterpreter(
+            flow, call, tts=self.tts, speech=self.speech, lookup=self.lookup, http=self.http,
+            recordings_dir=self.config.ivr.recordings, prompts_dir=self.config.ivr.prompts)
+        record = await interpreter.run()
+        result: dict[str, Any] = record.to_json()
+        return result
+
+    async def close(self) -> None:
+        if self.http is not None:
+            await self.http.close()

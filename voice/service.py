@@ -1,0 +1,177 @@
+"""`voice run`: the SIP/RTP service, the IVR, and the HTTP API in one process and one loop."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from typing import Any
+
+from aiohttp import web
+
+from voice.aio.rtp import RtpPortPool
+from voice.aio.sip import SipEndpoint
+from voice.calls import CallHandler, FlowRunner, local_address_for
+from voice.config import Config, ConfigError, load_config
+from voice.sip import events as ev
+from voice.sip.core import CallPolicy, LocalIdentity, SipCore
+from voice.sip.digest import DigestVerifier
+from voice.sip.register import Registration
+
+log = logging.getLogger("voice")
+
+
+class Service:
+    def __init__(self, config: Config, *, run_flow: FlowRunner | None = None) -> None:
+        self.config = config
+        self._run_flow = run_flow
+        self.endpoint: SipEndpoint | None = None
+        self.core: SipCore | None = None
+        self.pool = RtpPortPool(config.rtp.port_min, config.rtp.port_max)
+        self.registration: Registration | None = None
+        self.http_runner: web.AppRunner | None = None
+        self.http_port = 0
+        self.history: Any = None
+        self.lookup: Any = None
+        self.calls: dict[str, CallHandler] = {}
+        self._background: list[asyncio.Task[Any]] = []
+        self.ivr: Any = None
+
+    # ---- lifecycle ------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.config
+        await self._start_http()
+        self._start_ivr()
+        listen = cfg.sip.listen
+        host = local_address_for("192.0.2.1", cfg.sip.public_address, listen.host)
+        identity = LocalIdentity(host=host, port=listen.port, user_agent=cfg.sip.user_agent)
+        verifier = DigestVerifier(cfg.sip.domain, cfg.sip.auth_users) if cfg.sip.auth_users else None
+        policy = CallPolicy(trusted=cfg.sip.trusted, verifier=verifier, max_calls=cfg.sip.max_calls)
+        self.core = SipCore(identity, policy)
+        self.endpoint = SipEndpoint(self.core, self._on_event)
+        await self.endpoint.start(listen.host, listen.port, cfg.sip.transports)
+        identity.port = self.endpoint.udp_port or self.endpoint.tcp_port
+        log.info("SIP listening on %s (%s), RTP ports %d-%d, trusted %s", listen,
+                 "+".join(cfg.sip.transports), cfg.rtp.port_min, cfg.rtp.port_max,
+                 ", ".join(str(n) for n in cfg.sip.trusted))
+        if cfg.register is not None:
+            reg = cfg.register
+            self.registration = Registration(self.core, registrar=reg.registrar, username=reg.username,
+                                             password=reg.password, expires=reg.expires, domain=reg.domain)
+            self.registration.start(self.endpoint.now())
+            self.endpoint.flush()
+
+    async def stop(self) -> None:
+        if self.registration is not None and self.endpoint is not None:
+            self.registration.stop(self.endpoint.now())
+            self.endpoint.flush()
+        for handler in list(self.calls.values()):
+            if handler.call is not None and not handler.call.ended:
+                with contextlib.suppress(Exception):
+                    await handler.call.hangup("shutdown")
+        tasks = [h.task for h in self.calls.values() if h.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        for task in self._background:
+            task.cancel()
+        if self.endpoint is not None:
+            await asyncio.sleep(0.05)  # let the BYEs leave
+            await self.endpoint.close()
+        if self.http_runner is not None:
+            await self.http_runner.cleanup()
+
+    async def _start_http(self) -> None:
+        from cti.history import CallHistory
+        from cti.http import STORE_KEY, build_api
+        from cti.lookup import make_lookup
+
+        app = build_api(self.config)
+        self.http_runner = web.AppRunner(app, access_log=None)
+        await self.http_runner.setup()  # runs cleanup_ctx startup: database open and migrated
+        store = app[STORE_KEY]
+        self.history = CallHistory(store)
+        self.lookup = make_lookup(store, self.config.cti.recent_interactions)
+        interrupted = await self.history.mark_interrupted()
+        if interrupted:
+            log.warning("%d calls from a previous run were interrupted", interrupted)
+        listen = self.config.http.listen
+        site = web.TCPSite(self.http_runner, listen.host, listen.port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.http_port = sockets[0].getsockname()[1] if sockets else listen.port
+        log.info("HTTP API on %s:%d", listen.host, self.http_port)
+
+    def _start_ivr(self) -> None:
+        if self._run_flow is not None:
+            return
+        from voice.runtime import IvrRuntime
+
+        self.ivr = IvrRuntime(self.config, lookup=self.lookup)
+        self._background.extend(self.ivr.start())
+        self._run_flow = self.ivr.run_call
+
+    # ---- SIP events ---------------------------------------------------------------------
+    def _on_event(self, event: ev.Event) -> None:
+        assert self.endpoint is not None and self._run_flow is not None
+        if isinstance(event, ev.IncomingCall):
+            sip = event.call
+            media_host = local_address_for(sip.source.host, self.config.sip.public_address,
+                                           self.config.sip.listen.host)
+            handler = CallHandler(sip, endpoint=self.endpoint, pool=self.pool, media_host=media_host,
+                                  run_flow=self._run_flow, history=self.history,
+                                  record=self.config.rtp.record, recordings=self.config.ivr.recordings)
+            self.calls[sip.call_id + sip.dialog.local_tag] = handler
+            handler.start()
+            if handler.task is not None:
+                key = sip.call_id + sip.dialog.local_tag
+                handler.task.add_done_callback(lambda _t: self.calls.pop(key, None))
+            else:
+                self.calls.pop(sip.call_id + sip.dialog.local_tag, None)
+        elif isinstance(event, ev.RegistrationChanged):
+            if event.registered:
+                log.info("registered to %s for %ds", event.registration.registrar, event.expires)
+            else:
+                log.warning("registration to %s failed (%s)", event.registration.registrar, event.status)
+        else:
+            call = getattr(event, "call", None)
+            handler = getattr(call, "app", None)
+            if isinstance(handler, CallHandler):
+                handler.on_event(event)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+async def serve(config: Config) -> None:
+    service = Service(config)
+    await service.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"voice: ready (SIP {config.sip.listen}, HTTP {config.http.listen.host}:{service.http_port})",
+          flush=True)
+    await stop.wait()
+    log.info("stopping")
+    await service.stop()
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"voice: configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level)
+    try:
+        asyncio.run(serve(config))
+    except OSError as exc:
+        print(f"voice: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
