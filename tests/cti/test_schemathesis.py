@@ -1,0 +1,100 @@
+"""schemathesis against /api/v1/openapi.json on a real server: no input may cause a 5xx.
+
+The server runs in a thread with its own event loop; schemathesis runs as its own process,
+so nothing here shares a loop with pytest-asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiohttp import web
+
+from cti.http import build_api
+from tests.cti.conftest import API_KEY, PG_DSN, PG_URL, make_config
+
+
+class ServerThread:
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        self._ready = threading.Event()
+        self._runner = web.AppRunner(app, access_log=None)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._start())
+        self._ready.set()
+        self.loop.run_forever()
+        self.loop.run_until_complete(self._runner.cleanup())
+        self.loop.close()
+
+    async def _start(self) -> None:
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    def __enter__(self) -> ServerThread:
+        self._thread.start()
+        assert self._ready.wait(30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(30)
+
+
+def _pg_schema(action: str, schema: str) -> None:
+    async def run() -> None:
+        conn = await asyncpg.connect(PG_DSN)
+        try:
+            await conn.execute(f'{action} SCHEMA "{schema}"' + (" CASCADE" if action.startswith("DROP") else ""))
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerThread]:
+    if request.param == "sqlite":
+        app = build_api(make_config(f"sqlite+aiosqlite:///{tmp_path / 'voice.db'}"))
+        with ServerThread(app) as srv:
+            yield srv
+        return
+    schema = f"cti_fuzz_{uuid.uuid4().hex[:12]}"
+    _pg_schema("CREATE", schema)
+    try:
+        with ServerThread(build_api(make_config(PG_URL), schema=schema)) as srv:
+            yield srv
+    finally:
+        _pg_schema("DROP", schema)
+
+
+def test_no_input_makes_a_server_error(server: ServerThread, tmp_path: Path) -> None:
+    base = f"http://127.0.0.1:{server.port}"
+    report = tmp_path / "report.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "schemathesis.cli", "run", f"{base}/api/v1/openapi.json",
+         "--checks", "not_a_server_error", "--max-examples", "25", "--seed", "1",
+         "--phases", "examples,coverage,fuzzing", "--workers", "2", "--generation-database", "none",
+         "--header", f"Authorization: Bearer {API_KEY}", "--no-color",
+         "--report", "json", "--report-json-path", str(report)],
+        capture_output=True, text=True, timeout=100, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    data = json.loads(report.read_text())
+    assert data["operations"]["tested"] == data["operations"]["total"] == 8
+    assert data["test_cases"]["generated"] > 200 and data["failures"] == [] and data["errors"] == []
