@@ -60,7 +60,8 @@ def _pg_schema(action: str, schema: str) -> None:
     async def run() -> None:
         conn = await asyncpg.connect(PG_DSN)
         try:
-            await conn.execute(f'{action} SCHEMA "{schema}"' + (" CASCADE" if action.startswith("DROP") else ""))
+            cascade = " CASCADE" if action.startswith("DROP") else ""
+            await conn.execute(f'{action} SCHEMA "{schema}"{cascade}')
         finally:
             await conn.close()
 
