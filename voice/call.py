@@ -152,7 +152,12 @@ class Call:
         """Await `aw` unless the call ends first (then raise CallEnded)."""
         self._check()
         task = asyncio.ensure_future(aw)
-        done, _ = await asyncio.wait({task, self._ended}, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait({task, self._ended}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # e.g. receive_digit's wait_for timing out: an orphaned Queue.get() would swallow the next key
+            task.cancel()
+            raise
         if task in done:
             return task.result()
         task.cancel()

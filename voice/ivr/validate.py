@@ -311,6 +311,9 @@ class _Parser:
         if "next" in data and "goto" in data:
             self.error(data.line_of("goto"), "bad_value", "use either next or goto, not both",
                        expected="one of next/goto", found="both")
+        default_into = {"lookup": "customer", "http": "http", "record": "recording"}.get(action)
+        if default_into and not args.get("into"):
+            self.assigned.add(default_into)
         if spec.input:
             self.check_input(spec, args, data)
             if args.get("sensitive") and args.get("into"):
