@@ -194,6 +194,7 @@ class RtpSession:
         self._recorder: WavRecorder | None = None
         # RTCP
         self.cname = f"voice-{os.getpid()}-{self.sender.ssrc:08x}@{host}"
+        self.rtcp_interval = RTCP_INTERVAL
         self._next_rtcp = 0.0
         self._rtcp_remote: tuple[str, int] | None = None
         self._sent_since_report = False
@@ -238,7 +239,7 @@ class RtpSession:
         if self.clock is None:
             now = self.loop.time()
             self.clock = FrameClock(now)
-            self._next_rtcp = now + RTCP_INTERVAL
+            self._next_rtcp = now + self.rtcp_interval
             self._timer = self.loop.call_at(self.clock.deadline(), self._on_tick)
 
     @property
@@ -272,7 +273,7 @@ class RtpSession:
             for pkt in self._reorder.poll(now):
                 self._deliver(pkt)
         if now >= self._next_rtcp:
-            self._next_rtcp = now + RTCP_INTERVAL
+            self._next_rtcp = now + self.rtcp_interval
             self._send_rtcp()
         self._timer = self.loop.call_at(clock.deadline(), self._on_tick)
 
