@@ -257,3 +257,15 @@ def ok_request_with_tag(r: Request) -> Request:
     headers = r.headers.copy()
     headers.set("To", "<sip:100@example.com>;tag=abc")
     return Request("BYE", r.uri, headers)
+
+
+def test_keepalive_and_unvalidated_list_header() -> None:
+    from voice.sip.message import is_keepalive
+
+    assert is_keepalive(b"\r\n\r\n") and is_keepalive(b"\r\n")
+    assert not is_keepalive(b"") and not is_keepalive(INVITE)
+    with pytest.raises(SipParseError, match="Empty message"):
+        parse_message(b"\r\n\r\n")
+    # A list header nobody validates, with an unbalanced quote, comes back whole instead of raising.
+    h = Headers([("Supported", 'timer, "oops')])
+    assert h.get_all("Supported") == ['timer, "oops']

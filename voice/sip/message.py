@@ -37,6 +37,7 @@ __all__ = [
     "SipUri",
     "StreamParser",
     "Via",
+    "is_keepalive",
     "make_response",
     "new_branch",
     "new_call_id",
@@ -114,7 +115,10 @@ class Headers:
             return values
         out: list[str] = []
         for value in values:
-            out.extend(p.strip() for p in split_top(value, ",") if p.strip())
+            try:
+                out.extend(p.strip() for p in split_top(value, ",") if p.strip())
+            except SipParseError:  # unbalanced quotes in a header nobody validated: keep it whole
+                out.append(value)
         return out
 
     def add(self, name: str, value: str) -> None:
@@ -520,6 +524,11 @@ def _parse(data: bytes, *, stream: bool) -> Request | Response:
         if not is_response and e.request is None:
             e.request = _partial_request(start, headers)
         raise
+
+
+def is_keepalive(data: bytes) -> bool:
+    """A datagram of CRLFs only (RFC 5626 3.5.1 keepalive): not a message, not an error."""
+    return bool(data) and not data.strip(b"\r\n")
 
 
 def parse_message(data: bytes) -> Request | Response:
