@@ -10,7 +10,8 @@ from voice.sip.core import CallPolicy
 from voice.sip.message import Request, Response
 from voice.sip.session import CallState
 
-ANSWER = b"v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 10000 RTP/AVP 8\r\n"
+ANSWER = (b"v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+          b"m=audio 10000 RTP/AVP 8\r\n")
 
 
 def invite(peer: Peer, **kw: object) -> tuple[Response, ev.IncomingCall]:
@@ -257,7 +258,8 @@ def test_local_hangup_sends_bye_and_handles_200() -> None:
     assert [m.method for m, _ in peer.sent() if isinstance(m, Request)] == ["BYE"]
     response = (
         f"SIP/2.0 200 OK\r\nVia: {bye.headers.get('Via')}\r\nFrom: {bye.headers.get('From')}\r\n"
-        f"To: {bye.headers.get('To')}\r\nCall-ID: {bye.call_id}\r\nCSeq: {bye.cseq}\r\nContent-Length: 0\r\n\r\n"
+        f"To: {bye.headers.get('To')}\r\nCall-ID: {bye.call_id}\r\nCSeq: {bye.cseq}\r\n"
+        "Content-Length: 0\r\n\r\n"
     )
     peer.send(response)
     peer.advance(10)

@@ -104,6 +104,10 @@ class CallHandler:
         self.interaction_id: str | None = None
         sip.app = self
 
+    @property
+    def confirmed(self) -> bool:
+        return self.sip.state is CallState.CONFIRMED
+
     def info(self) -> CallInfo:
         invite = self.sip.invite
         return CallInfo(
@@ -213,7 +217,7 @@ class CallHandler:
         self.sip.answer(self._answer_sdp(), self.endpoint.now())
         self.endpoint.flush()
         await self._confirmed.wait()
-        if self.sip.state is not CallState.CONFIRMED:
+        if not self.confirmed:  # ended before the ACK (CANCEL race, no ACK)
             return
         self.call = Call(self.info(), self.rtp, self.signalling)
         await self._record_start()

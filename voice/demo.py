@@ -19,9 +19,10 @@ log = logging.getLogger("voice.demo")
 PROMPT = np.concatenate([tone(440, 300), silence(100), tone(660, 300)])
 
 
-async def demo_flow(call: Call, *, max_digits: int = 8, first_timeout: float = 5.0,
-                    inter_timeout: float = 3.0) -> dict[str, Any]:
+async def demo_flow(call: Call, *, max_digits: int = 8, first_timeout: float = 20.0,
+                    inter_timeout: float = 5.0) -> dict[str, Any]:
     digits = ""
+    ended = "hangup"
     try:
         await call.play(PROMPT)
         timeout = first_timeout
@@ -36,7 +37,7 @@ async def demo_flow(call: Call, *, max_digits: int = 8, first_timeout: float = 5
             await call.play(tone(880, 120), dtmf_barge_in=False)
             await call.play(silence(80), dtmf_barge_in=False)
         await call.hangup("demo_done")
-        ended = "hangup"
     except CallEnded:
         ended = "caller_hangup"
+        log.info("call %s from %s hung up after entering %r", call.info.call_id, call.info.caller, digits)
     return {"flow": "builtin-demo", "digits": digits, "ended": ended}

@@ -137,15 +137,16 @@ class Service:
             else:
                 log.warning("registration to %s failed (%s)", event.registration.registrar, event.status)
         else:
-            call = getattr(event, "call", None)
-            handler = getattr(call, "app", None)
-            if isinstance(handler, CallHandler):
-                handler.on_event(event)
+            app = getattr(getattr(event, "call", None), "app", None)
+            if isinstance(app, CallHandler):
+                app.on_event(event)
 
 
 def setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("aiosqlite", "asyncio", "alembic", "sqlalchemy"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 async def serve(config: Config) -> None:

@@ -11,7 +11,8 @@ import contextlib
 import ipaddress
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from voice.sip.core import SipCore
 from voice.sip.events import Event
@@ -155,8 +156,8 @@ class SipEndpoint:
         writer.write(data)
         await self._read_connection(reader, writer)
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -164,7 +165,7 @@ class SipEndpoint:
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
-            self._tasks.add(task)  # type: ignore[arg-type]
+            self._tasks.add(task)
         await self._read_connection(reader, writer)
 
     async def _read_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -206,8 +207,8 @@ class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, endpoint: SipEndpoint) -> None:
         self.endpoint = endpoint
 
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        host, port = str(addr[0]), int(addr[1])  # type: ignore[call-overload]
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        host, port = str(addr[0]), int(addr[1])
         self.endpoint.feed(data, Address(host, port, "udp"))
 
     def error_received(self, exc: Exception) -> None:

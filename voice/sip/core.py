@@ -351,7 +351,8 @@ class SipCore:
     # ---- within a dialog -------------------------------------------------------
     def _in_dialog(self, request: Request, tx: ServerTransaction, now: float) -> None:
         call = self.calls.get((request.call_id, request.to.tag or ""))
-        if call is None or call.state is CallState.ENDED or call.dialog.remote_tag != (request.from_.tag or ""):
+        remote_tag = request.from_.tag or ""
+        if call is None or call.state is CallState.ENDED or call.dialog.remote_tag != remote_tag:
             # 12.2.2: no dialog matches.
             self.respond(tx, 481, "Call/Transaction Does Not Exist", now=now)
             return

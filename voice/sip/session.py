@@ -86,8 +86,8 @@ class InboundCall:
     def _ok(self, tx: ServerTransaction, sdp: bytes, now: float) -> Response:
         headers = [("Contact", self.dialog.contact), *self.core.capabilities()[:1],
                    ("Supported", "replaces, norefersub")]
-        if tx.request.method == "INVITE" and self.invite.headers.get_all("Record-Route") and tx is self.invite_tx:
-            # 12.1.1: the 2xx copies Record-Route.
+        if tx is self.invite_tx:
+            # 12.1.1: the 2xx to the dialog-creating INVITE copies its Record-Route.
             headers += [("Record-Route", rr) for rr in self.invite.headers.get_all("Record-Route")]
         return self.core.respond(tx, 200, "OK", now=now, to_tag=self.dialog.local_tag, headers=headers,
                                  body=sdp, content_type="application/sdp" if sdp else None)
@@ -134,7 +134,8 @@ class InboundCall:
     def cancelled(self, now: float) -> None:
         """9.2: a CANCEL before our final answer ends the INVITE with 487."""
         if self.state is CallState.EARLY:
-            self.core.respond(self.invite_tx, 487, "Request Terminated", now=now, to_tag=self.dialog.local_tag)
+            self.core.respond(self.invite_tx, 487, "Request Terminated", now=now,
+                              to_tag=self.dialog.local_tag)
             self._end("cancel", now)
 
     def in_dialog_request(self, request: Request, tx: ServerTransaction, now: float) -> None:

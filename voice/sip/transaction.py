@@ -151,17 +151,25 @@ class ServerTransaction(Transaction):
     def final_sent(self) -> bool:
         return self.last_response is not None and self.last_response.status >= 200
 
+    def receive_request(self, request: Request, now: float) -> bool:
+        """Feed a request that matched this transaction; True if it was absorbed here."""
+        raise NotImplementedError
+
+    def respond(self, response: Response, now: float) -> None:
+        raise NotImplementedError
+
 
 class InviteServerTransaction(ServerTransaction):
     """17.2.1 with the RFC 6026 Accepted state."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    on_ack_timeout: Callable[[InviteServerTransaction], None] | None = None
+
+    def __init__(self, request: Request, key: TxKey, peer: Address, timers: TimerHeap, send: Send,
+                 values: TimerValues, on_terminated: Callable[[Transaction], None]) -> None:
+        super().__init__(request, key, peer, timers, send, values, on_terminated)
         self.state = TxState.PROCEEDING
-        self.on_ack_timeout: Callable[[InviteServerTransaction], None] | None = None
 
     def receive_request(self, request: Request, now: float) -> bool:
-        """Feed a matching INVITE retransmission or ACK; True if absorbed here."""
         if request.method == "INVITE":
             # 17.2.1: retransmissions get the last provisional or non-2xx final again.
             if self.state in (TxState.PROCEEDING, TxState.COMPLETED):
@@ -178,7 +186,7 @@ class InviteServerTransaction(ServerTransaction):
 
     def respond(self, response: Response, now: float) -> None:
         if self.state is not TxState.PROCEEDING:
-            raise RuntimeError(f"INVITE transaction in state {self.state.value} cannot send {response.status}")
+            raise RuntimeError(f"INVITE transaction is {self.state.value}: cannot send {response.status}")
         self._transmit(response)
         if response.status < 200:
             return
