@@ -1,0 +1,142 @@
+"""The real-peer drivers proved against each other (sipp UAC <-> sipp UAS, pyVoIP -> Kamailio,
+baresip -> sipp UAS), so a failing service test points at the service, not at the harness."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.peers import DATA, HOST, free_port, free_rtp_port, sip_options
+from tests.peers.pcap import PCMA, PCMU, RtpStreamBuilder, dtmf_tone, events, read_pcap
+from tests.peers.rtp import RtpEndpoint, heard_audio, pacing_stats, rms
+from tests.peers.sipp import run_sipp, sipp_background
+
+pytestmark = [pytest.mark.peer, pytest.mark.timeout(60)]
+
+
+def test_uac_pcap_builtin_completes_against_sipp_uas(tmp_path: Path) -> None:
+    """The issue's reference call: sipp's uac_pcap (PCMA audio, then RFC 4733 digit 1)."""
+    with sipp_background("uas", workdir=tmp_path / "uas", rtp_echo=True) as uas:
+        result = run_sipp("uac_pcap", uas.address, workdir=tmp_path / "uac", calls=1, timeout=20)
+    assert result.ok, result.describe()
+    assert result.successful == 1 and result.failed == 0
+    assert result.call_length_ms is not None and result.call_length_ms >= 8000  # 8 s pause + 1 s
+    assert len(result.rtt_ms) == 1  # the rtd on the 200
+    # the built-in UAS keeps each call 4 s after the BYE (timewait), so it has not counted it yet
+    assert uas.result is not None and uas.result.created == 1 and uas.result.failed == 0
+
+
+def test_cancel_scenario_against_counterpart(tmp_path: Path) -> None:
+    with sipp_background("uas_cancel.xml", workdir=tmp_path / "uas") as uas:
+        result = run_sipp("cancel.xml", uas.address, workdir=tmp_path / "uac", timeout=10)
+    assert result.ok, result.describe()
+    assert result.count("487") == 1 and result.count("CANCEL", "Sent") == 1
+    assert uas.result is not None
+    assert uas.result.successful == 1, uas.result.describe()
+
+
+def test_no_ack_scenario_sees_2xx_retransmissions_then_bye(tmp_path: Path) -> None:
+    with sipp_background("uas_no_ack.xml", workdir=tmp_path / "uas") as uas:
+        result = run_sipp("no_ack.xml", uas.address, workdir=tmp_path / "uac", timeout=15)
+    assert result.ok, result.describe()
+    assert result.count("200", "Retrans") >= 2
+    assert result.count("BYE") == 1
+    assert uas.result is not None
+    assert uas.result.successful == 1, uas.result.describe()
+
+
+def test_reinvite_scenario_holds_and_unholds(tmp_path: Path) -> None:
+    with sipp_background("uas_reinvite.xml", workdir=tmp_path / "uas") as uas:
+        result = run_sipp("reinvite.xml", uas.address, workdir=tmp_path / "uac", timeout=15)
+    assert result.ok, result.describe()
+    assert result.count("INVITE", "Sent") == 3
+    assert uas.result is not None
+    assert uas.result.successful == 1, uas.result.describe()
+
+
+def test_reinvite_scenario_fails_when_hold_is_not_answered(tmp_path: Path) -> None:
+    """The recvonly check is real: a UAS answering the hold with sendrecv fails the call."""
+    with sipp_background(
+        "uas_reinvite.xml", workdir=tmp_path / "uas", replace={"a=recvonly": "a=sendrecv"}
+    ) as uas:
+        result = run_sipp("reinvite.xml", uas.address, workdir=tmp_path / "uac", timeout=15)
+    assert not result.ok and result.failed == 1
+    assert result.failures.get("RegexpDoesntMatch") == 1, result.describe()
+
+
+def test_dtmf_call_plays_generated_digits_from_its_sdp_port(tmp_path: Path) -> None:
+    """dtmf_call.xml replays a pcap made by tests/peers/pcap.py (tone, then digits 4#). The UAS
+    (uas_answer.xml) answers with our sink's port, so the sink sees what sipp played, and from where."""
+    call = RtpStreamBuilder(codec=PCMU).audio(dtmf_tone("5", 200)).digits("4#").write(tmp_path / "call.pcap")
+    sink_port, uac_media = free_rtp_port(1), free_rtp_port(4)
+    with (
+        RtpEndpoint(sink_port) as sink,
+        sipp_background("uas_answer.xml", workdir=tmp_path / "uas", keys={"rtp_port": sink_port}) as uas,
+    ):
+        result = run_sipp(
+            "dtmf_call.xml",
+            uas.address,
+            workdir=tmp_path / "uac",
+            timeout=15,
+            media_port=uac_media,
+            pcaps={"call.pcap": call},
+            replace={'timeout="30000"': 'timeout="1500"'},
+        )
+        sink.wait_packets(len(list(read_pcap(call))), 2)
+    assert result.ok, result.describe()
+    assert sink.digits() == "4#"
+    assert len(sink.received) == len(list(read_pcap(call)))
+    # sipp sends from the port in its SDP (first call: the -mp port): symmetric RTP, latching works
+    assert sink.sources == {(HOST, uac_media)}
+
+
+def test_listen_call_endpoint_sends_and_hears(tmp_path: Path) -> None:
+    """listen_call.xml points the SDP at our RtpEndpoint; sipp's UAS echoes what we send."""
+    with RtpEndpoint() as ep, sipp_background("uas", workdir=tmp_path / "uas", rtp_echo=True) as uas:
+        stream = RtpStreamBuilder(codec=PCMU).audio(dtmf_tone("7", 300)).digits("123")
+        sender = ep.send(stream.packets, (HOST, uas.media_port))
+        result = run_sipp(
+            "listen_call.xml",
+            uas.address,
+            workdir=tmp_path / "uac",
+            timeout=15,
+            keys={"rtp_port": ep.port},
+            replace={'timeout="30000"': 'timeout="2000"'},
+        )
+        sender.join(5)
+        ep.wait_packets(len(stream.packets), 2)
+    assert result.ok, result.describe()
+    assert ep.digits() == "123"
+    assert rms(ep.audio()) > 1000
+    assert pacing_stats(ep.received).p99_ms < 20
+
+
+def test_pcap_roundtrip_and_g711(tmp_path: Path) -> None:
+    pcm = (np.sin(np.arange(1600) / 8000 * 2 * np.pi * 440) * 10000).astype(np.int16)
+    for codec in (PCMU, PCMA):
+        stream = RtpStreamBuilder(codec=codec).audio(pcm).digits("9*")
+        packets = list(read_pcap(stream.write(tmp_path / f"{codec}.pcap")))
+        assert packets == [replace(p, src_port=6000, dst_port=6002) for p in stream.packets]
+        audio = [p for p in packets if p.payload_type == codec]
+        assert len(audio) == 10 + 5 + 5  # 200 ms of tone, 100 ms silence after each digit
+        assert audio[0].marker and not audio[1].marker
+        decoded = heard_audio(audio[:10])
+        assert np.max(np.abs(decoded.astype(int) - pcm)) < 400  # G.711 quantisation at this level
+        assert events(packets) == "9*"
+        assert len({p.timestamp for p in packets if p.payload_type == 101}) == 2
+
+
+def test_sipp_sample_pcaps_are_what_uac_pcap_sends() -> None:
+    """g711a.pcap: PCMA in 30 ms frames for about 7 s; dtmf_2833_1.pcap: RFC 4733 event 1."""
+    audio = list(read_pcap(DATA / "g711a.pcap"))
+    assert {p.payload_type for p in audio} == {PCMA} and len(audio[0].payload) == 240
+    assert 6.5 < audio[-1].time - audio[0].time < 7.5
+    assert rms(heard_audio(audio)) > 500
+    assert events(read_pcap(DATA / "dtmf_2833_1.pcap")) == "1"
+
+
+def test_options_probe_gets_no_answer_from_a_closed_port() -> None:
+    assert sip_options(free_port(), timeout=0.2) is None
