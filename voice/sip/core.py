@@ -187,9 +187,8 @@ class SipCore:
         if source.reliable:
             return source
         via = request.top_via
-        host = via.params.get("received") or via.host.strip("[]")
-        rport = via.params.get("rport")
-        port = int(rport) if rport else (via.port or 5060)
+        host = via.received or via.host
+        port = via.rport or via.port or 5060
         return Address(host, port, "udp")
 
     def respond(self, tx: ServerTransaction, status: int, reason: str | None = None, *, now: float,
