@@ -1,0 +1,69 @@
+"""The config file: the example parses, and every kind of mistake is one clear error."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from voice.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_example_config_parses_with_documented_defaults() -> None:
+    cfg = load_config(ROOT / "sip.example.conf")
+    assert cfg.sip.listen.port == 5060 and cfg.sip.transports == ("udp", "tcp")
+    assert (cfg.rtp.port_min, cfg.rtp.port_max) == (10000, 20000)
+    assert cfg.http.listen.port == 8080
+    assert cfg.ivr.default_flow == "main"
+    assert cfg.database.url.startswith("sqlite+aiosqlite:///")
+
+
+def test_example_documents_every_key() -> None:
+    from voice.config import _KEYS
+
+    text = (ROOT / "sip.example.conf").read_text()
+    for section, keys in _KEYS.items():
+        assert f"[{section}]" in text
+        for key in keys:
+            assert f"{key} =" in text, f"[{section}] {key} is not documented in sip.example.conf"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("[sip]\nlisten = 127.0.0.1:99999\n", "[sip] listen: port 99999 is outside 1-65535"),
+        ("[sip]\ntrusted = 10.0.0.0/33\n", "[sip] trusted:"),
+        ("[sip]\nlisen = 127.0.0.1\n", "[sip] unknown key 'lisen'"),
+        ("[rtp]\nports = 20000-10000\n", "[rtp] ports: range 20000-10000 must be ascending"),
+        ("[rtp]\nports = lots\n", "[rtp] ports: expected a range like 10000-20000"),
+        ("[http]\napi_keys = short\n", "[http] api_keys: every key must be at least 16 characters"),
+        ("[asr]\nengine = whisper\n", "[asr] engine: expected one of auto, vosk, pocketsphinx"),
+        ("[nonsense]\na = b\n", "unknown section [nonsense]"),
+        ("[register]\nregistrar = sip:pbx\n", "[register] username: required"),
+        ("not ini at all\n", "not a valid INI file"),
+    ],
+)
+def test_bad_config_names_file_key_and_problem(tmp_path: Path, body: str, message: str) -> None:
+    path = tmp_path / "bad.conf"
+    path.write_text(body)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(str(path))
+    assert message in str(info.value)
+
+
+def test_voice_run_refuses_to_start_on_bad_config(tmp_path: Path) -> None:
+    path = tmp_path / "bad.conf"
+    path.write_text("[sip]\ntransports = udp, sctp\n")
+    proc = subprocess.run([sys.executable, "-m", "voice.cli", "run", "--config", str(path)],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2
+    assert f"{path}: [sip] transports: expected one of udp, tcp, found 'sctp'" in proc.stderr
+    missing = subprocess.run(
+        [sys.executable, "-m", "voice.cli", "run", "--config", str(tmp_path / "no.conf")],
+        capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert missing.returncode == 2 and "file not found" in missing.stderr
