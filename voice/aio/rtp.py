@@ -25,7 +25,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,6 +49,9 @@ from voice.rtp.rtcp import (
     parse,
     round_trip,
 )
+
+if TYPE_CHECKING:
+    from voice.call import MediaPort
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +77,19 @@ def encoded_prompt(pcm: np.ndarray, codec: str) -> bytes:
 
 
 class _Playback:
-    __slots__ = ("done", "pcm", "pos")
+    __slots__ = ("codec", "data", "done", "pcm", "pos")
 
     def __init__(self, pcm: np.ndarray, done: asyncio.Future[bool]) -> None:
         self.pcm = pcm
         self.done = done
         self.pos = 0  # samples already sent
+        self.codec = ""  # codec of `data`; a re-INVITE may change it mid-prompt
+        self.data = b""
+
+    def encoded(self, codec: str) -> bytes:
+        if codec != self.codec:
+            self.codec, self.data = codec, encoded_prompt(self.pcm, codec)
+        return self.data
 
 
 class _Endpoint(asyncio.DatagramProtocol):
@@ -287,8 +297,7 @@ class RtpSession:
             return
         pb = self._playback
         if pb is not None:
-            data = encoded_prompt(pb.pcm, self.codec)
-            payload = data[pb.pos:pb.pos + FRAME_SAMPLES]
+            payload = pb.encoded(self.codec)[pb.pos:pb.pos + FRAME_SAMPLES]
             if self._recorder is not None and self._recorder.both:
                 ours = pb.pcm[pb.pos:pb.pos + FRAME_SAMPLES]
             pb.pos += FRAME_SAMPLES
@@ -313,6 +322,8 @@ class RtpSession:
         """Queue a prompt; a prompt already playing is stopped (resolves False). Resolves True
         when the last frame has been sent. While on hold the prompt runs on silently, as a
         PBX generator does, so a flow never waits forever on a held call."""
+        if pcm.dtype != np.int16 or pcm.ndim != 1:
+            raise TypeError(f"play() needs mono int16 PCM, got {pcm.dtype} with shape {pcm.shape}")
         fut: asyncio.Future[bool] = self.loop.create_future()
         self.stop_playback()
         if self.closed:
@@ -320,9 +331,6 @@ class RtpSession:
         elif len(pcm) == 0:
             fut.set_result(True)
         else:
-            pcm = np.asarray(pcm)
-            if pcm.dtype != np.int16:
-                raise TypeError(f"play() needs int16 PCM, got {pcm.dtype}")
             self._playback = _Playback(pcm, fut)
         return fut
 
@@ -391,6 +399,7 @@ class RtpSession:
             for old in self._reorder.reset():
                 self._deliver(old)
             self._rx_ssrc = pkt.ssrc
+            self._rfc4733.reset()  # event identity is (SSRC, timestamp): a new source starts afresh
         self.rx_stats.update(pkt.ssrc, pkt.sequence, pkt.timestamp, now)
         self.counters["packets_received"] += 1
         self.counters["bytes_received"] += len(pkt.payload)
@@ -536,3 +545,8 @@ class RtpSession:
             self._pool._release(self.local_port)
         if self._on_closed is not None:
             self._on_closed(self)
+
+
+if TYPE_CHECKING:
+    def _implements_media_port(session: RtpSession) -> MediaPort:
+        return session  # mypy checks RtpSession against the voice.call.MediaPort protocol
