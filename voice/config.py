@@ -43,6 +43,7 @@ class SipConfig:
     auth_users: dict[str, str] = field(default_factory=dict)
     user_agent: str = "voice/0.1"
     max_calls: int = 1000
+    t1_ms: int = 500
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -204,6 +205,7 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
         "auth_users": (_mapping, "auth_users"),
         "user_agent": (str.strip, "user_agent"),
         "max_calls": (_int_range(1, 100000), "max_calls"),
+        "t1_ms": (_int_range(10, 5000), "t1_ms"),
     },
     "register": {
         "registrar": (str.strip, "registrar"),

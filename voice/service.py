@@ -20,6 +20,7 @@ from voice.sip import events as ev
 from voice.sip.core import CallPolicy, LocalIdentity, SipCore
 from voice.sip.digest import DigestVerifier
 from voice.sip.register import Registration
+from voice.sip.transaction import TimerValues
 
 log = logging.getLogger("voice")
 
@@ -50,7 +51,8 @@ class Service:
         identity = LocalIdentity(host=host, port=listen.port, user_agent=cfg.sip.user_agent)
         verifier = DigestVerifier(cfg.sip.domain, cfg.sip.auth_users) if cfg.sip.auth_users else None
         policy = CallPolicy(trusted=cfg.sip.trusted, verifier=verifier, max_calls=cfg.sip.max_calls)
-        self.core = SipCore(identity, policy)
+        t1 = cfg.sip.t1_ms / 1000
+        self.core = SipCore(identity, policy, TimerValues(t1=t1, t2=max(4.0, 8 * t1), t4=max(5.0, 10 * t1)))
         self.endpoint = SipEndpoint(self.core, self._on_event)
         await self.endpoint.start(listen.host, listen.port, cfg.sip.transports)
         identity.port = self.endpoint.udp_port or self.endpoint.tcp_port
