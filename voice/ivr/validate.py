@@ -25,8 +25,13 @@ _NO_TARGET = object()
 
 
 def nearest(name: object, choices: Iterable[str]) -> str | None:
-    found = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.5)
-    return found[0] if found else None
+    options = list(choices)
+    found = difflib.get_close_matches(str(name), options, n=1, cutoff=0.5)
+    if found:
+        return found[0]
+    # `max_digits` -> `max`, `no_input_prompt` -> `no_input`: a valid name inside the wrong one
+    inside = [c for c in options if len(c) >= 3 and (c in str(name) or str(name) in c)]
+    return max(inside, key=len) if inside else None
 
 
 class _Parser:
@@ -320,7 +325,7 @@ class _Parser:
                 self.sensitive.add(args["into"])
         nxt = common.get("next") or common.get("goto")
         return Node(name=name, action=action, args=args, next=nxt, when=common.get("when"),
-                    otherwise=common.get("else"), line=data.line)
+                    otherwise=common.get("else"), line=line)
 
     def action_args(self, spec: ActionSpec, value: Any, line: int) -> dict[str, Any]:
         if spec.value is not None:
@@ -438,7 +443,7 @@ def parse_flow(path: Path, name: str, *, prompts_dir: Path | None, text: str | N
             p.node = ""
             p.bad(raw_nodes.line_of(node_name), "node name", "letters, digits and _", node_name)
             continue
-        node = p.parse_node(node_name, body, raw_nodes.value_line(node_name))
+        node = p.parse_node(node_name, body, raw_nodes.line_of(node_name))
         if node is not None:
             nodes[node_name] = node
     p.node = ""
