@@ -102,10 +102,10 @@ async def test_stream_sequence_timestamps_marker_and_content(pool):
     assert set(stream[:start]) == {0xFF}
     assert set(stream[start + len(encoded):]) == {0xFF}
     assert a.stats["packets_sent"] >= len(pkts)
-    # loose pacing check that holds on a busy machine: the absolute schedule neither drifts nor bursts,
-    # so the count of packets matches the time they spanned within a few frames
+    # loose pacing check that holds on a busy machine: the absolute schedule never sends ahead of
+    # time (at most the 3-frame catch-up), and a stall only costs the frames beyond that catch-up
     span = s.packets[-1][0] - s.packets[0][0]
-    assert span / 0.02 - 5 <= len(pkts) - 1 <= span / 0.02 + 4
+    assert 0.7 * span / 0.02 - 3 <= len(pkts) - 1 <= span / 0.02 + 4
 
 
 async def test_two_sessions_exchange_audio(pool):
