@@ -11,7 +11,9 @@ import pytest
 
 from tests.peers import DATA, HOST, free_port, free_rtp_port, sip_options
 from tests.peers.pcap import PCMA, PCMU, RtpStreamBuilder, dtmf_tone, events, read_pcap
-from tests.peers.rtp import RtpEndpoint, heard_audio, pacing_stats, rms
+from tests.peers.kamailio import running_kamailio
+from tests.peers.pyvoip_phone import PyVoipPhone
+from tests.peers.rtp import RtpEndpoint, heard_audio, inband_digits, pacing_stats, rms
 from tests.peers.sipp import run_sipp, sipp_background
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(60)]
@@ -140,3 +142,46 @@ def test_sipp_sample_pcaps_are_what_uac_pcap_sends() -> None:
 
 def test_options_probe_gets_no_answer_from_a_closed_port() -> None:
     assert sip_options(free_port(), timeout=0.2) is None
+
+
+def test_options_scenario_against_kamailio(tmp_path: Path) -> None:
+    with running_kamailio(tmp_path / "kam") as kam:
+        result = run_sipp("options.xml", kam.address, workdir=tmp_path / "uac", timeout=5)
+    assert result.ok, result.describe()
+
+
+def test_kamailio_routes_unregistered_users_to_next_hop(tmp_path: Path) -> None:
+    """How the service is reached behind the proxy: sipp calls `ivr` at Kamailio, which relays to a UAS."""
+    with (
+        sipp_background(
+            "uas_answer.xml", workdir=tmp_path / "uas", keys={"rtp_port": free_rtp_port()}
+        ) as uas,
+        running_kamailio(tmp_path / "kam", next_hop=uas.address) as kam,
+    ):
+        result = run_sipp("uac", kam.address, workdir=tmp_path / "uac", timeout=10, service="ivr")
+    assert result.ok, result.describe()
+    assert "REQ INVITE sip:ivr@" in kam.log
+
+
+def test_pyvoip_registers_calls_through_kamailio_sends_tones_and_hears(tmp_path: Path) -> None:
+    """pyVoIP registers (usrloc shows its contact), calls `ivr` via Kamailio to a UAS whose media is our
+    endpoint; the endpoint hears pyVoIP's in-band digit and sends audio + an RFC 4733 digit back."""
+    with (
+        RtpEndpoint() as ep,
+        sipp_background("uas_answer.xml", workdir=tmp_path / "uas", keys={"rtp_port": ep.port}) as uas,
+        running_kamailio(tmp_path / "kam", next_hop=uas.address) as kam,
+        PyVoipPhone((HOST, kam.port), "alice") as phone,
+    ):
+        assert kam.registered("alice") == [f"sip:alice@{HOST}:{phone.sip_port};transport=UDP"]
+        call = phone.call("ivr")
+        call.send_digits("58")
+        assert ep.wait_packets(30, 5)
+        pyvoip_rtp = next(iter(ep.sources))
+        ep.send(RtpStreamBuilder().audio(dtmf_tone("9", 600)).digits("3").packets, pyvoip_rtp)
+        heard = call.listen(1.5)
+        assert ep.wait_packets(40, 3)
+        call.hangup()
+    assert inband_digits(ep.audio()) == "58"
+    assert rms(heard) > 1000
+    assert call.dtmf_received() == "3"
+    assert uas.result is not None and uas.result.successful == 1, uas.result.describe()

@@ -143,3 +143,33 @@ def pacing_stats(packets: Sequence[RtpPacket]) -> PacingStats:
         p99_ms=float(np.percentile(arr, 99)),
         max_ms=float(arr.max()),
     )
+
+
+_ROWS, _COLS, _KEYS = (697, 770, 852, 941), (1209, 1336, 1477, 1633), "123A456B789C*0#D"
+
+
+def _goertzel(block: np.ndarray, freq: float) -> float:
+    coeff = 2 * np.cos(2 * np.pi * freq / 8000)
+    s1 = s2 = 0.0
+    for x in block:
+        s1, s2 = x + coeff * s1 - s2, s1
+    return float(s2 * s2 + s1 * s1 - coeff * s1 * s2)
+
+
+def inband_digits(pcm: np.ndarray, block: int = 320) -> str:
+    """DTMF tone pairs found in 40 ms blocks (a plain Goertzel check, to verify what a peer sent)."""
+    out, last = [], ""
+    x = pcm.astype(np.float64) / 32768
+    for i in range(0, len(x) - block + 1, block):
+        b = x[i : i + block]
+        energy = float(np.dot(b, b))
+        rows = [_goertzel(b, f) for f in _ROWS]
+        cols = [_goertzel(b, f) for f in _COLS]
+        r, c = int(np.argmax(rows)), int(np.argmax(cols))
+        # both tones must carry most of the block's energy (Goertzel power ~ (N/2)^2 * A^2 / 4)
+        tonal = (rows[r] + cols[c]) * 2 / block
+        key = _KEYS[r * 4 + c] if energy > 1e-3 and tonal > 0.6 * energy else ""
+        if key and key != last:
+            out.append(key)
+        last = key
+    return "".join(out)
