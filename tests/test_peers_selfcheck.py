@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from tests.peers import DATA, HOST, free_port, free_rtp_port, sip_options
-from tests.peers.pcap import PCMA, PCMU, RtpStreamBuilder, dtmf_tone, events, read_pcap
 from tests.peers.kamailio import running_kamailio
+from tests.peers.pcap import PCMA, PCMU, RtpStreamBuilder, dtmf_tone, events, read_pcap
 from tests.peers.pyvoip_phone import PyVoipPhone
 from tests.peers.rtp import RtpEndpoint, heard_audio, inband_digits, pacing_stats, rms
 from tests.peers.sipp import run_sipp, sipp_background
