@@ -333,3 +333,25 @@ async def test_configure_validates(pool):
         a.configure(remote=(HOST, 9), payload_type=18, codec="G729", dtmf_payload_type=None)
     with pytest.raises(ValueError, match="direction"):
         a.configure(remote=(HOST, 9), payload_type=0, codec="PCMU", dtmf_payload_type=None, direction="x")
+
+
+async def test_listener_errors_do_not_stop_media(pool, caplog):
+    a, b = await pair(pool)
+    calls: list[int] = []
+    digits: list[str] = []
+
+    def bad_audio(frame: np.ndarray) -> None:
+        calls.append(len(frame))
+        raise RuntimeError("listener bug")
+
+    def bad_digit(d: str) -> None:
+        digits.append(d)
+        raise RuntimeError("listener bug")
+
+    b.set_listeners(bad_digit, bad_audio)
+    await asyncio.sleep(0.1)
+    await a.send_dtmf("4", 60)
+    await asyncio.sleep(0.1)
+    assert len(calls) >= 5 and digits == ["4"]
+    assert b.stats["packets_received"] >= 5
+    assert "listener failed" in caplog.text

@@ -266,7 +266,14 @@ class RtpSession:
         clock = self.clock
         if self.closed or clock is None:
             return
-        now = self.loop.time()
+        try:
+            self._tick(clock, self.loop.time())
+        except Exception:  # never let one bad frame end the call's media: log and keep the schedule
+            log.exception("RTP tick failed on port %d", self.local_port)
+        if not self.closed:
+            self._timer = self.loop.call_at(clock.deadline(), self._on_tick)
+
+    def _tick(self, clock: FrameClock, now: float) -> None:
         lateness = clock.lateness(now)
         due = clock.due(now)
         if lateness > 0.005:
@@ -285,7 +292,6 @@ class RtpSession:
         if now >= self._next_rtcp:
             self._next_rtcp = now + self.rtcp_interval
             self._send_rtcp()
-        self._timer = self.loop.call_at(clock.deadline(), self._on_tick)
 
     def _send_frame(self) -> None:
         sender = self.sender
@@ -293,7 +299,7 @@ class RtpSession:
         if self._dtmf_active:
             sender.advance()  # RFC 4733 2.5.1.1: events replace audio, the clock runs on
             if self._recorder is not None:
-                self._recorder.tick(None)
+                self._record_tick(None)
             return
         pb = self._playback
         if pb is not None:
@@ -316,7 +322,17 @@ class RtpSession:
             sender.gap()  # on hold: the first packet after it starts a talkspurt (marker)
         sender.advance()
         if self._recorder is not None:
+            self._record_tick(ours)
+
+    def _record_tick(self, ours: np.ndarray | None) -> None:
+        assert self._recorder is not None
+        try:
             self._recorder.tick(ours)
+        except Exception:  # disk full, file removed: lose the recording, not the call
+            log.exception("recording %s failed; stopped", self._recorder.path)
+            rec, self._recorder = self._recorder, None
+            with contextlib.suppress(Exception):
+                rec.close()
 
     def play(self, pcm: np.ndarray) -> Awaitable[bool]:
         """Queue a prompt; a prompt already playing is stopped (resolves False). Resolves True
@@ -410,7 +426,7 @@ class RtpSession:
         if pkt.payload_type == self.dtmf_payload_type:
             digit = self._rfc4733.receive(pkt.payload, pkt.timestamp)
             if digit is not None:
-                self._on_digit(digit)
+                self._emit_digit(digit)
             return
         if pkt.payload_type != self.payload_type:
             self.counters["ignored"] += 1  # comfort noise (13) or an unnegotiated type
@@ -425,12 +441,21 @@ class RtpSession:
         else:
             frames = [pcm]
         for frame in frames:
-            self._on_audio(frame)
+            try:
+                self._on_audio(frame)
+            except Exception:  # a listener's bug must not starve the recorder and detector
+                log.exception("audio listener failed")
             if self._recorder is not None:
                 self._recorder.caller_frame(frame)
             if self._inband is not None:
                 for digit in self._inband.process(frame):
-                    self._on_digit(digit)
+                    self._emit_digit(digit)
+
+    def _emit_digit(self, digit: str) -> None:
+        try:
+            self._on_digit(digit)
+        except Exception:
+            log.exception("digit listener failed")
 
     # ---- RTCP --------------------------------------------------------------------------------
     def _on_rtcp(self, data: bytes, addr: Any) -> None:
