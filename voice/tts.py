@@ -32,6 +32,8 @@ class TtsError(Exception):
 
 def to_8k_int16(data: np.ndarray, rate: int) -> np.ndarray:
     """Mono int16 at 8 kHz from float or int audio at any rate (low-pass, then resample)."""
+    if rate == SAMPLE_RATE and data.dtype == np.int16 and data.ndim == 1:
+        return data
     x = np.asarray(data, dtype=np.float64)
     if x.ndim > 1:
         x = x.mean(axis=1)

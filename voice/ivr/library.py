@@ -87,8 +87,8 @@ class FlowLibrary:
             for err in new_errors[name]:
                 log.error("  %s", err)
         old_linked = self.flows
+        self.flows = _link(candidates, self._parsed, old_linked)
         self._parsed = candidates
-        self.flows = _link(candidates)
         for name in new_errors:
             if name not in changed and name in old_linked:  # broken by another file: keep its old links
                 self.flows[name] = old_linked[name]
@@ -133,11 +133,13 @@ class FlowLibrary:
                 await self.prerender()
 
 
-def _link(flows: dict[str, Flow]) -> dict[str, Flow]:
-    """New Flow objects whose `subflows` point at the current versions (calls keep old ones)."""
+def _link(flows: dict[str, Flow], prev_parsed: dict[str, Flow],
+          prev_linked: dict[str, Flow]) -> dict[str, Flow]:
+    """Flow objects whose `subflows` point at the current versions. An unchanged flow whose
+    sub-flows are unchanged keeps its object; calls in progress keep whatever they hold."""
     linked: dict[str, Flow] = {}
 
-    def get(name: str, stack: tuple[str, ...]) -> Flow:
+    def get(name: str) -> Flow:
         if name in linked:
             return linked[name]
         flow = flows[name]
@@ -145,9 +147,13 @@ def _link(flows: dict[str, Flow]) -> dict[str, Flow]:
         linked[name] = dataclasses.replace(flow, subflows=subs)  # placeholder first: recursion is allowed
         for _, target, _ in flow.calls:
             if target in flows:
-                subs[target] = get(target, (*stack, name))
+                subs[target] = get(target)
+        old = prev_linked.get(name)
+        if (old is not None and prev_parsed.get(name) is flow and old.subflows.keys() == subs.keys()
+                and all(old.subflows[t] is subs[t] for t in subs)):
+            linked[name] = old
         return linked[name]
 
     for name in flows:
-        get(name, ())
+        get(name)
     return linked
