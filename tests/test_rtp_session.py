@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.test_dtmf import DATA, read_pcap_udp_payloads
 from voice.aio.rtp import RtpPortPool, RtpSession, encoded_prompt
-from voice.audio import tone
+from voice.audio import dtmf_tone, tone
 from voice.rtp import g711
 from voice.rtp.dtmf import TelephoneEvent
 from voice.rtp.packet import RtpPacket, header, is_rtcp
@@ -355,3 +356,30 @@ async def test_listener_errors_do_not_stop_media(pool, caplog):
     assert len(calls) >= 5 and digits == ["4"]
     assert b.stats["packets_received"] >= 5
     assert "listener failed" in caplog.text
+
+
+async def test_sipp_pcap_replayed_over_udp_gives_one_digit(pool):
+    b = await pool.open_session(HOST)
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind((HOST, 0))
+    b.configure(remote=peer.getsockname(), payload_type=0, codec="PCMU", dtmf_payload_type=101)
+    digits: list[str] = []
+    b.set_listeners(digits.append, lambda f: None)
+    try:
+        for name in ("1", "pound"):
+            for data in read_pcap_udp_payloads(DATA / f"dtmf_2833_{name}.pcap"):
+                peer.sendto(data, (HOST, b.local_port))
+            await asyncio.sleep(0.1)
+    finally:
+        peer.close()
+    assert digits == ["1", "#"]
+
+
+async def test_inband_detection_is_off_when_telephone_event_is_negotiated(pool):
+    a, b = await pair(pool, dtmf=101)
+    digits: list[str] = []
+    b.set_listeners(digits.append, lambda f: None)
+    await a.play(dtmf_tone("6", 120))  # a phone that also leaks the tone into the audio
+    await a.send_dtmf("6", 60)
+    await asyncio.sleep(0.1)
+    assert digits == ["6"]  # once, from RFC 4733, not twice
