@@ -83,6 +83,13 @@ def test_frame_clock_absolute_deadlines_do_not_drift():
     assert clock.deadline() == pytest.approx(100.0 + 500 * 0.02)
 
 
+def test_frame_clock_wake_up_exactly_on_deadline_always_progresses():
+    for t0 in (0.0, 100.0, 12345.678, 1e6 + 0.1):
+        clock = FrameClock(t0)
+        for _ in range(2000):
+            assert clock.due(clock.deadline()).send == 1
+
+
 def test_frame_clock_catches_up_a_little_and_skips_a_long_stall():
     clock = FrameClock(0.0)
     assert clock.due(0.0).send == 1

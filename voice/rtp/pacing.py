@@ -49,7 +49,8 @@ class FrameClock:
         """Frames due at `now`; advances the schedule past them."""
         if now < self.deadline():
             return Due(0, 0)
-        count = int((now - self.t0) / self.period) - self.n + 1
+        # at least one: float rounding of (now - t0) / period must not stall an exactly-on-time wake-up
+        count = max(1, int((now - self.t0) / self.period) - self.n + 1)
         self.n += count
         send = min(count, self.max_catchup)
         return Due(send, count - send)
