@@ -243,9 +243,11 @@ class FlowInterpreter:
             return pcm, {"file": item.file}
         return np.zeros(int(item.seconds * SAMPLE_RATE), dtype=np.int16), {"silence": item.seconds}
 
-    async def play(self, prompt: Prompt, *, dtmf_barge_in: bool, speech_barge_in: bool) -> str | None:
+    async def play(self, prompt: Prompt, *, dtmf_barge_in: bool, speech_barge_in: bool,
+                   rendered: list[tuple[np.ndarray, dict[str, Any]]] | None = None) -> str | None:
         """Play the items in order; returns what interrupted them ("dtmf"/"speech") or None."""
-        rendered = [await self.render(item) for item in prompt]
+        if rendered is None:
+            rendered = [await self.render(item) for item in prompt]
         for item, (pcm, shown) in zip(prompt, rendered, strict=True):
             dtmf = dtmf_barge_in if item.dtmf_barge_in is None else item.dtmf_barge_in
             speech = speech_barge_in if item.speech_barge_in is None else item.speech_barge_in
@@ -283,13 +285,16 @@ class FlowInterpreter:
         """Play the prompt and wait for the first key or a speech result (or silence)."""
         listen: asyncio.Task[SpeechResult] | None = None
         n_segments = len(self.call.transcript)
+        rendered = [await self.render(item) for item in prompt]
         if speech and self.speech is not None:
-            audio = [(await self.render(item))[0] for item in prompt]  # warm the caches, know the length
-            listen = asyncio.ensure_future(self.speech.listen(
-                self.call, options=options, no_input_timeout=timeout + self.seconds(audio),
-                barge_in=speech_barge_in))
+            # listening starts with the prompt (speech barge-in); silence counts once the prompt is over
+            wait = timeout + self.seconds([audio for audio, _ in rendered])
+            heard = self.speech.listen(self.call, options=options, no_input_timeout=wait,
+                                       barge_in=speech_barge_in)
+            listen = asyncio.ensure_future(heard)
         try:
-            await self.play(prompt, dtmf_barge_in=dtmf_barge_in, speech_barge_in=speech_barge_in and speech)
+            await self.play(prompt, dtmf_barge_in=dtmf_barge_in, speech_barge_in=speech_barge_in and speech,
+                            rendered=rendered)
             self.emit("input_wait", {"node": self._node_name(), "speech": listen is not None})
             if listen is not None and listen.done():
                 result = listen.result()
