@@ -17,6 +17,7 @@ from voice.rtp.dtmf import (
     EVENT_DIGITS,
     GoertzelDetector,
     Rfc4733Receiver,
+    Rfc4733Sender,
     TelephoneEvent,
     rfc4733_packets,
 )
@@ -150,6 +151,17 @@ def test_sender_schedule_matches_rfc4733():
     assert feed(rx, [(p.payload, 4242) for p in pkts]) == "#"
     with pytest.raises(ValueError, match="DTMF"):
         rfc4733_packets("x", 100)
+
+
+def test_sender_on_a_moved_clock():
+    tx = Rfc4733Sender("A", 100, start=50.0, timestamp=777)
+    assert tx.next_deadline() == 50.0
+    first = tx.due(50.0)
+    assert len(first) == 1 and first[0].marker and TelephoneEvent.parse(first[0].payload).event == 12
+    assert tx.due(50.049) == [] and tx.next_deadline() == pytest.approx(50.05)
+    late = tx.due(50.2)  # a late wake-up gets every packet that is due, in order
+    assert [TelephoneEvent.parse(p.payload).end for p in late] == [True, True, True]
+    assert tx.done and tx.next_deadline() is None and tx.due(99.0) == []
 
 
 # ---- in-band ----------------------------------------------------------------------------------

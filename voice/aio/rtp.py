@@ -31,7 +31,7 @@ import numpy as np
 
 from voice.audio import WavRecorder, dtmf_tone
 from voice.rtp import g711
-from voice.rtp.dtmf import GoertzelDetector, Rfc4733Receiver, rfc4733_packets
+from voice.rtp.dtmf import GoertzelDetector, Rfc4733Receiver, Rfc4733Sender
 from voice.rtp.jitter import ReorderBuffer
 from voice.rtp.latch import SourceLatch
 from voice.rtp.pacing import FRAME_SAMPLES, FrameClock, RtpSender
@@ -188,7 +188,7 @@ class RtpSession:
         self._timer: asyncio.TimerHandle | None = None
         self._playback: _Playback | None = None
         self._dtmf_active = False
-        self._dtmf_timers: list[asyncio.TimerHandle] = []
+        self._dtmf_timer: asyncio.TimerHandle | None = None
         self._dtmf_done: asyncio.Future[None] | None = None
         self._dtmf_lock = asyncio.Lock()
         self._was_sending = False
@@ -361,32 +361,35 @@ class RtpSession:
         if self.dtmf_payload_type is None:
             await self.play(dtmf_tone(digit, duration_ms))
             return
-        packets = rfc4733_packets(digit, duration_ms)
         async with self._dtmf_lock:
             if self.closed:
                 return
+            events = Rfc4733Sender(digit, duration_ms, start=self.loop.time(), timestamp=self.sender.ts)
             done: asyncio.Future[None] = self.loop.create_future()
             self._dtmf_done = done
-            start = self.loop.time()
-            event_ts = self.sender.ts
-            self._dtmf_active = True
+            self._dtmf_active = True  # audio frames are replaced by the event (RFC 4733 2.5.1.1)
 
-            def emit(i: int) -> None:
-                pkt = packets[i]
-                if self.sending and self._rtp is not None and self._latch is not None and not self.closed:
-                    data = self.sender.build(self.dtmf_payload_type or 101, pkt.payload,
-                                             timestamp=event_ts, marker=pkt.marker)
-                    self._rtp.sendto(data, self._latch.send_to)
-                if i == len(packets) - 1 and not done.done():
-                    done.set_result(None)
+            def emit() -> None:
+                self._dtmf_timer = None
+                for pkt in events.due(self.loop.time()):
+                    if self.sending and self._rtp is not None and self._latch is not None:
+                        data = self.sender.build(self.dtmf_payload_type or 101, pkt.payload,
+                                                 timestamp=events.timestamp, marker=pkt.marker)
+                        self._rtp.sendto(data, self._latch.send_to)
+                deadline = events.next_deadline()
+                if deadline is None:
+                    if not done.done():
+                        done.set_result(None)
+                elif not self.closed:
+                    self._dtmf_timer = self.loop.call_at(deadline, emit)
 
-            self._dtmf_timers = [self.loop.call_at(start + p.offset, emit, i) for i, p in enumerate(packets)]
+            emit()
             try:
                 await done
             finally:
-                for h in self._dtmf_timers:
-                    h.cancel()
-                self._dtmf_timers = []
+                if self._dtmf_timer is not None:
+                    self._dtmf_timer.cancel()
+                    self._dtmf_timer = None
                 self._dtmf_active = False
 
     # ---- receive path ------------------------------------------------------------------------
@@ -557,8 +560,8 @@ class RtpSession:
         self.closed = True
         if self._timer is not None:
             self._timer.cancel()
-        for h in self._dtmf_timers:
-            h.cancel()
+        if self._dtmf_timer is not None:
+            self._dtmf_timer.cancel()
         if self._dtmf_done is not None and not self._dtmf_done.done():
             self._dtmf_done.set_result(None)
         self.stop_playback()

@@ -107,6 +107,37 @@ def rfc4733_packets(digit: str, duration_ms: int, interval_ms: int = 50, volume:
     return out
 
 
+class Rfc4733Sender:
+    """One key press on a clock: which event packets are due at `now`, and when the next one is.
+
+    The RTP timestamp of every packet is `timestamp`, the sender's clock at the start
+    of the event (RFC 4733 2.5.1.2); sequence numbers come from the stream's sender.
+    """
+
+    def __init__(self, digit: str, duration_ms: int, *, start: float, timestamp: int,
+                 interval_ms: int = 50, volume: int = 10) -> None:
+        self.digit = digit
+        self.start = start
+        self.timestamp = timestamp
+        self._packets = rfc4733_packets(digit, duration_ms, interval_ms, volume)
+        self._next = 0
+
+    @property
+    def done(self) -> bool:
+        return self._next >= len(self._packets)
+
+    def next_deadline(self) -> float | None:
+        return None if self.done else self.start + self._packets[self._next].offset
+
+    def due(self, now: float) -> list[EventPacket]:
+        """Packets whose time has come (all of them, in order, after a late wake-up)."""
+        out: list[EventPacket] = []
+        while not self.done and self.start + self._packets[self._next].offset <= now:
+            out.append(self._packets[self._next])
+            self._next += 1
+        return out
+
+
 # ---- in-band detection ------------------------------------------------------------------------
 ROWS = (697.0, 770.0, 852.0, 941.0)
 COLS = (1209.0, 1336.0, 1477.0, 1633.0)
