@@ -28,10 +28,12 @@ from voice.sip.message import (
     new_tag,
     parse_message,
 )
-from voice.sip.session import CallState, InboundCall
+from voice.sip.outbound import OutboundCall
+from voice.sip.session import CallState, DialogCall, InboundCall
 from voice.sip.timers import TimerHeap
 from voice.sip.transaction import (
     Address,
+    InviteClientTransaction,
     InviteServerTransaction,
     NonInviteClientTransaction,
     NonInviteServerTransaction,
@@ -98,9 +100,9 @@ class SipCore:
         self._out: list[tuple[bytes, Address]] = []
         self._events: list[ev.Event] = []
         self._server_tx: dict[TxKey, ServerTransaction] = {}
-        self._client_tx: dict[TxKey, NonInviteClientTransaction] = {}
-        # Calls by (Call-ID, local tag) once answered/ringing, and by INVITE tx key before.
-        self.calls: dict[tuple[str, str], InboundCall] = {}
+        self._client_tx: dict[TxKey, NonInviteClientTransaction | InviteClientTransaction] = {}
+        # Calls by (Call-ID, local tag): inbound ones from their INVITE, outbound ones (our From tag) too.
+        self.calls: dict[tuple[str, str], DialogCall] = {}
         self.stats = {"received": 0, "parse_errors": 0, "sent": 0}
         self.now = 0.0  # time of the latest receive() or handle_timer()
 
@@ -314,7 +316,7 @@ class SipCore:
         self.calls[(request.call_id, local_tag)] = call
         self._events.append(ev.IncomingCall(call=call))
 
-    def forget_call(self, call: InboundCall) -> None:
+    def forget_call(self, call: DialogCall) -> None:
         self.calls.pop((call.dialog.call_id, call.dialog.local_tag), None)
 
     def emit(self, event: ev.Event) -> None:
@@ -337,7 +339,7 @@ class SipCore:
 
     def _call_for_tx(self, tx: InviteServerTransaction) -> InboundCall | None:
         for call in self.calls.values():
-            if call.invite_tx is tx:
+            if isinstance(call, InboundCall) and call.invite_tx is tx:
                 return call
         return None
 
@@ -361,22 +363,55 @@ class SipCore:
         call.in_dialog_request(request, tx, now)
 
     # ---- client side -----------------------------------------------------------
-    def send_request(self, request: Request, peer: Address, now: float,
-                     handler: Callable[[Response | None], None]) -> NonInviteClientTransaction:
-        """Send a non-INVITE request in a new client transaction (8.1.1.7 Via, 18.1.1 rport)."""
+    def add_via(self, request: Request, peer: Address, branch: str | None = None) -> None:
+        """8.1.1.7 and 18.1.1 (RFC 3581 rport): our Via on top, a fresh branch unless given."""
         request.headers.remove("Via")
         transport = "TCP" if peer.reliable else "UDP"
-        vias = [f"SIP/2.0/{transport} {self.identity.sent_by()};branch={new_branch()};rport"]
+        via = f"SIP/2.0/{transport} {self.identity.sent_by()};branch={branch or new_branch()};rport"
         old = request.headers.items()
         request.headers = Headers()
-        request.headers.add("Via", vias[0])
+        request.headers.add("Via", via)
         for name, value in old:
             request.headers.add(name, value)
+
+    def send_request(self, request: Request, peer: Address, now: float,
+                     handler: Callable[[Response | None], None], *,
+                     keep_via: bool = False) -> NonInviteClientTransaction:
+        """Send a non-INVITE request in a new client transaction (8.1.1.7 Via, 18.1.1 rport).
+
+        `keep_via`: the request already carries its Via (a CANCEL copies the INVITE's, 9.1)."""
+        if not keep_via:
+            self.add_via(request, peer)
         tx = NonInviteClientTransaction(request, peer, self.timers, self.send, self.values,
                                         self._forget_client_tx, handler)
         self._client_tx[tx.key] = tx
         tx.start(now)
         return tx
+
+    def send_invite(self, request: Request, peer: Address, now: float,
+                    handler: Callable[[Response | None], None]) -> InviteClientTransaction:
+        """Send an INVITE in a new client transaction (17.1.1)."""
+        self.add_via(request, peer)
+        tx = InviteClientTransaction(request, peer, self.timers, self.send, self.values,
+                                     self._forget_client_tx, handler)
+        self._client_tx[tx.key] = tx
+        tx.start(now)
+        return tx
+
+    def invite(self, target_uri: str, *, from_user: str, sdp_offer: bytes, peer: Address | None = None,
+               now: float, from_display: str | None = None,
+               extra_headers: Sequence[tuple[str, str]] = (),
+               credentials: tuple[str, str] | None = None) -> OutboundCall:
+        """Place a call (UAC, 13.2.1): the INVITE leaves now; progress comes as Outbound* events.
+
+        `peer` is the next hop (default: the target URI's host and port); `credentials`
+        (username, password) answer a 401/407 challenge once."""
+        call = OutboundCall(self, target_uri, from_user=from_user, from_display=from_display,
+                            sdp_offer=sdp_offer, peer=peer, extra_headers=extra_headers,
+                            credentials=credentials)
+        self.calls[(call.call_id, call.dialog.local_tag)] = call
+        call.start(now)
+        return call
 
     def _forget_client_tx(self, tx: Transaction) -> None:
         if self._client_tx.get(tx.key) is tx:
@@ -393,7 +428,11 @@ class SipCore:
         if tx is not None:
             tx.receive_response(response, now)
             return
-        # A 2xx retransmission for a re-INVITE we sent would land here; we send none yet.
+        if response.cseq.method == "INVITE" and 200 <= response.status < 300:
+            # 13.2.2.4: a 2xx retransmitted after its transaction ended still wants our ACK.
+            call = self.calls.get((response.call_id, response.from_.tag or ""))
+            if isinstance(call, OutboundCall):
+                call.late_2xx(response, now)
 
     def active_calls(self) -> int:
         return sum(1 for c in self.calls.values() if c.state is not CallState.ENDED)

@@ -35,14 +35,16 @@ class CallState(enum.Enum):
     ENDED = "ended"
 
 
-class InboundCall:
-    def __init__(self, core: SipCore, invite: Request, tx: InviteServerTransaction, dialog: Dialog,
-                 source: Address) -> None:
+class DialogCall:
+    """What every call we are part of shares once its dialog exists, whichever side sent the
+    INVITE: requests from the peer inside the dialog (BYE, re-INVITE, INFO, OPTIONS, NOTIFY),
+    our 2xx to their re-INVITEs retransmitted until ACKed, REFER, BYE. `InboundCall` and
+    `voice.sip.outbound.OutboundCall` add how the dialog starts."""
+
+    def __init__(self, core: SipCore, dialog: Dialog, source: Address) -> None:
         self.core = core
-        self.invite = invite
-        self.invite_tx = tx
         self.dialog = dialog
-        self.source = source
+        self.source = source  # the peer's signalling address
         self.state = CallState.EARLY
         self.app: object = None  # the service's per-call object
         self._retransmit: Timer | None = None
@@ -62,33 +64,10 @@ class InboundCall:
         self._sdp_version += 1
         return self._sdp_version
 
-    # ---- answering -------------------------------------------------------------
-    def ring(self, now: float) -> None:
-        if self.state is CallState.EARLY:
-            self.core.respond(self.invite_tx, 180, "Ringing", now=now, to_tag=self.dialog.local_tag,
-                              headers=[("Contact", self.dialog.contact)])
-
-    def answer(self, sdp: bytes, now: float) -> None:
-        if self.state is not CallState.EARLY:
-            return
-        response = self._ok(self.invite_tx, sdp, now)
-        self.state = CallState.ANSWERED
-        self._await_ack(self.invite_tx, response, now)
-
-    def reject(self, status: int, reason: str | None, now: float,
-               headers: tuple[tuple[str, str], ...] = ()) -> None:
-        if self.state is not CallState.EARLY:
-            return
-        self.core.respond(self.invite_tx, status, reason, now=now, to_tag=self.dialog.local_tag,
-                          headers=headers)
-        self._end("rejected", now)
-
     def _ok(self, tx: ServerTransaction, sdp: bytes, now: float) -> Response:
         headers = [("Contact", self.dialog.contact), *self.core.capabilities()[:1],
                    ("Supported", "replaces, norefersub")]
-        if tx is self.invite_tx:
-            # 12.1.1: the 2xx to the dialog-creating INVITE copies its Record-Route.
-            headers += [("Record-Route", rr) for rr in self.invite.headers.get_all("Record-Route")]
+        headers += self._dialog_creating_headers(tx)
         return self.core.respond(tx, 200, "OK", now=now, to_tag=self.dialog.local_tag, headers=headers,
                                  body=sdp, content_type="application/sdp" if sdp else None)
 
@@ -111,6 +90,9 @@ class InboundCall:
             self._retransmit = self.core.timers.schedule(now + t1, lambda t_: retransmit(t_, t1), "2xx")
         self._ack_deadline = self.core.timers.schedule(now + 64 * t1, self._no_ack, "ack-timeout")
 
+    def _dialog_creating_headers(self, tx: ServerTransaction) -> list[tuple[str, str]]:
+        return []
+
     def _no_ack(self, now: float) -> None:
         # 13.3.1.4: no ACK within 64*T1: confirm the session and terminate it with BYE.
         if self._unacked is None:
@@ -131,20 +113,11 @@ class InboundCall:
             self.core.emit(ev.CallConfirmed(call=self, body=request.body))
 
     # ---- peer requests in the dialog ---------------------------------------------
-    def cancelled(self, now: float) -> None:
-        """9.2: a CANCEL before our final answer ends the INVITE with 487."""
-        if self.state is CallState.EARLY:
-            self.core.respond(self.invite_tx, 487, "Request Terminated", now=now,
-                              to_tag=self.dialog.local_tag)
-            self._end("cancel", now)
-
     def in_dialog_request(self, request: Request, tx: ServerTransaction, now: float) -> None:
         method = request.method
         if method == "BYE":
             self.core.respond(tx, 200, now=now)
-            if self.state is CallState.EARLY:
-                self.core.respond(self.invite_tx, 487, "Request Terminated", now=now,
-                                  to_tag=self.dialog.local_tag)
+            self._bye_while_early(now)
             self._end("bye", now)
         elif method == "INVITE":
             self._reinvite(request, tx, now)
@@ -163,6 +136,9 @@ class InboundCall:
                     self.refer_pending = False
         else:  # REFER from the caller: we do not let callers redirect us.
             self.core.respond(tx, 403, "Forbidden (REFER not accepted from callers)", now=now)
+
+    def _bye_while_early(self, now: float) -> None:
+        """A BYE arrived before the INVITE got its final response."""
 
     def _reinvite(self, request: Request, tx: ServerTransaction, now: float) -> None:
         if self.state is CallState.EARLY or (self._reinvite_tx is not None
@@ -204,17 +180,6 @@ class InboundCall:
         self.core.emit(ev.DtmfInfo(call=self, digit=digit, duration_ms=int(dur.group(1)) if dur else 100))
 
     # ---- ending and transferring ---------------------------------------------------
-    def hangup(self, now: float) -> None:
-        """End the call from our side: BYE when answered, 480 while still ringing."""
-        if self.state is CallState.EARLY:
-            self.reject(480, "Temporarily Unavailable", now)
-            return
-        if self.state is CallState.ENDED:
-            return
-        self._unacked = None
-        self._send_bye(now)
-        self._end("local", now)
-
     def refer(self, target: str, now: float) -> None:
         """Blind transfer (RFC 3515): ask the caller's UA to call `target`."""
         if self.state is not CallState.CONFIRMED:
@@ -253,3 +218,61 @@ class InboundCall:
         core.emit(ev.CallEnded(call=self, reason=reason))
 
 
+class InboundCall(DialogCall):
+    """A call the peer placed to us: we answer (or reject) its INVITE."""
+
+    def __init__(self, core: SipCore, invite: Request, tx: InviteServerTransaction, dialog: Dialog,
+                 source: Address) -> None:
+        super().__init__(core, dialog, source)
+        self.invite = invite
+        self.invite_tx = tx
+
+    # ---- answering -------------------------------------------------------------
+    def ring(self, now: float) -> None:
+        if self.state is CallState.EARLY:
+            self.core.respond(self.invite_tx, 180, "Ringing", now=now, to_tag=self.dialog.local_tag,
+                              headers=[("Contact", self.dialog.contact)])
+
+    def answer(self, sdp: bytes, now: float) -> None:
+        if self.state is not CallState.EARLY:
+            return
+        response = self._ok(self.invite_tx, sdp, now)
+        self.state = CallState.ANSWERED
+        self._await_ack(self.invite_tx, response, now)
+
+    def reject(self, status: int, reason: str | None, now: float,
+               headers: tuple[tuple[str, str], ...] = ()) -> None:
+        if self.state is not CallState.EARLY:
+            return
+        self.core.respond(self.invite_tx, status, reason, now=now, to_tag=self.dialog.local_tag,
+                          headers=headers)
+        self._end("rejected", now)
+
+    def cancelled(self, now: float) -> None:
+        """9.2: a CANCEL before our final answer ends the INVITE with 487."""
+        if self.state is CallState.EARLY:
+            self.core.respond(self.invite_tx, 487, "Request Terminated", now=now,
+                              to_tag=self.dialog.local_tag)
+            self._end("cancel", now)
+
+    def _bye_while_early(self, now: float) -> None:
+        if self.state is CallState.EARLY:
+            self.core.respond(self.invite_tx, 487, "Request Terminated", now=now,
+                              to_tag=self.dialog.local_tag)
+
+    def _dialog_creating_headers(self, tx: ServerTransaction) -> list[tuple[str, str]]:
+        if tx is not self.invite_tx:
+            return []
+        # 12.1.1: the 2xx to the dialog-creating INVITE copies its Record-Route.
+        return [("Record-Route", rr) for rr in self.invite.headers.get_all("Record-Route")]
+
+    def hangup(self, now: float) -> None:
+        """End the call from our side: BYE when answered, 480 while still ringing."""
+        if self.state is CallState.EARLY:
+            self.reject(480, "Temporarily Unavailable", now)
+            return
+        if self.state is CallState.ENDED:
+            return
+        self._unacked = None
+        self._send_bye(now)
+        self._end("local", now)

@@ -17,7 +17,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from voice.sip.message import Request, Response
+from voice.sip.message import Headers, Request, Response
 from voice.sip.timers import Timer, TimerHeap
 
 MAGIC_COOKIE = "z9hG4bK"
@@ -279,3 +279,80 @@ class NonInviteClientTransaction(Transaction):
         self._cancel_timer("F")
         self._start_timer("K", 0 if self.peer.reliable else self.values.t4, now, self._terminate)
         self.handler(response)
+
+
+class InviteClientTransaction(Transaction):
+    """17.1.1 with the RFC 6026 Accepted state: an INVITE we send.
+
+    Timer A retransmits the INVITE (unreliable transports, doubling from T1); Timer B
+    (64*T1) gives up while nothing at all came back. A non-2xx final response is ACKed
+    here (17.1.1.3) and its retransmissions re-ACKed until Timer D. Every 2xx, the
+    first, its retransmissions and forked ones alike, goes up to the handler for 64*T1
+    (Timer M, RFC 6026 8.4): the ACK for a 2xx belongs to the dialog (13.2.2.4).
+    The handler gets None when Timer B fires.
+    """
+
+    def __init__(self, request: Request, peer: Address, timers: TimerHeap, send: Send, values: TimerValues,
+                 on_terminated: Callable[[Transaction], None], handler: ResponseHandler) -> None:
+        super().__init__(client_key(request), peer, timers, send, values, on_terminated)
+        self.request = request
+        self._bytes = request.serialize()
+        self.handler = handler
+        self._ack = b""
+
+    def start(self, now: float) -> None:
+        self._send(self._bytes, self.peer)
+        if not self.peer.reliable:
+            self._arm_a(self.values.t1, now)
+        self._start_timer("B", 64 * self.values.t1, now, self._timer_b)
+
+    def _arm_a(self, interval: float, now: float) -> None:
+        def fire(t: float) -> None:
+            if self.state is TxState.TRYING:  # "Calling": retransmit, doubling without a cap
+                self._send(self._bytes, self.peer)
+                self._arm_a(2 * interval, t)
+
+        self._start_timer("A", interval, now, fire)
+
+    def _timer_b(self, now: float) -> None:
+        if self.state is TxState.TRYING:
+            self._terminate(now)
+            self.handler(None)
+
+    def receive_response(self, response: Response, now: float) -> None:
+        status = response.status
+        if self.state in (TxState.TRYING, TxState.PROCEEDING):
+            self._cancel_timer("A")
+            if status < 200:
+                # 17.1.1.2: Proceeding; Timer B only guards the Calling state.
+                self.state = TxState.PROCEEDING
+                self._cancel_timer("B")
+            elif status < 300:
+                self.state = TxState.ACCEPTED
+                self._cancel_timer("B")
+                self._start_timer("M", 64 * self.values.t1, now, self._terminate)
+            else:
+                self.state = TxState.COMPLETED
+                self._cancel_timer("B")
+                self._ack = self._non_2xx_ack(response).serialize()
+                self._send(self._ack, self.peer)
+                self._start_timer("D", 0 if self.peer.reliable else 64 * self.values.t1, now, self._terminate)
+            self.handler(response)
+        elif self.state is TxState.ACCEPTED and 200 <= status < 300:
+            self.handler(response)  # retransmitted or forked 2xx: the dialog ACKs it
+        elif self.state is TxState.COMPLETED and status >= 300:
+            self._send(self._ack, self.peer)  # 17.1.1.2: retransmitted final response, ACK again
+
+    def _non_2xx_ack(self, response: Response) -> Request:
+        """17.1.1.3: same Request-URI, Call-ID, From, top Via and CSeq number; the response's To."""
+        invite = self.request
+        headers = Headers()
+        headers.add("Via", invite.headers.raw_values("Via")[0])
+        for route in invite.headers.get_all("Route"):
+            headers.add("Route", route)
+        headers.add("Max-Forwards", "70")
+        headers.add("From", invite.headers.get("From") or "")
+        headers.add("To", response.headers.get("To") or "")
+        headers.add("Call-ID", invite.call_id)
+        headers.add("CSeq", f"{invite.cseq.seq} ACK")
+        return Request(method="ACK", uri=invite.uri, headers=headers)
