@@ -221,3 +221,10 @@ def test_latch_nat_source_after_probation_only():
     assert latch.accept(nat, 77, 5, 8)
     assert latch.send_to == nat
     assert not latch.accept(("192.168.1.20", 4000), 77, 6, 8)  # latched: even the SDP address is foreign now
+
+
+def test_latch_compares_normalized_addresses():
+    latch = SourceLatch(("2001:db8:0:0::1", 4000), frozenset({0}))
+    assert latch.accept(("2001:db8::1", 4000), 1, 1, 0)
+    v4 = SourceLatch(("192.0.2.1", 4000), frozenset({0}))
+    assert v4.accept(("::ffff:192.0.2.1", 4000), 1, 1, 0)  # from a dual-stack socket

@@ -33,7 +33,7 @@ from voice.audio import WavRecorder, dtmf_tone
 from voice.rtp import g711
 from voice.rtp.dtmf import GoertzelDetector, Rfc4733Receiver, Rfc4733Sender
 from voice.rtp.jitter import ReorderBuffer
-from voice.rtp.latch import SourceLatch
+from voice.rtp.latch import SourceLatch, normalize_host
 from voice.rtp.pacing import FRAME_SAMPLES, FrameClock, RtpSender
 from voice.rtp.packet import PacketError, RtpPacket, is_rtcp
 from voice.rtp.rtcp import (
@@ -465,7 +465,7 @@ class RtpSession:
         if self.closed or self._latch is None:
             return
         peer_ip = self._latch.send_to[0]
-        if addr[0] != peer_ip:
+        if normalize_host(addr[0]) != peer_ip:
             self.counters["dropped_foreign"] += 1
             return
         try:

@@ -14,12 +14,27 @@ Policy (close to Asterisk's `strictrtp=yes` with `probation`):
 
 from __future__ import annotations
 
+import ipaddress
+
 Address = tuple[str, int]
+
+
+def normalize_host(host: str) -> str:
+    """One spelling per address: compressed IPv6, IPv4-mapped IPv6 as plain IPv4."""
+    if ":" not in host:
+        return host  # IPv4 (the common case) is already canonical from the socket
+    try:
+        ip = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return ip.compressed
 
 
 class SourceLatch:
     def __init__(self, expected: Address, payload_types: frozenset[int], probation: int = 3) -> None:
-        self.expected = (expected[0], expected[1])
+        self.expected = (normalize_host(expected[0]), expected[1])
         self.payload_types = payload_types
         self.probation = probation
         self.latched: Address | None = None
@@ -27,7 +42,7 @@ class SourceLatch:
 
     def accept(self, addr: Address, ssrc: int, seq: int, payload_type: int) -> bool:
         """True if the packet is from our peer; may latch."""
-        src = (addr[0], addr[1])
+        src = (normalize_host(addr[0]), addr[1])
         if self.latched is not None:
             return src == self.latched
         if src == self.expected:
