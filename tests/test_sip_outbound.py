@@ -103,7 +103,7 @@ def test_invite_ringing_answer_ack() -> None:
 
 def test_invite_retransmitted_on_timer_a_then_timer_b_fails_408() -> None:
     core = make_core(t1=0.5)
-    call, uas, invite = place(core)
+    call, uas, _invite = place(core)
     times = []
     for _ in range(140):
         uas.advance(0.25)
@@ -124,7 +124,7 @@ def test_provisional_stops_retransmissions_and_timer_b() -> None:
 
 def test_2xx_retransmission_gets_the_same_ack_again() -> None:
     core = make_core()
-    call, uas, invite, ok = answer(core)
+    _call, uas, _invite, ok = answer(core)
     (ack,) = uas.requests("ACK")
     core.events()
     uas.send(ok)
@@ -138,7 +138,7 @@ def test_2xx_retransmission_gets_the_same_ack_again() -> None:
 
 def test_forked_second_2xx_is_acked_and_released() -> None:
     core = make_core()
-    call, uas, invite, ok = answer(core)
+    call, uas, invite, _ok = answer(core)
     uas.requests()
     core.events()
     uas.reply(invite, 200, tag="fork2", body=ANSWER)
@@ -150,7 +150,7 @@ def test_forked_second_2xx_is_acked_and_released() -> None:
 
 def test_busy_is_acked_by_the_transaction_and_fails() -> None:
     core = make_core()
-    call, uas, invite = place(core)
+    _call, uas, invite = place(core)
     busy = uas.reply(invite, 486)
     (ack,) = uas.requests()
     # 17.1.1.3: same branch as the INVITE, the response's To tag.
@@ -251,7 +251,7 @@ def test_record_route_reversed_into_the_route_set() -> None:
 
 def test_bye_from_the_agent_ends_the_call() -> None:
     core = make_core()
-    call, uas, invite, ok = answer(core)
+    call, uas, _invite, ok = answer(core)
     uas.requests()
     core.events()
     uas.send(uas.request_in_dialog("BYE", ok, 1))
@@ -263,7 +263,7 @@ def test_bye_from_the_agent_ends_the_call() -> None:
 
 def test_hangup_sends_bye_in_the_dialog() -> None:
     core = make_core()
-    call, uas, invite, ok = answer(core)
+    call, uas, invite, _ok = answer(core)
     uas.requests()
     core.events()
     call.hangup(0.0)
@@ -278,7 +278,7 @@ def test_hangup_sends_bye_in_the_dialog() -> None:
 
 def test_reinvite_from_the_agent_uses_the_shared_dialog_logic() -> None:
     core = make_core()
-    call, uas, invite, ok = answer(core)
+    call, uas, _invite, ok = answer(core)
     uas.requests()
     core.events()
     uas.send(uas.request_in_dialog("INVITE", ok, 5, body=ANSWER.replace(b"41000", b"41002")))
@@ -302,6 +302,7 @@ def test_tcp_agent_is_not_retransmitted() -> None:
     call = core.invite("sip:agent@127.0.0.1:5080;transport=tcp", from_user="100", sdp_offer=b"", now=0.0)
     uas = Uas(core, Address("127.0.0.1", 5080, "tcp"))
     (invite,) = uas.requests()
-    assert invite.top_via.transport.upper() == "TCP" and ";transport=tcp" in (invite.headers.get("Contact") or "")
+    assert invite.top_via.transport == "TCP"
+    assert ";transport=tcp" in (invite.headers.get("Contact") or "")
     uas.advance(20)
     assert uas.requests() == [] and call.state is CallState.EARLY
