@@ -1,6 +1,7 @@
 """The customer store: customers with identities, and one interaction history for every channel.
 
-Every public method is one transaction: it either happens entirely or not at all.
+Every public method is one transaction: it happens entirely or not at all. Writes are the sync
+functions of cti.writes run by `Database.run_write`; reads are async.
 """
 
 from __future__ import annotations
@@ -9,27 +10,35 @@ import base64
 import binascii
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, tuple_, update
+from sqlalchemy import bindparam, select, tuple_
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from cti import writes
 from cti.db import Database
 from cti.identity import IDENTITY_KINDS
-from cti.models import Customer, Identity, Interaction, TranscriptSegment, UtcDateTime, new_id, utcnow
+from cti.models import Customer, Identity, Interaction, TranscriptSegment, UtcDateTime
+from cti.records import (
+    CHANNELS,
+    DIRECTIONS,
+    EXTRA_CHANNELS,
+    SEGMENT_KINDS,
+    IdentityConflict,
+    IdentityPairs,
+    IngestResult,
+    NewInteraction,
+    NotFound,
+    Segment,
+)
+
+__all__ = [
+    "CHANNELS", "DIRECTIONS", "EXTRA_CHANNELS", "SEGMENT_KINDS", "CustomerStore", "IdentityConflict",
+    "IngestResult", "NewInteraction", "NotFound", "Segment",
+]
 
 log = logging.getLogger(__name__)
-
-# Channels every deployment knows. EXTRA_CHANNELS is where more names go until the config has a key.
-CHANNELS = ("voice", "chat", "email", "sms", "web", "social")
-EXTRA_CHANNELS: tuple[str, ...] = ()
-DIRECTIONS = ("inbound", "outbound")
-SEGMENT_KINDS = ("speech", "dtmf", "prompt")
-
-IdentityPairs = Sequence[tuple[str, str]]  # (kind, normalized value)
 
 _TIMELINE_COLUMNS = (
     Interaction.id,
@@ -44,62 +53,6 @@ _TIMELINE_COLUMNS = (
     Interaction.summary,
     Interaction.disposition,
 )
-
-
-class IdentityConflict(Exception):
-    """The identities given belong to different customers (or to another customer than intended)."""
-
-    def __init__(self, customer_ids: Sequence[str], field: str) -> None:
-        super().__init__(f"identities belong to different customers: {', '.join(customer_ids)}")
-        self.customer_ids = list(customer_ids)
-        self.field = field
-
-
-class NotFound(Exception):
-    pass
-
-
-@dataclass(kw_only=True)
-class Segment:
-    start: float
-    end: float
-    speaker: str
-    kind: str
-    text: str
-    confidence: float | None = None
-    engine: str | None = None
-
-
-@dataclass(kw_only=True)
-class NewInteraction:
-    """An interaction to ingest; identities already normalized."""
-
-    channel: str
-    direction: str
-    started_at: datetime
-    identities: IdentityPairs
-    name: str | None = None
-    ended_at: datetime | None = None
-    status: str = "completed"
-    agent: str | None = None
-    subject: str | None = None
-    summary: str | None = None
-    content: str | None = None
-    disposition: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    ivr: dict[str, Any] | None = None
-    recording: str | None = None
-    call_id: str | None = None
-    idempotency_key: str | None = None
-    transcript: list[Segment] = field(default_factory=list)
-
-
-@dataclass(frozen=True, kw_only=True)
-class IngestResult:
-    interaction_id: str
-    customer_id: str | None
-    created: bool  # False: an earlier request with the same idempotency key made it
-    customer_created: bool = False
 
 
 def iso(dt: datetime | None) -> str | None:
@@ -157,10 +110,6 @@ def summary_dict(row: Any) -> dict[str, Any]:
     }
 
 
-def _identity_filter(identities: IdentityPairs) -> Any:
-    return or_(*(and_(Identity.kind == k, Identity.value == v) for k, v in identities))
-
-
 class CustomerStore:
     """Customers, identities and interactions on one database."""
 
@@ -170,118 +119,37 @@ class CustomerStore:
         self.default_country = default_country
         self.channels = tuple(dict.fromkeys(channels))
 
-    # -- identities -----------------------------------------------------------------------------
-
-    async def _owners(self, s: AsyncSession, identities: IdentityPairs) -> dict[tuple[str, str], str]:
-        if not identities:
-            return {}
-        rows = await s.execute(
-            select(Identity.kind, Identity.value, Identity.customer_id).where(_identity_filter(identities))
-        )
-        return {(r.kind, r.value): r.customer_id for r in rows}
-
-    async def _attach(self, s: AsyncSession, customer_id: str, identities: IdentityPairs,
-                      owners: dict[tuple[str, str], str]) -> None:
-        missing = [{"customer_id": customer_id, "kind": k, "value": v}
-                   for k, v in dict.fromkeys(identities) if (k, v) not in owners]
-        if missing:
-            await s.execute(insert(Identity), missing)
-
-    async def _resolve(self, s: AsyncSession, identities: IdentityPairs, name: str | None,
-                       attributes: dict[str, Any] | None = None) -> tuple[str, bool]:
-        """The one customer these identities name, created if none; IdentityConflict if several."""
-        owners = await self._owners(s, identities)
-        found = list(dict.fromkeys(owners.values()))
-        if len(found) > 1:
-            kinds = sorted({k for (k, _), c in owners.items() if c != found[0]})
-            raise IdentityConflict(found, kinds[0])
-        if found:
-            customer_id = found[0]
-            if name:
-                await s.execute(update(Customer).where(Customer.id == customer_id, Customer.name.is_(None))
-                                .values(name=name))
-            await self._attach(s, customer_id, identities, owners)
-            return customer_id, False
-        customer_id = new_id()
-        now = utcnow()
-        await s.execute(insert(Customer).values(id=customer_id, name=name, attributes=attributes or {},
-                                                created_at=now, updated_at=now))
-        await self._attach(s, customer_id, identities, owners)
-        return customer_id, True
-
     # -- interactions ---------------------------------------------------------------------------
 
     async def ingest(self, item: NewInteraction) -> IngestResult:
         """Store an interaction, attached to the customer its identities name (created if unknown).
 
-        A unique violation means a concurrent request won a race (same idempotency key or the same
-        new identity); the retry then finds its result and answers like a sequential retry would.
+        Optimistic: the insert itself detects a repeated idempotency key (unique constraint), which
+        makes concurrent retries safe and costs first-time requests no extra query. A unique
+        violation rolls everything back; then either the key's first result is returned, or a
+        concurrent request created one of our new identities first and we resolve again.
         """
         for attempt in range(5):
             try:
-                return await self._ingest_once(item)
+                return await self.db.run_write(writes.ingest, item)
             except IntegrityError:
                 log.debug("ingest lost a race (attempt %d), looking again", attempt + 1)
+                if item.idempotency_key is not None:
+                    first = await self.db.run_write(writes.by_idempotency_key, item.idempotency_key)
+                    if first is not None:
+                        return first
                 if attempt == 4:
                     raise
         raise AssertionError("unreachable")
 
-    async def _ingest_once(self, item: NewInteraction) -> IngestResult:
-        async with self.db.write() as s, s.begin():
-            if item.idempotency_key is not None:
-                row = (await s.execute(
-                    select(Interaction.id, Interaction.customer_id)
-                    .where(Interaction.idempotency_key == item.idempotency_key)
-                )).first()
-                if row is not None:
-                    return IngestResult(interaction_id=row.id, customer_id=row.customer_id, created=False)
-            customer_id: str | None = None
-            created = False
-            if item.identities:
-                customer_id, created = await self._resolve(s, item.identities, item.name)
-            interaction_id = new_id()
-            await s.execute(insert(Interaction).values(
-                id=interaction_id, customer_id=customer_id, channel=item.channel, direction=item.direction,
-                status=item.status, started_at=item.started_at, ended_at=item.ended_at, agent=item.agent,
-                subject=item.subject, summary=item.summary, content=item.content,
-                disposition=item.disposition, meta=item.metadata, ivr=item.ivr, recording=item.recording,
-                call_id=item.call_id, idempotency_key=item.idempotency_key, created_at=utcnow(),
-            ))
-            await self._add_segments(s, interaction_id, item.transcript)
-        return IngestResult(interaction_id=interaction_id, customer_id=customer_id, created=True,
-                            customer_created=created)
-
-    async def _add_segments(self, s: AsyncSession, interaction_id: str, segments: Sequence[Segment],
-                            first_seq: int = 0) -> None:
-        if segments:
-            await s.execute(insert(TranscriptSegment), [
-                {"interaction_id": interaction_id, "seq": first_seq + i, "start": g.start, "end": g.end,
-                 "speaker": g.speaker, "kind": g.kind, "text": g.text, "confidence": g.confidence,
-                 "engine": g.engine}
-                for i, g in enumerate(segments)
-            ])
-
     async def finish_interaction(self, interaction_id: str, *, ended_at: datetime, status: str,
                                  disposition: str | None, ivr: dict[str, Any] | None,
                                  recording: str | None, transcript: Sequence[Segment]) -> None:
-        async with self.db.write() as s, s.begin():
-            result = await s.execute(
-                update(Interaction).where(Interaction.id == interaction_id).values(
-                    ended_at=ended_at, status=status, disposition=disposition, ivr=ivr, recording=recording)
-            )
-            if result.rowcount == 0:  # type: ignore[attr-defined]
-                raise NotFound(interaction_id)
-            last = (await s.execute(select(func.max(TranscriptSegment.seq))
-                                    .where(TranscriptSegment.interaction_id == interaction_id))).scalar()
-            await self._add_segments(s, interaction_id, transcript, 0 if last is None else last + 1)
+        await self.db.run_write(writes.finish, interaction_id, ended_at, status, disposition, ivr, recording,
+                                list(transcript))
 
     async def mark_interrupted(self, channel: str = "voice") -> int:
-        async with self.db.write() as s, s.begin():
-            result = await s.execute(
-                update(Interaction).where(Interaction.status == "in_progress", Interaction.channel == channel)
-                .values(status="interrupted")
-            )
-            return int(result.rowcount)  # type: ignore[attr-defined]
+        return await self.db.run_write(writes.mark_interrupted, channel)
 
     async def timeline(self, customer_id: str, *, limit: int = 20,
                        cursor: tuple[datetime, str] | None = None) -> tuple[list[dict[str, Any]], str | None]:
@@ -293,8 +161,8 @@ class CustomerStore:
             query = query.where(tuple_(Interaction.started_at, Interaction.id) < tuple_(
                 bindparam("c_at", cursor[0], type_=UtcDateTime()), bindparam("c_id", cursor[1])))
         query = query.order_by(Interaction.started_at.desc(), Interaction.id.desc()).limit(limit + 1)
-        async with self.db.read() as s:
-            rows = (await s.execute(query)).all()
+        async with self.db.read_engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
         more = len(rows) > limit
         rows = rows[:limit]
         next_cursor = encode_cursor(rows[-1].started_at, rows[-1].id) if more and rows else None
@@ -320,21 +188,24 @@ class CustomerStore:
 
     # -- customers ------------------------------------------------------------------------------
 
+    async def _conflict_after_race(self, customer_id: str | None,
+                                   identities: IdentityPairs) -> IdentityConflict:
+        """A unique violation on identities: a concurrent request took one first. Name its owner."""
+        async with self.db.read_engine.connect() as conn:
+            known = await conn.run_sync(writes.owners, identities)
+        others = [(k, c) for (k, _), c in known.items() if c != customer_id]
+        if not others:
+            raise RuntimeError("unique violation without a conflicting identity")
+        kind, owner = others[0]
+        return IdentityConflict([customer_id, owner] if customer_id else [owner], kind)
+
     async def create_customer(self, *, name: str | None, identities: IdentityPairs,
                               attributes: dict[str, Any]) -> dict[str, Any]:
         """A new customer; IdentityConflict if any identity already belongs to someone."""
         try:
-            async with self.db.write() as s, s.begin():
-                owners = await self._owners(s, identities)
-                if owners:
-                    (kind, _), owner = next(iter(owners.items()))
-                    raise IdentityConflict([owner], kind)
-                customer_id, _ = await self._resolve(s, identities, name, attributes)
-        except IntegrityError:  # a concurrent request took one of the identities first
-            async with self.db.read() as s:
-                owners = await self._owners(s, identities)
-            (kind, _), owner = next(iter(owners.items()))
-            raise IdentityConflict([owner], kind) from None
+            customer_id = await self.db.run_write(writes.create_customer, name, identities, attributes)
+        except IntegrityError:
+            raise await self._conflict_after_race(None, identities) from None
         found = await self.get_customer(customer_id)
         assert found is not None
         return found
@@ -349,13 +220,13 @@ class CustomerStore:
         if not identities:
             return []
         async with self.db.read() as s:
-            ids = select(Identity.customer_id).where(_identity_filter(identities))
+            ids = select(Identity.customer_id).where(writes.identity_filter(identities))
             rows = await s.execute(select(Customer).where(Customer.id.in_(ids)).order_by(Customer.created_at))
             return [customer_dict(c) for c in rows.scalars()]
 
     async def find_customer_id(self, kind: str, value: str) -> str | None:
-        async with self.db.read() as s:
-            return (await s.execute(select(Identity.customer_id).where(
+        async with self.db.read_engine.connect() as conn:
+            return (await conn.execute(select(Identity.customer_id).where(
                 Identity.kind == kind, Identity.value == value))).scalar()
 
     async def update_customer(self, customer_id: str, *, name: str | None = None,
@@ -363,33 +234,9 @@ class CustomerStore:
                               identities: IdentityPairs = ()) -> dict[str, Any]:
         """Merge-patch attributes (a None value deletes the key), set the name, add identities."""
         try:
-            async with self.db.write() as s, s.begin():
-                customer = await s.get(Customer, customer_id, with_for_update=True)
-                if customer is None:
-                    raise NotFound(customer_id)
-                owners = await self._owners(s, identities)
-                others = [(k, c) for (k, _), c in owners.items() if c != customer_id]
-                if others:
-                    raise IdentityConflict([customer_id, others[0][1]], others[0][0])
-                await self._attach(s, customer_id, identities, owners)
-                if name is not None:
-                    customer.name = name
-                if attributes:
-                    merged = dict(customer.attributes or {})
-                    for key, value in attributes.items():
-                        if value is None:
-                            merged.pop(key, None)
-                        else:
-                            merged[key] = value
-                    customer.attributes = merged
-                customer.updated_at = utcnow()
+            await self.db.run_write(writes.update_customer, customer_id, name, attributes, identities)
         except IntegrityError:
-            async with self.db.read() as s:
-                owners = await self._owners(s, identities)
-            others = [(k, c) for (k, _), c in owners.items() if c != customer_id]
-            if not others:
-                raise
-            raise IdentityConflict([customer_id, others[0][1]], others[0][0]) from None
+            raise await self._conflict_after_race(customer_id, identities) from None
         found = await self.get_customer(customer_id)
         assert found is not None
         return found
@@ -399,19 +246,7 @@ class CustomerStore:
         """For imports: update the customer these identities name, or create one. (id, created)."""
         for attempt in range(3):
             try:
-                async with self.db.write() as s, s.begin():
-                    customer_id, created = await self._resolve(s, identities, None, attributes)
-                    if not created and (name or attributes):
-                        customer = await s.get(Customer, customer_id)
-                        assert customer is not None
-                        if name:
-                            customer.name = name
-                        if attributes:
-                            customer.attributes = {**(customer.attributes or {}), **attributes}
-                        customer.updated_at = utcnow()
-                    elif created and name:
-                        await s.execute(update(Customer).where(Customer.id == customer_id).values(name=name))
-                return customer_id, created
+                return await self.db.run_write(writes.upsert_customer, name, identities, attributes)
             except IntegrityError:
                 if attempt == 2:
                     raise

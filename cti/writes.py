@@ -1,0 +1,183 @@
+"""The store's writes: each a sync function of one Core `Connection`, run in one transaction
+by `Database.run_write` (asyncpg via run_sync, or the SQLite writer thread). Raising rolls the
+whole transaction back, so nothing is ever half-written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
+
+from cti.models import Customer, Identity, Interaction, TranscriptSegment, new_id, utcnow
+from cti.records import IdentityConflict, IdentityPairs, IngestResult, NewInteraction, NotFound, Segment
+
+CUSTOMERS = cast(Table, Customer.__table__)
+IDENTITIES = cast(Table, Identity.__table__)
+INTERACTIONS = cast(Table, Interaction.__table__)
+SEGMENTS = cast(Table, TranscriptSegment.__table__)
+
+
+def identity_filter(identities: IdentityPairs) -> Any:
+    return or_(*(and_(IDENTITIES.c.kind == k, IDENTITIES.c.value == v) for k, v in identities))
+
+
+def owners(conn: Connection, identities: IdentityPairs) -> dict[tuple[str, str], str]:
+    """Which customer owns each of these identities (absent: nobody)."""
+    if not identities:
+        return {}
+    rows = conn.execute(select(IDENTITIES.c.kind, IDENTITIES.c.value, IDENTITIES.c.customer_id)
+                        .where(identity_filter(identities)))
+    return {(r.kind, r.value): r.customer_id for r in rows}
+
+
+def attach(conn: Connection, customer_id: str, identities: IdentityPairs,
+           known: dict[tuple[str, str], str]) -> None:
+    missing = [{"customer_id": customer_id, "kind": k, "value": v}
+               for k, v in dict.fromkeys(identities) if (k, v) not in known]
+    if missing:
+        conn.execute(insert(IDENTITIES), missing)
+
+
+def new_customer(conn: Connection, name: str | None, attributes: dict[str, Any] | None) -> str:
+    customer_id, now = new_id(), utcnow()
+    conn.execute(insert(CUSTOMERS), {"id": customer_id, "name": name, "attributes": attributes or {},
+                                     "created_at": now, "updated_at": now})
+    return customer_id
+
+
+def resolve(conn: Connection, identities: IdentityPairs, name: str | None,
+            attributes: dict[str, Any] | None = None) -> tuple[str, bool]:
+    """The one customer these identities name, created if none: (id, created).
+
+    Identities of two customers are an IdentityConflict, never a merge. New identities given
+    alongside known ones are added to the customer (they were used together by that person).
+    """
+    known = owners(conn, identities)
+    found = list(dict.fromkeys(known.values()))
+    if len(found) > 1:
+        kinds = sorted({k for (k, _), c in known.items() if c != found[0]})
+        raise IdentityConflict(found, kinds[0])
+    if found:
+        customer_id = found[0]
+        if name:
+            conn.execute(update(CUSTOMERS).where(CUSTOMERS.c.id == customer_id, CUSTOMERS.c.name.is_(None))
+                         .values(name=name))
+        attach(conn, customer_id, identities, known)
+        return customer_id, False
+    customer_id = new_customer(conn, name, attributes)
+    attach(conn, customer_id, identities, known)
+    return customer_id, True
+
+
+def add_segments(conn: Connection, interaction_id: str, segments: Sequence[Segment],
+                 first_seq: int = 0) -> None:
+    if segments:
+        conn.execute(insert(SEGMENTS), [
+            {"interaction_id": interaction_id, "seq": first_seq + i, "start": g.start, "end": g.end,
+             "speaker": g.speaker, "kind": g.kind, "text": g.text, "confidence": g.confidence,
+             "engine": g.engine}
+            for i, g in enumerate(segments)
+        ])
+
+
+def ingest(conn: Connection, item: NewInteraction) -> IngestResult:
+    customer_id: str | None = None
+    created = False
+    if item.identities:
+        customer_id, created = resolve(conn, item.identities, item.name)
+    interaction_id = new_id()
+    conn.execute(insert(INTERACTIONS), {
+        "id": interaction_id, "customer_id": customer_id, "channel": item.channel,
+        "direction": item.direction, "status": item.status, "started_at": item.started_at,
+        "ended_at": item.ended_at, "agent": item.agent, "subject": item.subject, "summary": item.summary,
+        "content": item.content, "disposition": item.disposition, "metadata": item.metadata,
+        "ivr": item.ivr, "recording": item.recording, "call_id": item.call_id,
+        "idempotency_key": item.idempotency_key, "created_at": utcnow(),
+    })
+    add_segments(conn, interaction_id, item.transcript)
+    return IngestResult(interaction_id=interaction_id, customer_id=customer_id, created=True,
+                        customer_created=created)
+
+
+def by_idempotency_key(conn: Connection, key: str) -> IngestResult | None:
+    row = conn.execute(select(INTERACTIONS.c.id, INTERACTIONS.c.customer_id)
+                       .where(INTERACTIONS.c.idempotency_key == key)).first()
+    return None if row is None else IngestResult(interaction_id=row.id, customer_id=row.customer_id,
+                                                 created=False)
+
+
+def finish(conn: Connection, interaction_id: str, ended_at: datetime, status: str, disposition: str | None,
+           ivr: dict[str, Any] | None, recording: str | None, transcript: Sequence[Segment]) -> None:
+    result = conn.execute(update(INTERACTIONS).where(INTERACTIONS.c.id == interaction_id).values(
+        ended_at=ended_at, status=status, disposition=disposition, ivr=ivr, recording=recording))
+    if result.rowcount == 0:
+        raise NotFound(interaction_id)
+    last = conn.execute(select(func.max(SEGMENTS.c.seq)).where(SEGMENTS.c.interaction_id == interaction_id)
+                        ).scalar()
+    add_segments(conn, interaction_id, transcript, 0 if last is None else last + 1)
+
+
+def mark_interrupted(conn: Connection, channel: str) -> int:
+    result = conn.execute(update(INTERACTIONS).where(INTERACTIONS.c.status == "in_progress",
+                                                     INTERACTIONS.c.channel == channel)
+                          .values(status="interrupted"))
+    return int(result.rowcount)
+
+
+def create_customer(conn: Connection, name: str | None, identities: IdentityPairs,
+                    attributes: dict[str, Any]) -> str:
+    known = owners(conn, identities)
+    if known:
+        (kind, _), owner = next(iter(known.items()))
+        raise IdentityConflict([owner], kind)
+    customer_id = new_customer(conn, name, attributes)
+    attach(conn, customer_id, identities, known)
+    return customer_id
+
+
+def update_customer(conn: Connection, customer_id: str, name: str | None, attributes: dict[str, Any] | None,
+                    identities: IdentityPairs) -> None:
+    """Set the name, merge-patch attributes (None deletes a key), add identities."""
+    # FOR UPDATE (PostgreSQL): two concurrent PATCHes merge one after the other, neither is lost.
+    row = conn.execute(select(CUSTOMERS.c.attributes).where(CUSTOMERS.c.id == customer_id)
+                       .with_for_update()).first()
+    if row is None:
+        raise NotFound(customer_id)
+    known = owners(conn, identities)
+    others = [(k, c) for (k, _), c in known.items() if c != customer_id]
+    if others:
+        raise IdentityConflict([customer_id, others[0][1]], others[0][0])
+    attach(conn, customer_id, identities, known)
+    values: dict[str, Any] = {"updated_at": utcnow()}
+    if name is not None:
+        values["name"] = name
+    if attributes:
+        merged = dict(row.attributes or {})
+        for key, value in attributes.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        values["attributes"] = merged
+    conn.execute(update(CUSTOMERS).where(CUSTOMERS.c.id == customer_id).values(**values))
+
+
+def upsert_customer(conn: Connection, name: str | None, identities: IdentityPairs,
+                    attributes: dict[str, Any]) -> tuple[str, bool]:
+    """For imports: the customer these identities name gets the row's name and attributes."""
+    customer_id, created = resolve(conn, identities, None, attributes)
+    if created:
+        if name:
+            conn.execute(update(CUSTOMERS).where(CUSTOMERS.c.id == customer_id).values(name=name))
+        return customer_id, True
+    row = conn.execute(select(CUSTOMERS.c.attributes).where(CUSTOMERS.c.id == customer_id)
+                       .with_for_update()).one()
+    values: dict[str, Any] = {"updated_at": utcnow(), "attributes": {**(row.attributes or {}), **attributes}}
+    if name:
+        values["name"] = name
+    conn.execute(update(CUSTOMERS).where(CUSTOMERS.c.id == customer_id).values(**values))
+    return customer_id, False
