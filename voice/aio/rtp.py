@@ -16,6 +16,7 @@ the stream and on the first packet after we stopped sending (hold, stall).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import errno
 import functools
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RTCP_INTERVAL = 5.0
+FEED_MAX = 3  # live frames queued by feed(): 60 ms at most
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 CODECS = ("PCMU", "PCMA")
 
@@ -187,6 +189,7 @@ class RtpSession:
         self.clock: FrameClock | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._playback: _Playback | None = None
+        self._live: collections.deque[np.ndarray] = collections.deque()  # feed(): bridged frames
         self._dtmf_active = False
         self._dtmf_timer: asyncio.TimerHandle | None = None
         self._dtmf_done: asyncio.Future[None] | None = None
@@ -298,10 +301,13 @@ class RtpSession:
         ours: np.ndarray | None = None
         if self._dtmf_active:
             sender.advance()  # RFC 4733 2.5.1.1: events replace audio, the clock runs on
+            if self._live:
+                self._live.popleft()  # the live frame of this slot is replaced too
             if self._recorder is not None:
                 self._record_tick(None)
             return
         pb = self._playback
+        live = self._live.popleft() if self._live else None  # consumed in step even under a prompt
         if pb is not None:
             payload = pb.encoded(self.codec)[pb.pos:pb.pos + FRAME_SAMPLES]
             if self._recorder is not None and self._recorder.both:
@@ -313,6 +319,9 @@ class RtpSession:
                 self._playback = None
                 if not pb.done.done():
                     pb.done.set_result(True)
+        elif live is not None:
+            payload = g711.encode(live, self.codec)
+            ours = live
         else:
             payload = self._silence
         if self.sending and self._rtp is not None and self._latch is not None:
@@ -349,6 +358,19 @@ class RtpSession:
         else:
             self._playback = _Playback(pcm, fut)
         return fut
+
+    def feed(self, frame: np.ndarray) -> None:
+        """Queue one live 20 ms int16 frame (another leg's audio, for a bridge) to send on our own
+        clock. A playing prompt takes precedence; silence fills any slot without a frame. Beyond
+        FEED_MAX frames the oldest is dropped, so the added delay stays bounded when the other
+        leg's clock runs faster than ours."""
+        if self.closed:
+            return
+        if len(frame) != FRAME_SAMPLES:
+            raise ValueError(f"feed() takes {FRAME_SAMPLES}-sample frames, got {len(frame)}")
+        self._live.append(frame)
+        while len(self._live) > FEED_MAX:
+            self._live.popleft()
 
     def stop_playback(self) -> None:
         pb, self._playback = self._playback, None
