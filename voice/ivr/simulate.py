@@ -93,24 +93,57 @@ class Simulator:
         return 0
 
 
+def _busy(lookup: Any) -> Any:
+    """Database I/O runs in driver threads the virtual clock cannot see: hold time still meanwhile."""
+
+    async def wrapped(**kw: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        loop.busy_threads += 1  # type: ignore[attr-defined]
+        try:
+            return await lookup(**kw)
+        finally:
+            loop.busy_threads -= 1  # type: ignore[attr-defined]
+
+    return wrapped
+
+
 def main(args: argparse.Namespace) -> int:
     path = Path(args.file)
-    flows_dir = path.parent
-    prompts = Path("recordings/prompts")
-    lookup = None
+    prompts, recordings = Path("recordings/prompts"), Path("recordings/calls")
+    cfg = None
     if args.config:
-        from voice.config import load_config
+        from voice.config import ConfigError, load_config
 
-        cfg = load_config(args.config)
-        prompts = cfg.ivr.prompts
-    library = FlowLibrary(flows_dir, prompts_dir=prompts, default_flow=path.stem, routes={})
+        try:
+            cfg = load_config(args.config)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        prompts, recordings = cfg.ivr.prompts, cfg.ivr.recordings
+    library = FlowLibrary(path.parent, prompts_dir=prompts, default_flow=path.stem, routes={})
     for err in library.load():
         print(err, file=sys.stderr)
     logging.getLogger("voice.ivr").setLevel(logging.ERROR)
 
     async def go() -> int:
-        sim = Simulator(library, path.stem, args.caller, lookup=lookup, prompts_dir=prompts,
-                        recordings_dir=Path("recordings/calls"))
-        return await sim.run()
+        lookup, db = None, None
+        if cfg is not None:  # look callers up in the configured customer store
+            try:
+                from cti.db import open_database
+                from cti.lookup import make_lookup
+                from cti.store import CustomerStore
+
+                db = open_database(cfg.database.url)
+                store = CustomerStore(db, default_country=cfg.cti.default_country)
+                lookup = _busy(make_lookup(store, cfg.cti.recent_interactions))
+            except Exception as exc:  # the simulator still works without customer data
+                print(f"customer store unavailable ({exc}); lookups find nothing", file=sys.stderr)
+        try:
+            sim = Simulator(library, path.stem, args.caller, lookup=lookup, prompts_dir=prompts,
+                            recordings_dir=recordings)
+            return await sim.run()
+        finally:
+            if db is not None:
+                await db.dispose()
 
     return run_virtual(go())
