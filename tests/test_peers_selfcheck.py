@@ -3,6 +3,7 @@ baresip -> sipp UAS), so a failing service test points at the service, not at th
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,8 +11,9 @@ import numpy as np
 import pytest
 
 from tests.peers import DATA, HOST, free_port, free_rtp_port, sip_options
+from tests.peers.baresip import running_baresip
 from tests.peers.kamailio import running_kamailio
-from tests.peers.pcap import PCMA, PCMU, RtpStreamBuilder, dtmf_tone, events, read_pcap
+from tests.peers.pcap import PCMA, PCMU, RtpStreamBuilder, dtmf_tone, events, read_pcap, read_wav, speak
 from tests.peers.pyvoip_phone import PyVoipPhone
 from tests.peers.rtp import RtpEndpoint, heard_audio, inband_digits, pacing_stats, rms
 from tests.peers.sipp import run_sipp, sipp_background
@@ -184,4 +186,26 @@ def test_pyvoip_registers_calls_through_kamailio_sends_tones_and_hears(tmp_path:
     assert inband_digits(ep.audio()) == "58"
     assert rms(heard) > 1000
     assert call.dtmf_received() == "3"
+    assert uas.result is not None and uas.result.successful == 1, uas.result.describe()
+
+
+def test_baresip_dials_sends_rfc4733_digits_speaks_and_hears(tmp_path: Path) -> None:
+    """baresip calls a sipp UAS whose media is our endpoint: it sends flite speech and RFC 4733
+    digits; what we send back lands in its sndfile dump."""
+    speech = speak("hello, this is a test call", tmp_path / "speech.wav")
+    with (
+        RtpEndpoint() as ep,
+        sipp_background("uas_answer.xml", workdir=tmp_path / "uas", keys={"rtp_port": ep.port}) as uas,
+        running_baresip(tmp_path / "baresip", source_wav=speech, timeout=30) as phone,
+    ):
+        phone.dial(f"sip:ivr@{uas.address}")
+        phone.send_digits("5#")
+        assert ep.wait_packets(20, 3)
+        ep.send(RtpStreamBuilder().audio(dtmf_tone("9", 600)).packets, next(iter(ep.sources)), wait=True)
+        time.sleep(0.3)
+        phone.hangup()
+    assert ep.digits() == "5#"
+    assert rms(ep.audio()) > 500  # the speech
+    heard = read_wav(phone.heard_files()[0])
+    assert inband_digits(heard) == "9"
     assert uas.result is not None and uas.result.successful == 1, uas.result.describe()

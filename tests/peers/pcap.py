@@ -302,3 +302,16 @@ def events(packets: Iterable[RtpPacket], event_pt: int = TELEPHONE_EVENT) -> str
                 seen.add(key)
                 out.append(EVENT_DIGITS.get(p.payload[0], "?"))
     return "".join(out)
+
+
+def speak(text: str, path: Path, *, voice: str = "slt") -> Path:
+    """Caller speech as a WAV made by flite (espeak-ng when flite is missing)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("flite"):
+        argv = ["flite", "-voice", voice, "-t", text, "-o", str(path)]
+    else:
+        argv = ["espeak-ng", "-w", str(path), text]
+    subprocess.run(argv, check=True, capture_output=True, timeout=30)
+    return path
