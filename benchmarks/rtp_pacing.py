@@ -6,7 +6,7 @@ The senders are real `voice.aio.rtp.RtpSession`s on one event loop in this
 process; the receivers run in a child process (plain sockets + epoll) so their
 work does not disturb the senders' timers. Printed:
 - deadline lateness: how late each 20 ms timer callback ran after its absolute deadline;
-- inter-arrival deviation: |arrival gap - 20 ms| per stream at the receiver;
+- inter-arrival deviation: |arrival gap - 20 ms| per stream, from kernel receive timestamps;
 - sequence/timestamp errors seen by the receiver (must be 0);
 - CPU% of the sending process (100% = one core).
 Everything stays on 127.0.0.1 and stops by itself.
@@ -32,6 +32,9 @@ from voice.aio.rtp import RtpPortPool, RtpSession
 from voice.audio import tone
 
 MAX_SESSIONS = 1000
+# Linux: kernel receive timestamps, so the receiver's own scheduling delay is not counted as jitter
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+SCM_TIMESTAMPNS = SO_TIMESTAMPNS
 
 
 def pct(values: list[float] | np.ndarray, q: float) -> float:
@@ -46,6 +49,8 @@ def receiver(n: int, seconds: float, conn: mp.connection.Connection) -> None:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.bind(("127.0.0.1", 0))
         s.setblocking(False)
+        if sys.platform == "linux":
+            s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         sel.register(s, selectors.EVENT_READ, len(socks))
         socks.append(s)
     conn.send([s.getsockname()[1] for s in socks])
@@ -61,10 +66,14 @@ def receiver(n: int, seconds: float, conn: mp.connection.Connection) -> None:
             i = key.data
             while True:
                 try:
-                    data = s.recv(2048)  # type: ignore[union-attr]
+                    data, anc, _flags, _addr = s.recvmsg(2048, 64)  # type: ignore[union-attr]
                 except BlockingIOError:
                     break
-                now = time.monotonic()
+                now = time.time()
+                for level, kind, value in anc:
+                    if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS and len(value) >= 16:
+                        sec, nsec = struct.unpack("qq", value[:16])
+                        now = sec + nsec / 1e9
                 if len(data) < 12 or 192 <= data[1] <= 223:
                     continue
                 seq, ts = struct.unpack_from("!HI", data, 2)
