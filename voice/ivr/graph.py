@@ -61,9 +61,13 @@ def to_svg(flow: Flow) -> str:
            f"<title>{escape(flow.name)}</title>"]
     for name, node in flow.nodes.items():
         x1, y1 = pos[name]
+        merged: dict[str, list[str]] = {}  # one arrow per target, its labels joined
         for label, target in node_edges(node):
+            merged.setdefault(target, []).extend([label] if label else [])
+        for target, labels in merged.items():
             if target not in pos:
                 continue
+            label = ", ".join(labels)
             x2, y2 = pos[target]
             sx, sy = x1 + box_w / 2, y1 + box_h
             ex, ey = x2 + box_w / 2, y2
@@ -74,7 +78,8 @@ def to_svg(flow: Flow) -> str:
                 lx, ly = mid, (sy + ey) / 2
             else:
                 path = f"M {sx:.0f} {sy:.0f} L {ex:.0f} {ey:.0f}"
-                lx, ly = (sx + ex) / 2, (sy + ey) / 2
+                # nearer the target: labels of edges fanning out of one menu would overlap at the source
+                lx, ly = sx + 0.7 * (ex - sx), sy + 0.7 * (ey - sy)
             out.append(f'<path d="{path}" fill="none" stroke="#555" marker-end="url(#arrow)"/>')
             if label:
                 out.append(f'<text x="{lx:.0f}" y="{ly:.0f}" fill="#333" font-size="10" '
