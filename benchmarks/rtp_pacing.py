@@ -182,7 +182,8 @@ def main() -> None:
           f"max={sender['late_max']:.3f} (ticks={sender['ticks']}, skipped frames={sender['skipped']})")
     print(f"inter-arrival deviation from 20 ms, ms: p50={rx['dev_p50']:.3f} p99={rx['dev_p99']:.3f} "
           f"max={rx['dev_max']:.3f}")
-    print(f"receiver: sequence errors={rx['seq_errors']} timestamp errors={rx['ts_errors']}")
+    print(f"receiver: sequence errors={rx['seq_errors']} timestamp jumps (frames skipped after a stall)="
+          f"{rx['ts_errors']}")
     print(f"CPU: sender process {sender['cpu']:.1f}% of one core "
           f"({sender['cpu'] / n:.3f}% per session), receiver process {rx['cpu']:.1f}%")
     print(f"GC runs in the window={sender['gc_count']} longest={sender['gc_max']:.2f} ms")
