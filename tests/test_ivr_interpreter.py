@@ -211,6 +211,26 @@ def test_sensitive_digits_masked_in_record_transcript_and_logs(tmp_path: Path,
     assert json.loads(caplog.records[-1].getMessage())["ended"] == "hangup"  # the voice.calls line
 
 
+def test_sensitive_values_masked_in_error_messages(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    flow = flow_of(tmp_path, """
+        start: get
+        nodes:
+          get:
+            collect: {prompt: PIN., into: pin, max: 4, sensitive: true, on_failure: who}
+            next: who
+          who:
+            lookup: {by: account, value: pin, on_error: bye}
+          bye: {hangup: Bye.}
+    """)
+
+    async def lookup(**kw: str) -> Any:
+        raise ValueError(f"no account {kw['account']}")
+
+    run = run_script(flow, [(0.2, "press", "8642")], tmp_path=tmp_path, lookup=lookup)
+    assert run.record.nodes == ["get", "who", "bye"]
+    assert "lookup failed: ValueError: no account ****" in caplog.text and "8642" not in caplog.text
+
+
 def test_subflow_conditions_set_and_branch(tmp_path: Path) -> None:
     flow = flow_of(tmp_path, """
         start: init

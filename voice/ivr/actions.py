@@ -310,7 +310,8 @@ async def lookup(it: FlowInterpreter, flow: Flow, node: Node) -> str | None:
         except CallEnded:
             raise
         except Exception as exc:
-            log.warning("call %s node %s: lookup failed: %s", it.call.info.call_id, node.name, exc)
+            log.warning("call %s node %s: lookup failed: %s", it.call.info.call_id, node.name,
+                        it.redact(f"{type(exc).__name__}: {exc}"))
             failed = True
     customer = dict(result.get("customer") or {})
     attributes = {**(customer.get("attributes") or {}), **(result.get("attributes") or {})}
@@ -360,8 +361,8 @@ async def http(it: FlowInterpreter, flow: Flow, node: Node) -> str | None:
             it.vars[into] = {"status": resp.status, "ok": resp.status < 400, "json": data, "text": text}
             ok = resp.status < 400
     except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-        it.vars[into] = {"status": None, "ok": False, "json": None, "text": "",
-                         "error": type(exc).__name__ if isinstance(exc, TimeoutError) else str(exc)}
+        reason = type(exc).__name__ if isinstance(exc, TimeoutError) else it.redact(str(exc))
+        it.vars[into] = {"status": None, "ok": False, "json": None, "text": "", "error": reason}
         ok = False
     log.info("call %s node %s: %s %s -> %s in %.0f ms", it.call.info.call_id, node.name, method, shown_url,
              it.vars[into]["status"] or it.vars[into].get("error"), (time.monotonic() - t0) * 1000)
@@ -395,7 +396,8 @@ async def transfer(it: FlowInterpreter, flow: Flow, node: Node) -> str | None:
         reason = f"{type(exc).__name__}: {exc}"
     if ok:
         raise EndCall("transfer", shown)
-    log.warning("call %s node %s: transfer to %s failed: %s", it.call.info.call_id, node.name, shown, reason)
+    log.warning("call %s node %s: transfer to %s failed: %s", it.call.info.call_id, node.name, shown,
+                it.redact(reason))
     it.record.transfers_failed.append(shown)
     return args.get("on_failure") or node.next
 

@@ -125,9 +125,11 @@ class FlowInterpreter:
             raise
         except Exception as exc:
             where = self.current.name if self.current else "?"
-            log.exception("call %s: flow %s failed at node %s", self.call.info.call_id, self.flow.name, where)
+            log.error("call %s: flow %s failed at node %s: %s", self.call.info.call_id, self.flow.name, where,
+                      self.redact(f"{type(exc).__name__}: {exc}"),
+                      exc_info=not self.sensitive)  # a traceback could show sensitive values
             self.record.ended = "error"
-            self.record.error = f"{type(exc).__name__} at node {where}: {exc}"
+            self.record.error = self.redact(f"{type(exc).__name__} at node {where}: {exc}")
             await self._apologise()
         finally:
             if self.own_http is not None:
@@ -207,6 +209,14 @@ class FlowInterpreter:
 
     def mask(self, var: str | None, value: str) -> str:
         return MASK if var in self.sensitive else value
+
+    def redact(self, text: str) -> str:
+        """`text` with the values of sensitive variables masked (for error messages and logs)."""
+        for name in self.sensitive:
+            value = self.vars.get(name)
+            if value not in (None, ""):
+                text = text.replace(str(value), MASK)
+        return text
 
     def public_variables(self) -> dict[str, Any]:
         hidden = self.sensitive | {"call_id"}
