@@ -62,7 +62,9 @@ def auth_middleware(api_keys: tuple[str, ...]) -> Any:
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith(PREFIX) and request.path not in public:
+        # Handlers marked `own_auth` (the agent events websocket) accept session cookies too.
+        own = getattr(request.match_info.handler, "own_auth", False)
+        if request.path.startswith(PREFIX) and request.path not in public and not own:
             header = request.headers.get("Authorization", "")
             scheme, _, token = header.partition(" ")
             given = token.strip().encode("utf-8", "replace")
@@ -255,4 +257,7 @@ def build_api(config: Config, *, schema: str | None = None) -> web.Application:
     r.add_get(f"{PREFIX}/customers/{{id}}/interactions", timeline)
     r.add_get(f"{PREFIX}/lookup", cti_lookup)
     r.add_get(f"{PREFIX}/openapi.json", openapi)
+    from cti.web import setup as setup_agent_side  # imported here: cti.web imports this module
+
+    setup_agent_side(app, config, schema=schema)
     return app

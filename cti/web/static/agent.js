@@ -1,0 +1,192 @@
+"use strict";
+// The agent desk: one websocket for events, small JSON calls for everything the agent does.
+// Every piece of data is put in the page with textContent, never as HTML.
+
+const $ = (id) => document.getElementById(id);
+let agent = null;
+let current = null; // the screen pop on display
+
+function el(tag, text, cls) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (cls) node.className = cls;
+  return node;
+}
+
+async function api(method, path, body) {
+  const opts = { method, headers: {}, credentials: "same-origin" };
+  if (body !== undefined) {
+    opts.headers["Content-Type"] = "application/json";
+    opts.body = JSON.stringify(body);
+  }
+  const resp = await fetch(path, opts);
+  if (resp.status === 401) { location.href = "/agent/login"; throw new Error("signed out"); }
+  const data = await resp.json();
+  if (!resp.ok) throw new Error((data.error && data.error.message) || resp.statusText);
+  return data;
+}
+
+function showState(state) {
+  $("state").textContent = state.replace("_", " ");
+  $("state").className = "state " + state;
+}
+
+function when(iso) {
+  return iso ? new Date(iso).toLocaleString() : "";
+}
+
+function interactionItem(item) {
+  const li = el("li");
+  li.append(el("span", item.channel, "tag " + item.channel), " ", el("span", when(item.started_at), "muted"), " ");
+  li.append(el("span", item.summary || item.subject || "(no summary)"));
+  if (item.disposition) li.append(" ", el("span", item.disposition, "muted"));
+  li.dataset.id = item.id;
+  li.className = "interaction";
+  li.addEventListener("click", () => openInteraction(item.id, li));
+  return li;
+}
+
+function renderCustomer(pop) {
+  const box = $("customer");
+  box.replaceChildren();
+  if (!pop.customer) {
+    box.append(el("p", "Unknown caller", "unknown"));
+    box.append(el("p", "Search for the customer on the right.", "muted"));
+    $("search").value = pop.caller.number || "";
+    return;
+  }
+  const c = pop.customer;
+  box.append(el("p", c.name || "(no name)", "customer-name"));
+  const dl = el("dl");
+  const rows = [["Phone", c.phones.join(", ")], ["E-mail", c.emails.join(", ")], ["Account", c.accounts.join(", ")]];
+  for (const [k, v] of Object.entries(c.attributes || {})) rows.push([k, typeof v === "object" ? JSON.stringify(v) : v]);
+  for (const [k, v] of rows) {
+    if (v === "" || v === undefined || v === null) continue;
+    dl.append(el("dt", k), el("dd", v));
+  }
+  box.append(dl);
+  const open = el("button", "Open timeline");
+  open.addEventListener("click", () => openTimeline(c.id));
+  box.append(open);
+}
+
+function renderPop(pop) {
+  current = pop;
+  $("no-call").hidden = true;
+  $("call-info").hidden = false;
+  $("caller-number").textContent = pop.caller.number || "withheld";
+  $("caller-name").textContent = pop.caller.name || "";
+  $("call-queue").textContent = pop.queue || "-";
+  $("call-id").textContent = pop.call_id;
+  $("accept").disabled = false;
+  $("accept").textContent = "Accept";
+  $("note-status").textContent = "";
+  renderCustomer(pop);
+  const path = $("ivr-path");
+  path.replaceChildren(...(pop.ivr.path || []).map((n) => el("li", n)));
+  $("ivr-inputs").replaceChildren(...(pop.ivr.inputs || []).map((i) =>
+    el("li", `${i.node}: ${i.kind} ${i.value === undefined ? "" : i.value}${i.status ? " (" + i.status + ")" : ""}`)));
+  $("transcript").replaceChildren(...(pop.transcript || []).map((s) => {
+    const li = el("li", null, s.speaker);
+    li.append(el("span", s.speaker, "speaker"), " ", el("span", s.text));
+    return li;
+  }));
+  const recent = $("recent");
+  recent.replaceChildren();
+  const byChannel = pop.last_by_channel || {};
+  const channels = Object.keys(byChannel);
+  if (!channels.length) recent.append(el("li", "No earlier interactions.", "muted"));
+  for (const ch of channels) recent.append(interactionItem(byChannel[ch]));
+  document.title = `Call from ${pop.caller.number || "withheld"}`;
+}
+
+async function openTimeline(customerId) {
+  const data = await api("GET", `/agent/api/customers/${encodeURIComponent(customerId)}`);
+  const box = $("timeline");
+  box.replaceChildren(el("h3", `Timeline: ${data.customer.name || data.customer.id}`));
+  const ul = el("ul");
+  if (!data.interactions.length) ul.append(el("li", "Nothing yet.", "muted"));
+  for (const item of data.interactions) ul.append(interactionItem(item));
+  box.append(ul);
+}
+
+async function openInteraction(id, li) {
+  if (li.querySelector(".detail")) { li.querySelector(".detail").remove(); return; }
+  const data = await api("GET", `/agent/api/interactions/${encodeURIComponent(id)}`);
+  const d = el("div", null, "detail");
+  if (data.content) d.append(el("p", data.content));
+  for (const s of data.transcript || []) d.append(el("p", `${s.speaker}: ${s.text}`, "muted"));
+  for (const n of data.notes || []) d.append(el("p", `Note (${n.agent_id}): ${n.text}${n.disposition ? " [" + n.disposition + "]" : ""}`));
+  li.append(d);
+}
+
+async function search(event) {
+  event.preventDefault();
+  const q = $("search").value.trim();
+  if (!q) return;
+  const data = await api("GET", `/agent/api/customers?q=${encodeURIComponent(q)}`);
+  const ul = $("results");
+  ul.replaceChildren();
+  if (!data.customers.length) ul.append(el("li", "No customer found.", "muted"));
+  for (const c of data.customers) {
+    const li = el("li", `${c.name || "(no name)"} ${c.phones.concat(c.emails).join(", ")}`, "result");
+    li.addEventListener("click", () => openTimeline(c.id));
+    ul.append(li);
+  }
+}
+
+async function saveNote(event) {
+  event.preventDefault();
+  if (!current) return;
+  const body = { call_id: current.call_id, text: $("note").value, disposition: $("disposition").value || null };
+  if (current.interaction_id) body.interaction_id = current.interaction_id;
+  $("note-status").textContent = "saving…";
+  try {
+    await api("POST", "/agent/api/notes", body);
+    $("note-status").textContent = "Saved";
+  } catch (err) {
+    $("note-status").textContent = "Not saved: " + err.message;
+  }
+}
+
+function connect(delay) {
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  const ws = new WebSocket(`${proto}//${location.host}/api/v1/agents/${encodeURIComponent(agent.id)}/events`);
+  ws.onopen = () => { $("link").textContent = "connected"; $("link").className = "link up"; delay = 500; };
+  ws.onmessage = (msg) => {
+    const ev = JSON.parse(msg.data);
+    if (ev.type === "screen_pop") renderPop(ev);
+    else if (ev.type === "state") showState(ev.state);
+    else if (ev.type === "hello") showState(ev.agent.state);
+    else if (ev.type === "missed" && current && current.call_id === ev.call_id) {
+      $("accept").disabled = true;
+      $("accept").textContent = "Missed";
+    }
+  };
+  ws.onclose = () => {
+    $("link").textContent = "reconnecting…";
+    $("link").className = "link down";
+    setTimeout(() => connect(Math.min(delay * 2, 10000)), delay);
+  };
+}
+
+async function main() {
+  agent = (await api("GET", "/agent/api/me")).agent;
+  $("agent-name").textContent = agent.name;
+  showState(agent.state);
+  for (const b of document.querySelectorAll("button[data-state]")) {
+    b.addEventListener("click", async () => showState((await api("POST", "/agent/api/state", { state: b.dataset.state })).state));
+  }
+  $("accept").addEventListener("click", async () => {
+    if (!current) return;
+    const a = await api("POST", "/agent/api/accept", { call_id: current.call_id });
+    showState(a.state);
+    $("accept").disabled = true;
+    $("accept").textContent = "Accepted";
+  });
+  $("search-form").addEventListener("submit", search);
+  $("note-form").addEventListener("submit", saveNote);
+  connect(500);
+}
+
+main();
