@@ -385,17 +385,18 @@ async def test_inband_detection_is_off_when_telephone_event_is_negotiated(pool):
     assert digits == ["6"]  # once, from RFC 4733, not twice
 
 
-async def test_feed_live_frames_in_order_and_prompt_takes_precedence(pool):
+async def test_feed_live_frames_in_order_and_bounded(pool):
     s, port = await sink()
     a = await pool.open_session(HOST)
     a.configure(remote=(HOST, port), payload_type=0, codec="PCMU", dtmf_payload_type=101)
-    levels = g711.ULAW_DECODE[0x80:0x80 + 6]
-    for v in levels:
+    levels = g711.ULAW_DECODE[0x80:0x80 + 5]
+    for v in levels:  # five at once: the queue keeps the newest FEED_MAX (3)
         a.feed(np.full(160, v, np.int16))
     with pytest.raises(ValueError, match="160"):
         a.feed(np.zeros(100, np.int16))
     await asyncio.sleep(0.2)
     payloads = [p.payload for p in s.rtp()]
     fed = [g711.encode(np.full(160, v, np.int16), "PCMU") for v in levels]
-    i = payloads.index(fed[0])
-    assert payloads[i:i + 6] == fed and set(payloads[i + 6]) == {0xFF}  # then silence again
+    assert fed[0] not in payloads and fed[1] not in payloads
+    i = payloads.index(fed[2])
+    assert payloads[i:i + 3] == fed[2:] and set(payloads[i + 3]) == {0xFF}  # then silence again
