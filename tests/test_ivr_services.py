@@ -175,3 +175,17 @@ def test_simulate_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFix
     assert "IVR: Sorry, I didn't hear anything." in out
     assert "transferred to agent queue 'support'" in out
     assert "path: welcome > identify > main_menu > support > to_support" in out
+
+
+def test_call_keeps_the_key_pressed_after_a_receive_digit_timeout() -> None:
+    """Regression (voice/call.py _until_ended): a timed-out wait must not swallow the next key."""
+
+    async def scenario() -> list[str | None]:
+        call, media, _ = make_call()
+        got = [await call.receive_digit(1.0)]
+        media.press("7")
+        await asyncio.sleep(0.1)  # the key arrives while nobody waits (e.g. during a prompt)
+        got.append(await call.receive_digit(1.0))
+        return got
+
+    assert run_virtual(scenario()) == [None, "7"]
