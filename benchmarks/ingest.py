@@ -1,0 +1,335 @@
+"""Benchmark of the customer store's HTTP API: ingest throughput and timeline read latency.
+
+    .venv/bin/python benchmarks/ingest.py [--db sqlite|postgres|both] [--requests 10000]
+        [--concurrency 32] [--rows 1000000] [--workers 1]
+
+For each database: a fresh store served by `--workers` server processes (the service runs one),
+concurrent HTTP clients in this process post interactions (several channels, returning and new
+customers, some retries with an idempotency key) and report interactions/s with p50/p99 latency.
+Then `--rows` interactions are bulk-inserted (core executemany on SQLite, COPY on PostgreSQL)
+and timelines are read over HTTP: first pages and deep pages (by cursor), p50/p99.
+Targets (issue 5): 2,000/s SQLite, 5,000/s PostgreSQL, p99 < 50 ms; timeline p99 < 20 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cti.db import migrate, open_database  # noqa: E402
+
+PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+KEY = "bench-key-0123456789abcdef"
+CHANNELS = ["voice", "chat", "email", "sms", "web", "social"]
+
+
+# -- server side --------------------------------------------------------------------------------
+
+def serve(url: str, schema: str | None, port: int) -> None:
+    from aiohttp import web
+
+    from cti.http import build_api
+    from voice.config import Config, DatabaseConfig, HttpConfig
+
+    config = Config(http=HttpConfig(api_keys=(KEY,)), database=DatabaseConfig(url=url))
+    app = build_api(config, schema=schema or None)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, reuse_port=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_ready(port: int) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(300):
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/api/v1/openapi.json") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError("server did not start")
+
+
+def start_servers(url: str, schema: str | None, workers: int) -> tuple[list[subprocess.Popen[bytes]], int]:
+    port = free_port()
+    procs = []
+    for i in range(workers):
+        procs.append(subprocess.Popen([sys.executable, __file__, "serve", "--url", url, "--schema",
+                                       schema or "", "--port", str(port)], cwd=ROOT))
+        if i == 0:  # the first one runs the migrations before the others race for them
+            asyncio.run(wait_ready(port))
+    asyncio.run(wait_ready(port))
+    return procs, port
+
+
+def cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> float:
+    """User+system CPU time of the server processes so far (Linux /proc)."""
+    total = 0
+    for p in procs:
+        fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def stop_servers(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.wait(30)
+
+
+# -- load ---------------------------------------------------------------------------------------
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] * 1000
+
+
+def payload(i: int, rnd: random.Random) -> dict[str, Any]:
+    person = rnd.randrange(2000)
+    customer: dict[str, Any] = ({"phone": f"+1555{person:07d}"} if rnd.random() < 0.6
+                                else {"email": f"user{person}@example.com"})
+    if rnd.random() < 0.1:
+        customer = {"phone": f"+1666{i:07d}", "name": f"New {i}"}  # a first-time contact
+    body: dict[str, Any] = {
+        "channel": rnd.choice(CHANNELS), "direction": "inbound",
+        "started_at": (datetime(2024, 1, 1, tzinfo=UTC) + timedelta(seconds=i)).isoformat(),
+        "customer": customer, "subject": f"message {i}", "content": "x" * rnd.randrange(50, 500),
+    }
+    if i % 3 == 0:
+        body["idempotency_key"] = f"bench-{i}"
+    return body
+
+
+async def ingest_load(port: int, requests: int, concurrency: int) -> dict[str, float]:
+    rnd = random.Random(1)
+    bodies = [payload(i, rnd) for i in range(requests)]
+    # 5% retries of earlier keyed requests: they must come back 200, not make duplicates.
+    retries = [bodies[i] for i in range(0, requests, 3)][: requests // 20]
+    work = bodies + retries
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    url = f"http://127.0.0.1:{port}/api/v1/interactions"
+    headers = {"Authorization": f"Bearer {KEY}"}
+    queue = iter(work)
+
+    async def client(http: aiohttp.ClientSession) -> None:
+        for body in queue:
+            t0 = time.perf_counter()
+            async with http.post(url, json=body, headers=headers) as r:
+                await r.read()
+                statuses[r.status] = statuses.get(r.status, 0) + 1
+            latencies.append(time.perf_counter() - t0)
+
+    # warm-up: migrations done, pools filled
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - t0
+    return {"requests": len(work), "per_s": len(work) / elapsed, "p50_ms": pct(latencies, 0.5),
+            "p99_ms": pct(latencies, 0.99), "ok": statuses.get(201, 0), "retried": statuses.get(200, 0),
+            "other": sum(v for k, v in statuses.items() if k not in (200, 201))}
+
+
+# -- bulk rows and timelines ----------------------------------------------------------------------
+
+async def bulk_insert(url: str, schema: str | None, rows: int) -> tuple[list[str], str, float]:
+    """`rows` interactions: one heavy customer (10%), the rest over 10,000 customers."""
+    db = open_database(url, schema=schema)
+    t0 = time.perf_counter()
+    customers = [str(uuid.uuid4()) for _ in range(10_000)]
+    heavy = customers[0]
+    now = datetime.now(UTC)
+    base = datetime(2020, 1, 1, tzinfo=UTC)
+    rnd = random.Random(2)
+    try:
+        await migrate(db)
+        if db.dialect == "postgresql":
+            import asyncpg
+
+            conn = await asyncpg.connect(PG_DSN, server_settings={"search_path": schema or "public"})
+            try:
+                await conn.copy_records_to_table(
+                    "customers", columns=["id", "name", "attributes", "created_at", "updated_at"],
+                    records=[(c, f"bulk {i}", "{}", now, now) for i, c in enumerate(customers)])
+                chunk = 100_000
+                for start in range(0, rows, chunk):
+                    recs = []
+                    for i in range(start, min(rows, start + chunk)):
+                        cust = heavy if i % 10 == 0 else customers[rnd.randrange(1, len(customers))]
+                        recs.append((str(uuid.uuid4()), cust, CHANNELS[i % 6], "inbound", "completed",
+                                     base + timedelta(seconds=i * 7), f"bulk {i}", "{}", now))
+                    await conn.copy_records_to_table(
+                        "interactions", records=recs,
+                        columns=["id", "customer_id", "channel", "direction", "status", "started_at",
+                                 "subject", "metadata", "created_at"])
+                await conn.execute("ANALYZE interactions")
+            finally:
+                await conn.close()
+        else:
+            from sqlalchemy import insert, text
+
+            from cti.models import Customer, Interaction
+
+            async with db.write() as s, s.begin():
+                await s.execute(insert(Customer), [
+                    {"id": c, "name": f"bulk {i}", "attributes": {}, "created_at": now, "updated_at": now}
+                    for i, c in enumerate(customers)])
+            chunk = 50_000
+            for start in range(0, rows, chunk):
+                recs = []
+                for i in range(start, min(rows, start + chunk)):
+                    cust = heavy if i % 10 == 0 else customers[rnd.randrange(1, len(customers))]
+                    recs.append({"id": str(uuid.uuid4()), "customer_id": cust, "channel": CHANNELS[i % 6],
+                                 "direction": "inbound", "status": "completed",
+                                 "started_at": base + timedelta(seconds=i * 7), "subject": f"bulk {i}",
+                                 "meta": {}, "created_at": now})
+                async with db.write() as s, s.begin():
+                    await s.execute(insert(Interaction), recs)
+            async with db.write() as s, s.begin():
+                await s.execute(text("ANALYZE"))
+    finally:
+        await db.dispose()
+    return customers, heavy, time.perf_counter() - t0
+
+
+async def timeline_load(port: int, customers: list[str], heavy: str, reads: int,
+                        concurrency: int) -> dict[str, float]:
+    headers = {"Authorization": f"Bearer {KEY}"}
+    base = f"http://127.0.0.1:{port}/api/v1/customers"
+    rnd = random.Random(3)
+    first: list[float] = []
+    deep: list[float] = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
+        # a cursor 500 pages deep into the heavy customer's history
+        cursor = None
+        for _ in range(50):
+            params = {"limit": "200", **({"cursor": cursor} if cursor else {})}
+            async with http.get(f"{base}/{heavy}/interactions", params=params, headers=headers) as r:
+                cursor = (await r.json())["next_cursor"]
+        jobs = iter(range(reads))
+
+        async def client() -> None:
+            for n in jobs:
+                who = heavy if n % 5 == 0 else rnd.choice(customers[1:])
+                params = {"limit": "20"}
+                sink = first
+                if n % 10 == 5 and cursor:
+                    who, params, sink = heavy, {"limit": "20", "cursor": cursor}, deep
+                t0 = time.perf_counter()
+                async with http.get(f"{base}/{who}/interactions", params=params, headers=headers) as r:
+                    data = await r.json()
+                    assert r.status == 200 and data["interactions"], data
+                sink.append(time.perf_counter() - t0)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - t0
+    both = first + deep
+    return {"reads": reads, "per_s": reads / elapsed, "p50_ms": pct(both, 0.5), "p99_ms": pct(both, 0.99),
+            "first_page_p99_ms": pct(first, 0.99), "deep_page_p99_ms": pct(deep, 0.99) if deep else 0.0}
+
+
+# -- driver ---------------------------------------------------------------------------------------
+
+def pg_schema(sql: str) -> None:
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(PG_DSN)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def run_one(name: str, args: argparse.Namespace) -> None:
+    tmp = tempfile.TemporaryDirectory(prefix="cti-bench-")
+    schema = None
+    if name == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp.name}/voice.db"
+    else:
+        url, schema = PG_URL, f"cti_bench_{uuid.uuid4().hex[:8]}"
+        pg_schema(f'CREATE SCHEMA "{schema}"')
+    try:
+        procs, port = start_servers(url, schema, args.workers)
+        try:
+            cpu0 = cpu_seconds(procs)
+            res = asyncio.run(ingest_load(port, args.requests, args.concurrency))
+            cpu_ms = (cpu_seconds(procs) - cpu0) / res["requests"] * 1000
+        finally:
+            stop_servers(procs)
+        print(f"[{name}] ingest: {res['requests']} requests, {args.concurrency} clients, "
+              f"{args.workers} server process(es): {res['per_s']:.0f}/s, p50 {res['p50_ms']:.1f} ms, "
+              f"p99 {res['p99_ms']:.1f} ms (201: {res['ok']:.0f}, 200 retries: {res['retried']:.0f}, "
+              f"other: {res['other']:.0f}); server CPU {cpu_ms:.2f} ms/request", flush=True)
+        if args.rows:
+            customers, heavy, took = asyncio.run(bulk_insert(url, schema, args.rows))
+            print(f"[{name}] bulk-inserted {args.rows} interactions in {took:.1f} s", flush=True)
+            procs, port = start_servers(url, schema, args.workers)
+            try:
+                tl = asyncio.run(timeline_load(port, customers, heavy, args.reads, args.read_concurrency))
+            finally:
+                stop_servers(procs)
+            print(f"[{name}] timeline with {args.rows + args.requests} interactions stored: "
+                  f"{tl['reads']} reads, {args.read_concurrency} clients: {tl['per_s']:.0f}/s, "
+                  f"p50 {tl['p50_ms']:.1f} ms, p99 {tl['p99_ms']:.1f} ms "
+                  f"(first pages p99 {tl['first_page_p99_ms']:.1f} ms, "
+                  f"page 51 of the 100k-interaction customer p99 {tl['deep_page_p99_ms']:.1f} ms)",
+                  flush=True)
+    finally:
+        if schema:
+            pg_schema(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        tmp.cleanup()
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "serve":
+        p = argparse.ArgumentParser()
+        p.add_argument("serve")
+        p.add_argument("--url", required=True)
+        p.add_argument("--schema", default="")
+        p.add_argument("--port", type=int, required=True)
+        a = p.parse_args()
+        serve(a.url, a.schema, a.port)
+        return
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    p.add_argument("--requests", type=int, default=10_000)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--workers", type=int, default=1, help="server processes (SO_REUSEPORT)")
+    p.add_argument("--rows", type=int, default=1_000_000, help="interactions bulk-inserted for reads")
+    p.add_argument("--reads", type=int, default=5000)
+    p.add_argument("--read-concurrency", type=int, default=8)
+    args = p.parse_args()
+    print(f"cpus: {os.cpu_count()}, python {sys.version.split()[0]}", flush=True)
+    for name in (["sqlite", "postgres"] if args.db == "both" else [args.db]):
+        run_one(name, args)
+
+
+if __name__ == "__main__":
+    main()
