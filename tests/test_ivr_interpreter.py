@@ -396,3 +396,30 @@ def test_end_of_main_flow_hangs_up_and_record_is_json(tmp_path: Path) -> None:
     data = run.record.to_json()
     assert data["ended"] == "hangup" and data["path"][0]["node"] == "a"
     assert json.loads(json.dumps(data)) == data
+
+
+@pytest.mark.parametrize(("steps", "end"), [
+    ([(0.5, "say", "yes please")], "paid"),
+    ([(0.5, "press", "2")], "kept"),
+    ([(0.5, "say", "no that's not right")], "kept"),
+    ([(0.5, "press", "5"), (2.0, "say", "maybe")], "unsure"),
+])
+def test_confirm_action(tmp_path: Path, steps: list[Any], end: str) -> None:
+    flow = flow_of(tmp_path, """
+        start: sure
+        vars: {amount: 20}
+        nodes:
+          sure:
+            confirm:
+              prompt: "Pay {amount|money} now? Press 1 or say yes, press 2 or say no."
+              attempts: 2
+              on_yes: paid
+              on_no: kept
+              on_failure: unsure
+          paid: {hangup: Paid.}
+          kept: {hangup: Not paid.}
+          unsure: {hangup: Unsure.}
+    """)
+    run = run_script(flow, steps, tmp_path=tmp_path)
+    assert run.record.nodes == ["sure", end]
+    assert said(run)[0] == "Pay 20 dollars now? Press 1 or say yes, press 2 or say no."

@@ -230,7 +230,7 @@ async def _yes_no(it: FlowInterpreter, prompt: Prompt, timeout: float, dtmf_barg
         answer = {"1": "yes", "2": "no"}.get(turn.digit)
         it.note_input("dtmf", turn.digit, "match" if answer else "nomatch")
     elif turn.kind == "speech" and turn.speech is not None:
-        heard = turn.speech.option or turn.speech.text
+        heard = f"{turn.speech.text} {turn.speech.option or ''}"  # the words, not only the grammar's pick
         # "no" first: "not right" contains "right"
         answer = "no" if _matches(heard, NO_WORDS) else "yes" if _matches(heard, YES_WORDS) else None
         it.note_input("speech", turn.speech.text, "match" if answer else "nomatch")
@@ -250,7 +250,7 @@ async def confirm(it: FlowInterpreter, flow: Flow, node: Node) -> str | None:
             return "noinput", None
         if answer is None:
             return "nomatch", None
-        return "ok", args[answer]
+        return "ok", args[f"on_{answer}"]
 
     return await it.attempts(node, args, attempt)
 

@@ -72,10 +72,11 @@ ACTIONS: dict[str, ActionSpec] = {
             "options": Field("words", help="phrases to recognise; free form when absent"),
             "sensitive": Field("bool"),
         }),
-        ActionSpec("confirm", "yes/no question: 1 or 'yes' -> yes, 2 or 'no' -> no", input=True, fields={
+        # on_yes/on_no rather than yes/no: YAML 1.1 tools read a bare `yes:` key as a boolean
+        ActionSpec("confirm", "yes/no: 1 or 'yes' -> on_yes, 2 or 'no' -> on_no", input=True, fields={
             **INPUT_FIELDS,
-            "yes": Field("node", required=True),
-            "no": Field("node", required=True),
+            "on_yes": Field("node", required=True),
+            "on_no": Field("node", required=True),
         }),
         ActionSpec("set", "assign variables from expressions", value="assignments"),
         ActionSpec("branch", "go to the first branch whose `when` is true", value="branches"),
