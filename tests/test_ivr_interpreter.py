@@ -423,3 +423,35 @@ def test_confirm_action(tmp_path: Path, steps: list[Any], end: str) -> None:
     run = run_script(flow, steps, tmp_path=tmp_path)
     assert run.record.nodes == ["sure", end]
     assert said(run)[0] == "Pay 20 dollars now? Press 1 or say yes, press 2 or say no."
+
+
+ASK = """
+    start: why
+    nodes:
+      why:
+        ask: {prompt: "What is your call about?", into: reason, on_failure: bye}
+        next: echo
+      echo: {hangup: "You said {reason}."}
+      bye: {hangup: Bye.}
+"""
+
+
+def test_ask_free_form_speech_and_key_fallback(tmp_path: Path) -> None:
+    flow = flow_of(tmp_path, ASK)
+    run = run_script(flow, [(0.5, "say", "my internet is down")], tmp_path=tmp_path)
+    assert said(run)[-1] == "You said my internet is down."
+    run = run_script(flow, [(0.5, "press", "42#")], tmp_path=tmp_path, speech=False)  # no recogniser
+    assert said(run)[-1] == "You said 42."
+
+
+def test_recorded_prompt_file_is_played_at_8khz(tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    (tmp_path / "prompts").mkdir()
+    tone = (np.sin(np.arange(16000) * 2 * np.pi * 440 / 16000) * 10000).astype(np.int16)
+    sf.write(tmp_path / "prompts" / "chime.wav", tone, 16000)
+    flow = flow_of(tmp_path, "start: a\nnodes:\n  a:\n    play: chime\n")
+    run = run_script(flow, [], tmp_path=tmp_path)
+    assert run.record.prompts == [{"node": "a", "file": "chime", "t": 0.0}]
+    assert len(run.media.played[0]) == 8000 and run.duration == pytest.approx(1.0)
