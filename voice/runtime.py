@@ -25,16 +25,15 @@ class IvrRuntime:
         self.config = config
         self.lookup = lookup
         self.speech = speech
-        self.library = FlowLibrary(ivr.flows, prompts_dir=ivr.prompts, default_flow=ivr.default_flow,
-                                   routes=ivr.routes)
-        errors = self.library.load()
-        for error in errors:
-            log.error("flow error: %s", error)
         self.tts = Tts(ivr.tts, ivr.tts_voice, Path("data") / "tts-cache")
+        # Passing the TTS lets the library pre-render every static prompt at load and on reload.
+        self.library = FlowLibrary(ivr.flows, prompts_dir=ivr.prompts, default_flow=ivr.default_flow,
+                                   routes=ivr.routes, tts=self.tts)
+        self.library.load()  # logs every error itself; invalid flows are not loaded
         self.http: aiohttp.ClientSession | None = None
 
     def start(self) -> list[asyncio.Task[Any]]:
-        """Background tasks: hot reload of flow files."""
+        """Background tasks: prompt pre-rendering, then hot reload of flow files."""
         return [asyncio.ensure_future(self.library.watch())]
 
     async def run_call(self, call: Call) -> dict[str, Any] | None:
