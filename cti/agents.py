@@ -187,18 +187,21 @@ class AgentStore:
         return now
 
     async def reserve(self, agent_id: str, call_id: str) -> bool:
-        """available -> ringing, only if still available (another node may have taken the agent)."""
+        """available -> ringing, only if still available (another node may have taken the agent).
+
+        `state_since` stays: ringing keeps the agent's place in the idle order (see cti.queues).
+        """
         async with self.db.write() as s, s.begin():
             result = await s.execute(update(Agent).where(
                 Agent.id == agent_id, Agent.state == AgentState.AVAILABLE.value).values(
-                state=AgentState.RINGING.value, state_since=utcnow(), call_id=call_id))
+                state=AgentState.RINGING.value, call_id=call_id))
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def release(self, agent_id: str, call_id: str, state: AgentState, *,
                       keep_since: bool = False) -> None:
         """ringing -> `state` if the agent still rings for this call (an offer withdrawn or refused)."""
         values: dict[str, Any] = {"state": state.value, "call_id": None}
-        if not keep_since:
+        if not keep_since:  # keep_since: the agent goes back to idle in the place they had
             values["state_since"] = utcnow()
         async with self.db.write() as s, s.begin():
             await s.execute(update(Agent).where(Agent.id == agent_id, Agent.call_id == call_id,

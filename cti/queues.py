@@ -3,6 +3,8 @@
 Rules (the whole contract):
 - An agent is in one state: available, ringing (offered a call), on_call, wrap_up, away.
   `since` is when the agent entered that state; longest idle = available for the longest time.
+  Ringing keeps the `since` of available, so an offer that comes to nothing (the caller hung up)
+  leaves the agent's place in the idle order as it was.
 - Callers wait in a named queue; a queue's skill is its name unless configured otherwise.
   Waiting callers are served in the order they arrived, across queues: the greedy matching walks
   the callers oldest first and gives each the longest-idle available agent with the skill that no
@@ -132,7 +134,7 @@ class QueueEngine:
         if entry is not None and entry.offered_to:
             slot = self.agents.get(entry.offered_to)
             if slot is not None and slot.state == AgentState.RINGING and slot.call_id == call_id:
-                slot.state, slot.call_id = AgentState.AVAILABLE, None  # keeps its old `since`
+                slot.state, slot.call_id = AgentState.AVAILABLE, None  # ringing kept the idle `since`
 
     def waiting(self, queue: str | None = None) -> list[Waiting]:
         """Callers not being offered, oldest first."""
@@ -153,7 +155,9 @@ class QueueEngine:
         return out
 
     def lengths(self) -> dict[str, int]:
-        out = {name: 0 for name in self.specs}
+        """Callers waiting per queue: every configured queue and every agent skill, even when empty."""
+        names = set(self.specs) | {s for a in self.agents.values() for s in a.skills}
+        out = {name: 0 for name in sorted(names)}
         for w in self.calls.values():
             if w.offered_to is None:
                 out[w.queue] = out.get(w.queue, 0) + 1
@@ -189,7 +193,7 @@ class QueueEngine:
         if agent_id is None:
             return None
         slot = self.agents[agent_id]
-        slot.state, slot.since, slot.call_id = AgentState.RINGING, now, call_id
+        slot.state, slot.call_id = AgentState.RINGING, call_id
         self.calls[call_id].offered_to = agent_id
         return slot
 
@@ -200,9 +204,10 @@ class QueueEngine:
             entry.offered_to = None
 
     def answered(self, call_id: str, now: float) -> AgentSlot:
-        entry = self.calls.pop(call_id)
-        if entry.offered_to is None:
+        entry = self.calls.get(call_id)
+        if entry is None or entry.offered_to is None:
             raise QueueError(f"call {call_id!r} was not offered to anyone")
+        del self.calls[call_id]
         slot = self.agents[entry.offered_to]
         slot.state, slot.since, slot.call_id = AgentState.ON_CALL, now, call_id
         return slot

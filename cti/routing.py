@@ -85,26 +85,29 @@ class AgentDesk:
             self.apply_agent(a)
         self._poke()
 
-    def apply_agent(self, a: dict[str, Any]) -> None:
-        since = _wall(a["state_since"])
+    def apply_agent(self, a: dict[str, Any], *, with_state: bool = True) -> None:
+        """Take an agent as read from the database (fresh: its state wins over older events)."""
+        known = a["id"] in self.engine.agents
         slot = self.engine.upsert_agent(a["id"], name=a["name"], sip_uri=a["sip_uri"], skills=a["skills"])
-        if since >= self._applied.get(a["id"], 0.0):
-            self._applied[a["id"]] = since
-            slot.state, slot.since, slot.call_id = AgentState(a["state"]), since, a.get("call_id")
+        if with_state or not known:
+            self._applied[a["id"]] = self.clock()
+            slot.state, slot.since = AgentState(a["state"]), _wall(a["state_since"])
+            slot.call_id = a.get("call_id")
 
     # ---- events ---------------------------------------------------------------------------
     def _on_event(self, agent_id: str | None, event: dict[str, Any]) -> None:
         """Every node hears every agent event: keep this node's engine in step with the database."""
         kind = event.get("type")
         if kind == "state" and agent_id is not None and agent_id in self.engine.agents:
-            since = float(event.get("since", 0.0))
-            if since >= self._applied.get(agent_id, 0.0):  # a late notification must not undo a newer one
-                self._applied[agent_id] = since
+            at = float(event.get("at", 0.0))
+            if at >= self._applied.get(agent_id, 0.0):  # a late notification must not undo a newer one
+                self._applied[agent_id] = at
                 slot = self.engine.agents[agent_id]
-                slot.state, slot.since, slot.call_id = AgentState(event["state"]), since, event.get("call_id")
+                slot.state, slot.since = AgentState(event["state"]), float(event.get("since", at))
+                slot.call_id = event.get("call_id")
                 self._poke()
         elif kind == "agent" and isinstance(event.get("agent"), dict):
-            self.apply_agent(event["agent"])
+            self.apply_agent(event["agent"], with_state=False)
             self._poke()
 
     def _poke(self) -> None:
@@ -130,9 +133,11 @@ class AgentDesk:
 
     async def _state_changed(self, agent_id: str, state: AgentState, since: float,
                              call_id: str | None) -> None:
-        self._on_event(agent_id, {"type": "state", "state": state.value, "since": since, "call_id": call_id})
-        await self.bus.publish(agent_id, {"type": "state", "agent_id": agent_id, "state": state.value,
-                                          "since": since, "call_id": call_id})
+        # `since` orders the idle agents; `at` (when the change happened) orders the events.
+        event = {"type": "state", "agent_id": agent_id, "state": state.value, "since": since,
+                 "call_id": call_id, "at": time.time()}
+        self._on_event(agent_id, event)
+        await self.bus.publish(agent_id, event)
 
     async def agent_call_ended(self, agent_id: str, *, wrap_up: bool = True) -> None:
         """The bridged call is over: the agent goes to wrap-up (and makes themself available)."""
@@ -145,12 +150,13 @@ class AgentDesk:
         info = call.info
         entry = self.live.get(info.call_id)
         found = await lookup(self.store, phone=info.caller, recent=max(self.recent, 20))
-        recent = found["recent_interactions"]
+        interaction_id = entry.interaction_id if entry and entry.interaction_id else \
+            await self.agents.interaction_for_call(info.call_id)
+        # This very call is already in the history: the agent wants the ones before it.
+        recent = [i for i in found["recent_interactions"] if i["id"] != interaction_id]
         by_channel: dict[str, dict[str, Any]] = {}
         for item in recent:
             by_channel.setdefault(item["channel"], item)
-        interaction_id = entry.interaction_id if entry and entry.interaction_id else \
-            await self.agents.interaction_for_call(info.call_id)
         transcript = [asdict(s) if is_dataclass(s) and not isinstance(s, type) else dict(s)
                       for s in list(getattr(call, "transcript", []))[-MAX_TRANSCRIPT:]]
         return {
@@ -233,9 +239,7 @@ class AgentDesk:
             if agent is not None:
                 self.apply_agent(agent)
             return None
-        since = self.clock()
-        self._applied[slot.id] = max(self._applied.get(slot.id, 0.0), since)
-        await self._state_changed(slot.id, AgentState.RINGING, since, call_id)
+        await self._state_changed(slot.id, AgentState.RINGING, slot.since, call_id)
         await self.publish_screen_pop(slot.id, await self.build_screen_pop(call, slot.id, queue))
         assert self.dial_agent is not None
         dial = asyncio.ensure_future(self.dial_agent(call, slot))
@@ -258,7 +262,8 @@ class AgentDesk:
             self.engine.abandon(call_id)
             agent = await self.agents.get_agent(slot.id)
             if agent is not None:
-                await self._state_changed(slot.id, AgentState(agent["state"]), self.clock(), None)
+                await self._state_changed(slot.id, AgentState(agent["state"]), _wall(agent["state_since"]),
+                                          agent["call_id"])
             return "abandoned"
         if answered:
             self.engine.answered(call_id, self.clock())
