@@ -245,15 +245,22 @@ class DialOutcome:
         return self.answered
 
 
-async def dial_agent(service: Dialing, caller: CallHandler, agent_uri: str, *, timeout: float,
+async def dial_agent(service: Dialing, caller: CallHandler | Call, agent_uri: str, *, timeout: float,
                      on_ringing: RingingCallback | None = None, record: Path | None = None,
                      credentials: tuple[str, str] | None = None,
                      extra_headers: Sequence[tuple[str, str]] = ()) -> DialOutcome:
-    """Ring `agent_uri` for up to `timeout` s and, when answered, bridge it to `caller` until one
-    side hangs up. The caller's Call is left running when the agent hangs up."""
-    endpoint, call, caller_rtp = service.endpoint, caller.call, caller.rtp
-    if endpoint is None or call is None or caller_rtp is None:
-        raise RuntimeError("dial_agent needs a started service and an answered caller")
+    """Ring `agent_uri` for up to `timeout` s and, when answered, bridge it to the caller (its
+    CallHandler, or the Call a flow holds) until one side hangs up. The caller's Call is left
+    running when the agent hangs up."""
+    endpoint = service.endpoint
+    media: object
+    if isinstance(caller, CallHandler):
+        call, media = caller.call, caller.rtp
+    else:
+        call, media = caller, caller.media
+    if endpoint is None or call is None or not isinstance(media, RtpSession):
+        raise RuntimeError("dial_agent needs a started service and an answered caller on RTP")
+    caller_rtp = media
     if call.ended:
         return DialOutcome(answered=False, status=None, reason="caller hung up", hangup_by="caller")
     codecs = (caller_rtp.codec, *(c for c in ("PCMU", "PCMA") if c != caller_rtp.codec))
@@ -276,7 +283,7 @@ async def dial_agent(service: Dialing, caller: CallHandler, agent_uri: str, *, t
             return DialOutcome(answered=False, status=leg.status, reason="caller hung up", hangup_by="caller")
         if not dialing.result():
             return DialOutcome(answered=False, status=leg.status, reason=leg.reason)
-        return await _bridge(leg, caller, call, caller_gone, record)
+        return await _bridge(leg, caller_rtp, call, caller_gone, record)
     finally:
         caller_gone.cancel()
         if not dialing.done():
@@ -284,10 +291,9 @@ async def dial_agent(service: Dialing, caller: CallHandler, agent_uri: str, *, t
         leg.hangup()  # no-op when already over; a BYE when the caller left or we were cancelled
 
 
-async def _bridge(leg: AgentLeg, caller: CallHandler, call: Call, caller_gone: asyncio.Future[str],
+async def _bridge(leg: AgentLeg, caller_rtp: RtpSession, call: Call, caller_gone: asyncio.Future[str],
                   record: Path | None) -> DialOutcome:
-    assert leg.rtp is not None and caller.rtp is not None
-    caller_rtp = caller.rtp
+    assert leg.rtp is not None
     bridge = Bridge(Leg.of_call(call, caller_rtp, "caller"), Leg.of_session(leg.rtp, "agent"))
     started = time.monotonic()
     bridge.start(record=record)
