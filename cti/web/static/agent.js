@@ -87,7 +87,7 @@ function renderPop(pop) {
   $("ivr-inputs").replaceChildren(...(pop.ivr.inputs || []).map((i) =>
     el("li", `${i.node}: ${i.kind} ${i.value === undefined ? "" : i.value}${i.status ? " (" + i.status + ")" : ""}`)));
   $("transcript").replaceChildren(...(pop.transcript || []).map((s) => {
-    const li = el("li", null, s.speaker);
+    const li = el("li", null, "seg-" + s.speaker);
     li.append(el("span", s.speaker, "speaker"), " ", el("span", s.text));
     return li;
   }));
