@@ -213,3 +213,30 @@ async def test_no_answer_is_cancelled(peers: tuple[RtpEndpoint, RtpEndpoint], tm
     (outcome,) = outcomes
     assert not outcome and outcome.status == 408 and outcome.reason == "no answer"
     assert service.pool.in_use == 0
+
+
+async def test_caller_hangs_up_while_the_agent_rings(peers: tuple[RtpEndpoint, RtpEndpoint],
+                                                     tmp_path: Path) -> None:
+    caller_ep, _ = peers
+    outcomes: list[DialOutcome] = []
+    with sipp_background("uas_cancel.xml", workdir=tmp_path / "agent", local_port=free_port(SIP_SPAN),
+                         media_port=free_port(RTP_SPAN, tcp=False, count=8), timeout=30) as agent_phone:
+
+        async def flow(call: Call) -> None:
+            outcomes.append(await dial_agent(service, call, f"sip:agent@{agent_phone.address}", timeout=20))
+
+        service = MiniService(flow)
+        await service.start()
+        try:
+            caller = await call_in(service, caller_ep, tmp_path / "caller", bye_after_ms=600)
+            await asyncio.sleep(0.3)  # the phone's 487 and our ACK
+        finally:
+            assert service.endpoint is not None
+            await service.endpoint.close()
+        agent = agent_phone.stop()
+
+    assert caller.ok, caller.describe()
+    assert agent.ok, agent.describe()  # the ringing phone got our CANCEL
+    (outcome,) = outcomes
+    assert not outcome.answered and outcome.hangup_by == "caller" and outcome.reason == "caller hung up"
+    assert service.pool.in_use == 0
