@@ -8,7 +8,8 @@ Every write is one sync function of a Core `Connection` (see cti.writes), run by
   a time anyway, and one thread hop per transaction costs a third of what aiosqlite's hop per
   statement does. Transactions start with BEGIN IMMEDIATE, so another process holding the
   write lock makes us wait (busy_timeout) instead of failing halfway through.
-Reads are async on both (aiosqlite in WAL mode never waits for the writer).
+Hot reads (`run_read`) work the same way: asyncpg via run_sync, or a few SQLite reader
+threads (WAL mode: readers never wait for the writer). `read` sessions (aiosqlite) serve the rest.
 
 `write` (an async session factory) remains for code that prefers ORM sessions; on SQLite its
 one connection also begins IMMEDIATE and takes turns with the writer thread through SQLite's
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 T = TypeVar("T")
+READ_THREADS = 3  # SQLite reader threads: reads overlap in WAL mode; more would only fight for the GIL
 
 
 @dataclass
@@ -48,7 +50,9 @@ class Database:
     write_engine: AsyncEngine
     write: async_sessionmaker[AsyncSession]
     sqlite_writer: Engine | None = None
+    sqlite_reader: Engine | None = None
     _executor: ThreadPoolExecutor | None = None
+    _read_executor: ThreadPoolExecutor | None = None
 
     @property
     def dialect(self) -> str:
@@ -67,6 +71,19 @@ class Database:
         async with self.read_engine.begin() as conn:
             return await conn.run_sync(fn, *args)
 
+    async def run_read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(connection, *args)` for reading (SQLite: on a reader thread, one hop per call)."""
+        if self.sqlite_reader is not None:
+            reader = self.sqlite_reader
+
+            def in_thread() -> T:
+                with reader.connect() as conn:
+                    return fn(conn, *args)
+
+            return await asyncio.get_running_loop().run_in_executor(self._read_executor, in_thread)
+        async with self.read_engine.connect() as conn:
+            return await conn.run_sync(fn, *args)
+
     async def dispose(self) -> None:
         await self.read_engine.dispose()
         if self.write_engine is not self.read_engine:
@@ -74,8 +91,12 @@ class Database:
         if self.sqlite_writer is not None:
             writer = self.sqlite_writer
             await asyncio.get_running_loop().run_in_executor(self._executor, writer.dispose)
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
+        if self.sqlite_reader is not None:
+            reader = self.sqlite_reader
+            await asyncio.get_running_loop().run_in_executor(self._read_executor, reader.dispose)
+        for executor in (self._executor, self._read_executor):
+            if executor is not None:
+                executor.shutdown(wait=False)
 
 
 def _sqlite_setup(engine: Engine, *, writer: bool) -> None:
@@ -110,11 +131,17 @@ def open_database(url: str, *, schema: str | None = None, pool_size: int = 10) -
         writer = create_engine(parsed.set(drivername="sqlite"), pool_size=1, max_overflow=0,
                                connect_args={"check_same_thread": False})
         _sqlite_setup(writer, writer=True)
+        sync_reader = create_engine(parsed.set(drivername="sqlite"), pool_size=READ_THREADS,
+                                    max_overflow=0, connect_args={"check_same_thread": False})
+        _sqlite_setup(sync_reader, writer=False)
         return Database(url=url, read_engine=reader, read=async_sessionmaker(reader, expire_on_commit=False),
                         write_engine=async_writer,
                         write=async_sessionmaker(async_writer, expire_on_commit=False),
                         sqlite_writer=writer,
-                        _executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer"))
+                        _executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer"),
+                        sqlite_reader=sync_reader,
+                        _read_executor=ThreadPoolExecutor(max_workers=READ_THREADS,
+                                                          thread_name_prefix="sqlite-reader"))
     connect_args: dict[str, Any] = {}
     if schema:
         connect_args["server_settings"] = {"search_path": schema}

@@ -203,9 +203,10 @@ async def timeline(request: web.Request) -> web.Response:
         cursor = decode_cursor(raw_cursor) if raw_cursor else None
     except ValueError as exc:
         raise invalid("cursor", str(exc)) from None
-    if await store.get_customer(customer_id) is None:
-        raise ApiError(404, "no such customer", "id")
     items, next_cursor = await store.timeline(customer_id, limit=limit, cursor=cursor)
+    # An empty page is the only case that needs the extra query telling "no such customer" apart.
+    if not items and not await store.customer_exists(customer_id):
+        raise ApiError(404, "no such customer", "id")
     return json_response({"interactions": items, "next_cursor": next_cursor})
 
 

@@ -28,23 +28,20 @@ async def lookup(store: CustomerStore, *, phone: str | None = None, account: str
     Unknown or unparsable callers (withheld numbers, "anonymous") give the empty result,
     never an exception: the IVR must go on with the call either way.
     """
-    customer_id: str | None = None
+    found = None
     if phone:
         try:
-            customer_id = await store.find_customer_id("phone", normalize_phone(phone, store.default_country))
+            found = await store.profile("phone", normalize_phone(phone, store.default_country), recent)
         except IdentityError:
-            customer_id = None
-    if customer_id is None and account:
+            found = None
+    if found is None and account:
         try:
-            customer_id = await store.find_customer_id("account", normalize_token(account, "account"))
+            found = await store.profile("account", normalize_token(account, "account"), recent)
         except IdentityError:
-            customer_id = None
-    if customer_id is None:
+            found = None
+    if found is None:
         return empty_result()
-    customer = await store.get_customer(customer_id)
-    if customer is None:  # deleted between the two reads
-        return empty_result()
-    items, _ = await store.timeline(customer_id, limit=recent) if recent > 0 else ([], None)
+    customer, items = found
     return {
         "found": True,
         "customer": customer,

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, select, tuple_
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from cti import writes
@@ -78,9 +79,15 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def customer_dict(customer: Customer) -> dict[str, Any]:
+    """The API's customer record from an ORM Customer (identities loaded)."""
+    return customer_record(customer, [(i.kind, i.value) for i in customer.identities])
+
+
+def customer_record(customer: Any, identities: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """The API's customer record from anything with the customer columns as attributes."""
     ids: dict[str, list[str]] = {k: [] for k in IDENTITY_KINDS}
-    for ident in customer.identities:
-        ids.setdefault(ident.kind, []).append(ident.value)
+    for kind, value in identities:
+        ids.setdefault(kind, []).append(value)
     return {
         "id": customer.id,
         "name": customer.name,
@@ -108,6 +115,52 @@ def summary_dict(row: Any) -> dict[str, Any]:
         "summary": row.summary,
         "disposition": row.disposition,
     }
+
+
+def _timeline(conn: Connection, customer_id: str, limit: int,
+              cursor: tuple[datetime, str] | None) -> tuple[list[dict[str, Any]], str | None]:
+    query = select(*_TIMELINE_COLUMNS).where(Interaction.customer_id == customer_id)
+    if cursor is not None:
+        # Keyset pagination: a row-value comparison the (customer_id, started_at, id) index serves,
+        # so page 1000 costs what page 1 does.
+        query = query.where(tuple_(Interaction.started_at, Interaction.id) < tuple_(
+            bindparam("c_at", cursor[0], type_=UtcDateTime()), bindparam("c_id", cursor[1])))
+    query = query.order_by(Interaction.started_at.desc(), Interaction.id.desc()).limit(limit + 1)
+    rows = conn.execute(query).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor(rows[-1].started_at, rows[-1].id) if more and rows else None
+    return [summary_dict(r) for r in rows], next_cursor
+
+
+def _customer(conn: Connection, customer_id: str) -> dict[str, Any] | None:
+    row = conn.execute(select(writes.CUSTOMERS).where(writes.CUSTOMERS.c.id == customer_id)).first()
+    if row is None:
+        return None
+    idents = conn.execute(select(writes.IDENTITIES.c.kind, writes.IDENTITIES.c.value)
+                          .where(writes.IDENTITIES.c.customer_id == customer_id)
+                          .order_by(writes.IDENTITIES.c.id)).all()
+    return customer_record(row, [(i.kind, i.value) for i in idents])
+
+
+def _customer_exists(conn: Connection, customer_id: str) -> bool:
+    return conn.execute(select(writes.CUSTOMERS.c.id).where(writes.CUSTOMERS.c.id == customer_id)).first() \
+        is not None
+
+
+def _customer_id_of(conn: Connection, kind: str, value: str) -> str | None:
+    return conn.execute(select(writes.IDENTITIES.c.customer_id).where(
+        writes.IDENTITIES.c.kind == kind, writes.IDENTITIES.c.value == value)).scalar()
+
+
+def _profile(conn: Connection, kind: str, value: str,
+             recent: int) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    customer_id = _customer_id_of(conn, kind, value)
+    customer = _customer(conn, customer_id) if customer_id else None
+    if customer is None:
+        return None
+    items = _timeline(conn, customer["id"], recent, None)[0] if recent > 0 else []
+    return customer, items
 
 
 class CustomerStore:
@@ -154,19 +207,7 @@ class CustomerStore:
     async def timeline(self, customer_id: str, *, limit: int = 20,
                        cursor: tuple[datetime, str] | None = None) -> tuple[list[dict[str, Any]], str | None]:
         """Newest first; returns (page, cursor of the next page or None)."""
-        query = select(*_TIMELINE_COLUMNS).where(Interaction.customer_id == customer_id)
-        if cursor is not None:
-            # Keyset pagination: a row-value comparison the (customer_id, started_at, id) index serves,
-            # so page 1000 costs what page 1 does.
-            query = query.where(tuple_(Interaction.started_at, Interaction.id) < tuple_(
-                bindparam("c_at", cursor[0], type_=UtcDateTime()), bindparam("c_id", cursor[1])))
-        query = query.order_by(Interaction.started_at.desc(), Interaction.id.desc()).limit(limit + 1)
-        async with self.db.read_engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        more = len(rows) > limit
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].started_at, rows[-1].id) if more and rows else None
-        return [summary_dict(r) for r in rows], next_cursor
+        return await self.db.run_read(_timeline, customer_id, limit, cursor)
 
     async def get_interaction(self, interaction_id: str) -> dict[str, Any] | None:
         async with self.db.read() as s:
@@ -211,9 +252,10 @@ class CustomerStore:
         return found
 
     async def get_customer(self, customer_id: str) -> dict[str, Any] | None:
-        async with self.db.read() as s:
-            customer = await s.get(Customer, customer_id)
-            return customer_dict(customer) if customer else None
+        return await self.db.run_read(_customer, customer_id)
+
+    async def customer_exists(self, customer_id: str) -> bool:
+        return await self.db.run_read(_customer_exists, customer_id)
 
     async def find_customers(self, identities: IdentityPairs) -> list[dict[str, Any]]:
         """Customers owning any of these identities."""
@@ -225,9 +267,12 @@ class CustomerStore:
             return [customer_dict(c) for c in rows.scalars()]
 
     async def find_customer_id(self, kind: str, value: str) -> str | None:
-        async with self.db.read_engine.connect() as conn:
-            return (await conn.execute(select(Identity.customer_id).where(
-                Identity.kind == kind, Identity.value == value))).scalar()
+        return await self.db.run_read(_customer_id_of, kind, value)
+
+    async def profile(self, kind: str, value: str,
+                      recent: int) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        """The customer owning this identity and their `recent` latest interactions, in one read."""
+        return await self.db.run_read(_profile, kind, value, recent)
 
     async def update_customer(self, customer_id: str, *, name: str | None = None,
                               attributes: dict[str, Any] | None = None,
