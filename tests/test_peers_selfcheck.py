@@ -16,21 +16,28 @@ from tests.peers.kamailio import running_kamailio
 from tests.peers.pcap import PCMA, PCMU, RtpStreamBuilder, dtmf_tone, events, read_pcap, read_wav, speak
 from tests.peers.pyvoip_phone import PyVoipPhone
 from tests.peers.rtp import RtpEndpoint, heard_audio, inband_digits, pacing_stats, rms
+from tests.peers.service import running_service
 from tests.peers.sipp import run_sipp, sipp_background
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(60)]
 
 
-def test_uac_pcap_builtin_completes_against_sipp_uas(tmp_path: Path) -> None:
-    """The issue's reference call: sipp's uac_pcap (PCMA audio, then RFC 4733 digit 1)."""
-    with sipp_background("uas", workdir=tmp_path / "uas", rtp_echo=True) as uas:
+def test_uac_pcap_builtin_sends_pcma_and_digit_1(tmp_path: Path) -> None:
+    """The issue's reference call: sipp's uac_pcap plays g711a.pcap (PCMA) then dtmf_2833_1.pcap."""
+    with (
+        RtpEndpoint() as ep,
+        sipp_background("uas_answer.xml", workdir=tmp_path / "uas", keys={"rtp_port": ep.port}) as uas,
+    ):
         result = run_sipp("uac_pcap", uas.address, workdir=tmp_path / "uac", calls=1, timeout=20)
     assert result.ok, result.describe()
     assert result.successful == 1 and result.failed == 0
-    assert result.call_length_ms is not None and result.call_length_ms >= 8000  # 8 s pause + 1 s
+    assert result.call_length_ms is not None and result.call_length_ms >= 9000  # 8 s + 1 s of pauses
     assert len(result.rtt_ms) == 1  # the rtd on the 200
-    # the built-in UAS keeps each call 4 s after the BYE (timewait), so it has not counted it yet
-    assert uas.result is not None and uas.result.created == 1 and uas.result.failed == 0
+    assert {p.payload_type for p in ep.received} == {PCMA, 101}
+    assert ep.digits() == "1"
+    assert rms(ep.audio()) > 500
+    assert uas.result is not None
+    assert uas.result.successful == 1, uas.result.describe()
 
 
 def test_cancel_scenario_against_counterpart(tmp_path: Path) -> None:
@@ -186,7 +193,8 @@ def test_pyvoip_registers_calls_through_kamailio_sends_tones_and_hears(tmp_path:
     assert inband_digits(ep.audio()) == "58"
     assert rms(heard) > 1000
     assert call.dtmf_received() == "3"
-    assert uas.result is not None and uas.result.successful == 1, uas.result.describe()
+    assert uas.result is not None
+    assert uas.result.successful == 1, uas.result.describe()
 
 
 def test_baresip_dials_sends_rfc4733_digits_speaks_and_hears(tmp_path: Path) -> None:
@@ -208,4 +216,14 @@ def test_baresip_dials_sends_rfc4733_digits_speaks_and_hears(tmp_path: Path) -> 
     assert rms(ep.audio()) > 500  # the speech
     heard = read_wav(phone.heard_files()[0])
     assert inband_digits(heard) == "9"
-    assert uas.result is not None and uas.result.successful == 1, uas.result.describe()
+    assert uas.result is not None
+    assert uas.result.successful == 1, uas.result.describe()
+
+
+def test_running_service_starts_answers_options_and_stops(tmp_path: Path) -> None:
+    """The service driver: config written, OPTIONS answered 200 with Allow, SIGTERM stops it."""
+    with running_service(tmp_path, sip={"t1_ms": 50}) as svc:
+        result = run_sipp("options.xml", svc.sip_address, workdir=tmp_path / "uac", timeout=5)
+        assert f"listen = {svc.sip_address}" in svc.config_path.read_text()
+    assert result.ok, result.describe()
+    assert sip_options(svc.sip_port, timeout=0.3) is None  # stopped

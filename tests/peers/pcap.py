@@ -214,7 +214,7 @@ class RtpStreamBuilder:
 
 
 def _ip_checksum(header: bytes) -> int:
-    s = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    s: int = sum(struct.unpack(f"!{len(header) // 2}H", header))
     s = (s >> 16) + (s & 0xFFFF)
     return ~(s + (s >> 16)) & 0xFFFF
 
@@ -251,15 +251,21 @@ def write_pcap(
         fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))  # LINKTYPE_ETHERNET
         for n, p in enumerate(packets):
             frame = _frame(p.serialize(), p.src_port or src_port, p.dst_port or dst_port, n)
-            t = epoch + p.time
-            sec = int(t)
-            fh.write(struct.pack("<IIII", sec, round((t - sec) * 1e6), len(frame), len(frame)))
+            usec = round(p.time * 1e6)  # offsets in integer microseconds: no float epoch rounding
+            fh.write(struct.pack("<IIII", int(epoch) + usec // 10**6, usec % 10**6, len(frame), len(frame)))
             fh.write(frame)
 
 
-def read_pcap(path: Path) -> Iterator[RtpPacket]:
-    """RTP packets (UDP over IPv4, Ethernet/Linux-cooked/raw links) from a libpcap file; `time` is
-    seconds since the file's first packet."""
+@dataclass(frozen=True)
+class UdpDatagram:
+    time: float  # seconds since the file's first packet
+    src_port: int
+    dst_port: int
+    payload: bytes
+
+
+def read_udp(path: Path) -> Iterator[UdpDatagram]:
+    """UDP over IPv4 datagrams (Ethernet, Linux-cooked or raw links) from a libpcap file."""
     data = Path(path).read_bytes()
     magic = struct.unpack("<I", data[:4])[0]
     if magic in (0xA1B2C3D4, 0xA1B23C4D):
@@ -267,14 +273,15 @@ def read_pcap(path: Path) -> Iterator[RtpPacket]:
     elif magic in (0xD4C3B2A1, 0x4D3CB2A1):
         endian = ">"
     else:
-        raise ValueError(f"{path}: not a libpcap file (pcapng? capture with tshark -F pcap)")
+        raise ValueError(f"{path}: not a libpcap file (pcapng? capture with dumpcap -P / tshark -F pcap)")
     nanos = magic in (0xA1B23C4D, 0x4D3CB2A1)
     linktype = struct.unpack(endian + "I", data[20:24])[0]
     offset = {1: 14, 113: 16, 101: 0, 228: 0, 0: 4}.get(linktype)
     if offset is None:
         raise ValueError(f"{path}: unsupported link type {linktype}")
     pos = 24
-    first: float | None = None
+    scale = 10**9 if nanos else 10**6
+    first: int | None = None
     while pos + 16 <= len(data):
         sec, frac, caplen, _ = struct.unpack(endian + "IIII", data[pos : pos + 16])
         frame = data[pos + 16 : pos + 16 + caplen]
@@ -284,9 +291,16 @@ def read_pcap(path: Path) -> Iterator[RtpPacket]:
             continue
         ihl = (ip[0] & 0x0F) * 4
         sport, dport, ulen = struct.unpack("!HHH", ip[ihl : ihl + 6])
-        stamp = sec + frac / (1e9 if nanos else 1e6)
+        stamp = sec * scale + frac  # integers: a float epoch has only ~0.2 us resolution
         first = stamp if first is None else first
-        packet = RtpPacket.parse(ip[ihl + 8 : ihl + ulen], round(stamp - first, 6), sport, dport)
+        yield UdpDatagram((stamp - first) / scale, sport, dport, ip[ihl + 8 : ihl + ulen])
+
+
+def read_pcap(path: Path) -> Iterator[RtpPacket]:
+    """RTP packets from a libpcap file (see read_udp); `time` is seconds since the first packet.
+    A capture with a short snap length still gives headers (payloads come out truncated)."""
+    for d in read_udp(path):
+        packet = RtpPacket.parse(d.payload, d.time, d.src_port, d.dst_port)
         if packet is not None:
             yield packet
 

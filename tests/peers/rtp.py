@@ -113,15 +113,16 @@ class PacingStats:
 
 
 def pacing_errors_ms(packets: Iterable[RtpPacket]) -> list[float]:
-    """Per stream (SSRC), |inter-arrival time - RTP timestamp delta| of consecutive audio packets, in ms.
+    """Per stream (SSRC and ports), |inter-arrival time - RTP timestamp delta| of consecutive audio
+    packets, in ms.
 
     This is the receiver's view of the sender's pacing (RFC 3550 section 6.4.1 uses the same
     difference, smoothed, for its jitter figure); packets after a sequence gap are skipped.
     """
-    by_ssrc: dict[int, list[RtpPacket]] = defaultdict(list)
+    by_ssrc: dict[tuple[int, int, int], list[RtpPacket]] = defaultdict(list)
     for p in packets:
         if p.payload_type in (PCMU, PCMA):
-            by_ssrc[p.ssrc].append(p)
+            by_ssrc[p.ssrc, p.src_port, p.dst_port].append(p)
     errors: list[float] = []
     for stream in by_ssrc.values():
         stream.sort(key=lambda p: p.time)
@@ -137,7 +138,7 @@ def pacing_stats(packets: Sequence[RtpPacket]) -> PacingStats:
     errors = pacing_errors_ms(packets)
     arr = np.array(errors) if errors else np.zeros(1)
     return PacingStats(
-        streams=len({p.ssrc for p in packets if p.payload_type in (PCMU, PCMA)}),
+        streams=len({(p.ssrc, p.src_port, p.dst_port) for p in packets if p.payload_type in (PCMU, PCMA)}),
         packets=len(errors),
         p50_ms=float(np.percentile(arr, 50)),
         p99_ms=float(np.percentile(arr, 99)),

@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -270,7 +271,7 @@ def run_sipp(
     timeout: float = 30.0,
     pcaps: Mapping[str, Path] | None = None,
     replace: Mapping[str, str] | None = None,
-    **options: object,
+    **options: Any,
 ) -> SippResult:
     """Run sipp in the foreground until it exits (bounded by `timeout` twice: sipp's and ours).
 
@@ -279,7 +280,7 @@ def run_sipp(
     (-key name value: [name] in the XML), sets (-set), rtt, extra (more argv)."""
     prepare_workdir(workdir, pcaps)
     sf = scenario_file(scenario, workdir, replace)
-    argv = build_argv(sf, target, workdir=workdir, timeout=timeout, **options)  # type: ignore[arg-type]
+    argv = build_argv(sf, target, workdir=workdir, timeout=timeout, **options)
     (workdir / "argv.txt").write_text(" ".join(argv))
     started = time.monotonic()
     with open(workdir / "output.log", "wb") as out:
@@ -349,13 +350,13 @@ def sipp_background(
     calls: int | None = None,
     pcaps: Mapping[str, Path] | None = None,
     replace: Mapping[str, str] | None = None,
-    **options: object,
+    **options: Any,
 ) -> Iterator[SippBackground]:
     """Start sipp (default: the built-in UAS) and stop it on exit; `.result` holds its stats then."""
     prepare_workdir(workdir, pcaps)
     scenario = scenario_file(scenario, workdir, replace)
-    port = int(options.pop("local_port", 0) or free_port())  # type: ignore[call-overload]
-    media_port = int(options.pop("media_port", 0) or free_rtp_port(4))  # type: ignore[call-overload]
+    port = int(options.pop("local_port", 0) or free_port())
+    media_port = int(options.pop("media_port", 0) or free_rtp_port(4))
     argv = build_argv(
         scenario,
         target,
@@ -365,7 +366,7 @@ def sipp_background(
         local_port=port,
         media_port=media_port,
         **options,
-    )  # type: ignore[arg-type]
+    )
     (workdir / "argv.txt").write_text(" ".join(argv))
     with open(workdir / "output.log", "wb") as out:
         proc = subprocess.Popen(

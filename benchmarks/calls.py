@@ -1,0 +1,263 @@
+"""Call-load benchmark: sipp places N concurrent calls that each play audio plus an RFC 4733 digit
+and stay up for --hold seconds; we report what the answering side sustained.
+
+    .venv/bin/python benchmarks/calls.py --calls 500 --rate 50 --hold 20        # starts the service
+    .venv/bin/python benchmarks/calls.py --target 127.0.0.1:5060 ...          # a service already running
+    .venv/bin/python benchmarks/calls.py --standin ...                        # sipp -sn uas -rtp_echo
+    .venv/bin/python benchmarks/calls.py --pyvoip ...                         # pyVoIP answerer via Kamailio
+
+Printed: concurrent calls held (peak of sipp's CurrentCall), calls per second (INVITEs on the wire),
+failed calls (sipp), INVITE->200 latency p50/p99 (from a loopback capture, microseconds; sipp's own
+-trace_rtt figures are whole milliseconds and shown beside), RTP send-pacing error p50/p99 measured
+on the receiving side (|inter-arrival - RTP timestamp delta| per stream, kernel timestamps from
+dumpcap), and the answering process's CPU use. Everything stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.peers import REPO, background, free_port, sip_options
+from tests.peers.capture import capture
+from tests.peers.kamailio import running_kamailio
+from tests.peers.pcap import PCMU, RtpStreamBuilder, read_pcap, read_udp, speak
+from tests.peers.rtp import pacing_stats
+from tests.peers.service import running_service
+from tests.peers.sipp import run_sipp, sipp_background
+
+SCENARIO = (REPO / "tests" / "sipp" / "dtmf_call.xml").read_text()
+
+
+def bench_files(workdir: Path, hold_s: float, audio_s: float, digit: str) -> tuple[Path, Path]:
+    """dtmf_call.xml with the hold time as its BYE wait, and the pcap it plays (speech + digit)."""
+    scenario = workdir / "bench_call.xml"
+    scenario.write_text(
+        SCENARIO.replace('timeout="30000"', f'timeout="{round(hold_s * 1000)}"').replace(
+            'name="dtmf_call"', 'name="bench_call"'
+        )
+    )
+    speech = speak("Hello, I would like to check the balance of my account, please.", workdir / "speech.wav")
+    stream = RtpStreamBuilder(codec=PCMU).wav(speech)
+    while stream.duration < audio_s:
+        stream.silence(200).wav(speech)
+    stream.silence(300).digits(digit)
+    return scenario, stream.write(workdir / "bench.pcap")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime+stime of a process and its reaped children, from /proc (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_concurrent(stats_csv: Path) -> int:
+    rows = list(csv.DictReader(stats_csv.read_text(errors="replace").splitlines(), delimiter=";"))
+    return max((int(r.get("CurrentCall") or 0) for r in rows), default=0)
+
+
+_CALL_ID = re.compile(rb"^(?:Call-ID|i)\s*:\s*(\S+)", re.I | re.M)
+
+
+def sip_latencies(pcap: Path, target_port: int) -> tuple[list[float], list[float]]:
+    """(INVITE->200 latencies in ms, INVITE send times) from a capture of the target's SIP port."""
+    invites: dict[bytes, float] = {}
+    answered: dict[bytes, float] = {}
+    for d in read_udp(pcap):
+        m = _CALL_ID.search(d.payload)
+        if m is None:
+            continue
+        call_id = m.group(1)
+        if (
+            d.dst_port == target_port
+            and d.payload.startswith(b"INVITE ")
+            and b"\nCSeq: 1 INVITE" in d.payload
+        ):
+            invites.setdefault(call_id, d.time)
+        elif d.src_port == target_port and d.payload.startswith(b"SIP/2.0 200") and b" INVITE" in d.payload:
+            answered.setdefault(call_id, d.time)
+    lat = [(answered[c] - t) * 1000 for c, t in invites.items() if c in answered]
+    return lat, sorted(invites.values())
+
+
+def pct(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+@contextlib.contextmanager
+def target(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, int, str]]:
+    """Yields (sip address, pid of the answering process or 0, label)."""
+    if args.target:
+        yield args.target, args.pid, f"existing target {args.target}"
+    elif args.standin:
+        with sipp_background(
+            "uas",
+            workdir=workdir / "standin",
+            rtp_echo=True,
+            timeout=args.hold * 4 + 600,
+            extra=["-max_socket", "10000"],
+        ) as uas:
+            yield uas.address, uas.proc.pid, "stand-in: sipp -sn uas -rtp_echo"
+    elif args.pyvoip:
+        with running_kamailio(workdir / "kamailio") as kam:
+            rtp_lo = free_port((30000, 39999), tcp=False, count=4 * args.calls + 8)
+            argv = [
+                sys.executable,
+                str(REPO / "benchmarks" / "pyvoip_answerer.py"),
+                "--registrar",
+                kam.address,
+                "--user",
+                "ivr",
+                "--wav",
+                str(workdir / "speech.wav"),
+                "--hold",
+                str(args.hold + 30),
+                "--rtp-ports",
+                f"{rtp_lo}-{rtp_lo + 4 * args.calls + 7}",
+                "--seconds",
+                str(args.hold * 4 + 600),
+            ]
+            with background(argv, cwd=REPO, log=workdir / "pyvoip_answerer.log", grace=10) as proc:
+                deadline = time.monotonic() + 20
+                while not kam.registered("ivr"):
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError((workdir / "pyvoip_answerer.log").read_text())
+                    time.sleep(0.2)
+                yield (
+                    kam.address,
+                    proc.pid,
+                    "pyVoIP 1.6.8 answerer behind Kamailio (latency includes the proxy)",
+                )
+    else:
+        with running_service(
+            workdir, rtp_pairs=args.calls + 20, sip={"max_calls": args.calls * 2}, log={"level": "warning"}
+        ) as svc:
+            yield svc.sip_address, svc.pid, "voice service (started by the benchmark)"
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-calls-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    scenario, pcap = bench_files(workdir, args.hold, args.audio, args.digit)
+    media = free_port((20000, 29999), tcp=False, count=args.calls + 2, step=4)
+    media_hi = media + 4 * (args.calls + 2)
+    with target(args, workdir) as (address, pid, label):
+        host, port = address.rsplit(":", 1)
+        if args.target and sip_options(int(port), host) is None:  # sipp's UAS ignores OPTIONS
+            raise RuntimeError(f"{address} does not answer OPTIONS")
+        bpf = f"udp and ((dst portrange {media}-{media_hi}) or port {port})"
+        cpu0, t0 = cpu_seconds(pid) if pid else 0.0, time.monotonic()
+        with capture(workdir / "capture.pcap", bpf, snaplen=0, buffer_mb=256):
+            result = run_sipp(
+                scenario,
+                address,
+                workdir=workdir / "sipp",
+                calls=args.calls,
+                limit=args.calls,
+                rate=args.rate,
+                transport=args.transport,
+                media_port=media,
+                service="ivr",
+                timeout=args.calls / args.rate + args.hold + args.audio + 60,
+                pcaps={"call.pcap": pcap},
+                extra=["-max_socket", "10000"],
+            )
+        wall = time.monotonic() - t0
+        cpu = (cpu_seconds(pid) - cpu0) / wall * 100 if pid else None
+    latency, invite_times = sip_latencies(workdir / "capture.pcap", int(port))
+    rtp = [p for p in read_pcap(workdir / "capture.pcap") if media <= p.dst_port <= media_hi]
+    pacing = pacing_stats(rtp)
+    cps = (len(invite_times) - 1) / (invite_times[-1] - invite_times[0]) if len(invite_times) > 1 else None
+    return {
+        "target": label,
+        "calls": args.calls,
+        "rate": args.rate,
+        "hold_s": args.hold,
+        "transport": args.transport,
+        "concurrent_held": peak_concurrent(workdir / "sipp" / "stats.csv"),
+        "calls_per_second": cps,
+        "successful": result.successful,
+        "failed": result.failed,
+        "failures": result.failures,
+        "invite_200_ms_p50": pct(latency, 50),
+        "invite_200_ms_p99": pct(latency, 99),
+        "sipp_rtd_ms_p50": result.rtt_percentile(50),
+        "sipp_rtd_ms_p99": result.rtt_percentile(99),
+        "rtp_streams": pacing.streams,
+        "rtp_intervals": pacing.packets,
+        "pacing_error_ms_p50": pacing.p50_ms,
+        "pacing_error_ms_p99": pacing.p99_ms,
+        "pacing_error_ms_max": pacing.max_ms,
+        "answerer_cpu_percent": cpu,
+        "workdir": str(workdir),
+        "sipp_exit": result.returncode,
+    }
+
+
+def show(r: dict[str, Any]) -> str:
+    def f(v: Any, unit: str = " ms") -> str:
+        return "n/a" if v is None else (f"{v:.2f}{unit}" if isinstance(v, float) else f"{v}{unit}")
+
+    calls = f"{r['calls']} at {r['rate']}/s, hold {r['hold_s']} s, transport {r['transport']}"
+    latency = f"p50 {f(r['invite_200_ms_p50'])}, p99 {f(r['invite_200_ms_p99'])}"
+    sipp_rtd = f"(sipp rtd: p50 {f(r['sipp_rtd_ms_p50'])}, p99 {f(r['sipp_rtd_ms_p99'])})"
+    pacing = f"p50 {f(r['pacing_error_ms_p50'])}, p99 {f(r['pacing_error_ms_p99'])}"
+    pacing += f", max {f(r['pacing_error_ms_max'])}"
+    streams = f"over {r['rtp_streams']} streams / {r['rtp_intervals']} intervals"
+    return "\n".join(
+        [
+            f"target:                 {r['target']}",
+            f"calls:                  {calls}",
+            f"concurrent calls held:  {r['concurrent_held']}",
+            f"calls per second:       {f(r['calls_per_second'], '')}",
+            f"failed calls:           {r['failed']} (successful {r['successful']}) {r['failures'] or ''}",
+            f"INVITE->200 latency:    {latency}  {sipp_rtd}",
+            f"RTP pacing error:       {pacing} {streams}",
+            f"answerer CPU:           {f(r['answerer_cpu_percent'], ' % of one core')}",
+            f"files:                  {r['workdir']}",
+        ]
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    who = ap.add_mutually_exclusive_group()
+    who.add_argument("--target", help="host:port of a running service (not started here)")
+    who.add_argument("--standin", action="store_true", help="benchmark sipp's own UAS (harness check)")
+    who.add_argument("--pyvoip", action="store_true", help="benchmark a pyVoIP answerer behind Kamailio")
+    ap.add_argument("--pid", type=int, default=0, help="with --target: process to measure CPU of")
+    ap.add_argument("--calls", type=int, default=50, help="concurrent calls (sipp -m and -l)")
+    ap.add_argument("--rate", type=float, default=10.0, help="new calls per second")
+    ap.add_argument("--hold", type=float, default=10.0, help="seconds each call stays up after its audio")
+    ap.add_argument("--audio", type=float, default=3.0, help="seconds of caller speech before the digit")
+    ap.add_argument("--digit", default="1")
+    ap.add_argument("--transport", default="u1", help="sipp -t: u1 (one socket) or un (one per call)")
+    ap.add_argument("--workdir", help="keep files here (default: a new temp dir)")
+    ap.add_argument("--json", help="also write the figures to this file")
+    args = ap.parse_args()
+    result = run(args)
+    print(show(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0 if result["failed"] == 0 and result["successful"] == args.calls else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
