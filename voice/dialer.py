@@ -84,6 +84,7 @@ class AgentLeg:
         self.media: NegotiatedMedia | None = None
         self.status: int | None = None  # final SIP status of the INVITE (or 503/488 decided here)
         self.reason = ""
+        self.invited_at: float | None = None  # time.monotonic() when the INVITE left
         self.ringing_at: float | None = None
         self.answered_at: float | None = None
         self.ended_by: str | None = None  # "agent" (BYE from the phone) or "local"
@@ -114,6 +115,7 @@ class AgentLeg:
                                sdp_offer=offer, now=self.endpoint.now(), extra_headers=self.extra_headers,
                                credentials=self.credentials)
         self.sip.app = self
+        self.invited_at = time.monotonic()
         self.endpoint.flush()
         try:
             return await asyncio.wait_for(asyncio.shield(self._outcome), timeout)
@@ -155,13 +157,8 @@ class AgentLeg:
     # ---- SIP events ------------------------------------------------------------------
     def on_event(self, event: ev.Event) -> None:
         if isinstance(event, ev.OutboundRinging):
-            if self.ringing_at is None and not self._outcome.done():
-                self.ringing_at = time.monotonic()
-                if self.on_ringing is not None:
-                    try:
-                        self.on_ringing(self)
-                    except Exception:
-                        log.exception("on_ringing failed for %s", self.uri)
+            if not self._outcome.done():
+                self._ringing()
         elif isinstance(event, ev.OutboundAnswered):
             self._answered(event.body)
         elif isinstance(event, ev.OutboundFailed):
@@ -176,6 +173,18 @@ class AgentLeg:
         elif isinstance(event, ev.ReInvite):
             self._reinvite(event.offer)
 
+    def _ringing(self) -> None:
+        """The first 18x; a phone that answers without one still gets this just before the answer,
+        so whoever pops a screen on ringing always does."""
+        if self.ringing_at is not None:
+            return
+        self.ringing_at = time.monotonic()
+        if self.on_ringing is not None:
+            try:
+                self.on_ringing(self)
+            except Exception:
+                log.exception("on_ringing failed for %s", self.uri)
+
     def _answered(self, body: bytes) -> None:
         assert self.sip is not None
         if self._outcome.done() or self.rtp is None or self.rtp.closed:
@@ -189,6 +198,7 @@ class AgentLeg:
             self.sip.hangup(self.endpoint.now())
             return
         self._configure(self.media)
+        self._ringing()
         self.status, self.reason = 200, "answered"
         self.answered_at = time.monotonic()
         self._outcome.set_result(True)
@@ -303,6 +313,7 @@ async def _bridge(leg: AgentLeg, caller_rtp: RtpSession, call: Call, caller_gone
     finally:
         agent_gone.cancel()
         path = bridge.stop()
+        call.clear_digits()  # keys pressed for the agent are not type-ahead for the flow
     hangup_by = "caller" if caller_gone.done() and not leg.ended else "agent"
     agent_stats = dict(leg.rtp.stats)
     leg.hangup()
