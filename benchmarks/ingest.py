@@ -292,15 +292,17 @@ def run_one(name: str, args: argparse.Namespace) -> None:
             print(f"[{name}] bulk-inserted {args.rows} interactions in {took:.1f} s", flush=True)
             procs, port = start_servers(url, schema, args.workers)
             try:
-                tl = asyncio.run(timeline_load(port, customers, heavy, args.reads, args.read_concurrency))
+                results = [(c, asyncio.run(timeline_load(port, customers, heavy, args.reads, c)))
+                           for c in sorted({1, args.read_concurrency})]
             finally:
                 stop_servers(procs)
-            print(f"[{name}] timeline with {args.rows + args.requests} interactions stored: "
-                  f"{tl['reads']} reads, {args.read_concurrency} clients: {tl['per_s']:.0f}/s, "
-                  f"p50 {tl['p50_ms']:.1f} ms, p99 {tl['p99_ms']:.1f} ms "
-                  f"(first pages p99 {tl['first_page_p99_ms']:.1f} ms, "
-                  f"page 51 of the 100k-interaction customer p99 {tl['deep_page_p99_ms']:.1f} ms)",
-                  flush=True)
+            for clients, tl in results:
+                    print(f"[{name}] timeline with {args.rows + args.requests} interactions stored: "
+                      f"{tl['reads']} reads, {clients} client(s): {tl['per_s']:.0f}/s, "
+                      f"p50 {tl['p50_ms']:.1f} ms, p99 {tl['p99_ms']:.1f} ms "
+                      f"(first pages p99 {tl['first_page_p99_ms']:.1f} ms, "
+                      f"page 51 of the 100k-interaction customer p99 {tl['deep_page_p99_ms']:.1f} ms)",
+                      flush=True)
     finally:
         if schema:
             pg_schema(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
@@ -324,7 +326,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=1, help="server processes (SO_REUSEPORT)")
     p.add_argument("--rows", type=int, default=1_000_000, help="interactions bulk-inserted for reads")
     p.add_argument("--reads", type=int, default=5000)
-    p.add_argument("--read-concurrency", type=int, default=8)
+    p.add_argument("--read-concurrency", type=int, default=8, help="also measured with 1 client")
     args = p.parse_args()
     print(f"cpus: {os.cpu_count()}, python {sys.version.split()[0]}", flush=True)
     for name in (["sqlite", "postgres"] if args.db == "both" else [args.db]):

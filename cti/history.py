@@ -52,8 +52,11 @@ def segment_from_dict(d: dict[str, Any]) -> Segment:
 class CallHistory:
     """What the SIP service calls as calls start and end."""
 
-    def __init__(self, store: CustomerStore) -> None:
+    def __init__(self, store: CustomerStore, *, node: str = "") -> None:
+        """`node` names this service instance when several share one PostgreSQL database, so that
+        a restarting node marks only its own unfinished calls interrupted, not its peers' live ones."""
         self.store = store
+        self.key_prefix = f"call:{node}:" if node else "call:"
 
     async def call_started(self, *, call_id: str, caller: str, caller_name: str | None, dialled: str,
                            started_at: datetime) -> str:
@@ -72,7 +75,7 @@ class CallHistory:
             channel="voice", direction="inbound", started_at=started_at, identities=identities,
             name=caller_name or None, status="in_progress", subject=f"Call to {dialled}",
             metadata={"caller": caller, "caller_name": caller_name, "dialled": dialled},
-            call_id=call_id, idempotency_key=f"call:{call_id}",
+            call_id=call_id, idempotency_key=f"{self.key_prefix}{call_id}",
         ))
         return result.interaction_id
 
@@ -87,4 +90,4 @@ class CallHistory:
 
     async def mark_interrupted(self) -> int:
         """At service start: calls left in progress by a previous run become `interrupted`."""
-        return await self.store.mark_interrupted("voice")
+        return await self.store.mark_interrupted("voice", key_prefix=self.key_prefix)

@@ -201,8 +201,10 @@ class CustomerStore:
         await self.db.run_write(writes.finish, interaction_id, ended_at, status, disposition, ivr, recording,
                                 list(transcript))
 
-    async def mark_interrupted(self, channel: str = "voice") -> int:
-        return await self.db.run_write(writes.mark_interrupted, channel)
+    async def mark_interrupted(self, channel: str = "voice", key_prefix: str | None = None) -> int:
+        """In-progress interactions of `channel` (whose idempotency key starts with `key_prefix`,
+        if given) become `interrupted`; returns how many."""
+        return await self.db.run_write(writes.mark_interrupted, channel, key_prefix)
 
     async def timeline(self, customer_id: str, *, limit: int = 20,
                        cursor: tuple[datetime, str] | None = None) -> tuple[list[dict[str, Any]], str | None]:

@@ -121,10 +121,12 @@ def finish(conn: Connection, interaction_id: str, ended_at: datetime, status: st
     add_segments(conn, interaction_id, transcript, 0 if last is None else last + 1)
 
 
-def mark_interrupted(conn: Connection, channel: str) -> int:
-    result = conn.execute(update(INTERACTIONS).where(INTERACTIONS.c.status == "in_progress",
-                                                     INTERACTIONS.c.channel == channel)
-                          .values(status="interrupted"))
+def mark_interrupted(conn: Connection, channel: str, key_prefix: str | None) -> int:
+    query = update(INTERACTIONS).where(INTERACTIONS.c.status == "in_progress",
+                                       INTERACTIONS.c.channel == channel)
+    if key_prefix:
+        query = query.where(INTERACTIONS.c.idempotency_key.startswith(key_prefix, autoescape=True))
+    result = conn.execute(query.values(status="interrupted"))
     return int(result.rowcount)
 
 

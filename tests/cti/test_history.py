@@ -73,6 +73,19 @@ async def test_calls_left_in_progress_are_marked_interrupted(store: CustomerStor
     assert rec is not None and rec["status"] == "completed"
 
 
+async def test_a_restarting_node_marks_only_its_own_calls(store: CustomerStore) -> None:
+    node_a, node_b = CallHistory(store, node="a"), CallHistory(store, node="b_%")
+    live_on_a = await node_a.call_started(call_id="same-id", caller="+4930555", caller_name=None, dialled="1",
+                                          started_at=T0)
+    crashed_on_b = await node_b.call_started(call_id="same-id", caller="+4930555", caller_name=None,
+                                             dialled="1", started_at=T0)
+    assert live_on_a != crashed_on_b
+    assert await node_b.mark_interrupted() == 1
+    a, b = await store.get_interaction(live_on_a), await store.get_interaction(crashed_on_b)
+    assert a is not None and b is not None
+    assert (a["status"], b["status"]) == ("in_progress", "interrupted")
+
+
 async def test_bound_lookup_for_the_ivr_returns_an_empty_result_for_strangers(store: CustomerStore) -> None:
     find = make_lookup(store, recent=3)
     assert await find(phone="+15550101010") == {
