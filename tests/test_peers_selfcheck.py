@@ -62,7 +62,9 @@ def test_no_ack_scenario_sees_2xx_retransmissions_then_bye(tmp_path: Path) -> No
 @pytest.mark.parametrize("transport", ["u1", "t1"])
 def test_reinvite_scenario_holds_and_unholds(tmp_path: Path, transport: str) -> None:
     with sipp_background("uas_reinvite.xml", workdir=tmp_path / "uas", transport=transport) as uas:
-        result = run_sipp("reinvite.xml", uas.address, workdir=tmp_path / "uac", timeout=15, transport=transport)
+        result = run_sipp(
+            "reinvite.xml", uas.address, workdir=tmp_path / "uac", timeout=15, transport=transport
+        )
     assert result.ok, result.describe()
     assert result.count("INVITE", "Sent") == 3
     assert uas.result is not None
