@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.peers import REPO, background, free_port, sip_options
-from tests.peers.capture import capture
+from tests.peers.capture import capture, capture_summary
 from tests.peers.kamailio import running_kamailio
 from tests.peers.pcap import PCMU, RtpStreamBuilder, read_pcap, read_udp, speak
 from tests.peers.rtp import pacing_stats
@@ -208,6 +208,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "answerer_cpu_percent": cpu,
         "workdir": str(workdir),
         "sipp_exit": result.returncode,
+        "capture": capture_summary(workdir / "capture.pcap"),
     }
 
 
@@ -231,6 +232,7 @@ def show(r: dict[str, Any]) -> str:
             f"INVITE->200 latency:    {latency}  {sipp_rtd}",
             f"RTP pacing error:       {pacing} {streams}",
             f"answerer CPU:           {f(r['answerer_cpu_percent'], ' % of one core')}",
+            f"capture:                {r['capture']}",
             f"files:                  {r['workdir']}",
         ]
     )

@@ -36,3 +36,12 @@ def capture(path: Path, bpf: str, *, snaplen: int = 0, buffer_mb: int = 64) -> I
         proc.send_signal(signal.SIGINT)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(5)
+
+
+def capture_summary(path: Path) -> str:
+    """dumpcap's closing line ("Packets received/dropped on interface ...: N/D ..."), if written."""
+    log = path.with_suffix(".log")
+    lines = (
+        [ln for ln in log.read_text(errors="replace").splitlines() if "dropped" in ln] if log.exists() else []
+    )
+    return lines[-1].strip() if lines else "no dumpcap summary"
