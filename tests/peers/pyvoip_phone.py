@@ -2,9 +2,9 @@
 through it, sends digits as in-band tones, and listens.
 
 What pyVoIP 1.6.8 can and cannot do (read from its source, confirmed on loopback):
-- No RFC 4733 sending: it offers telephone-event (101) and *parses* received events, but only sends
-  audio. Digits therefore go in-band (DTMF tone pairs in the audio), which the service's Goertzel
-  detector must catch.
+- No RFC 4733 sending: it offers telephone-event (101) in its SDP and *parses* received events, but
+  only ever sends audio. Digits therefore go in-band (DTMF tone pairs in the audio), so a UAS must
+  run in-band detection even though telephone-event was negotiated.
 - Audio in and out is 8-bit unsigned linear PCM at 8 kHz (it converts with audioop); it always
   sends PCMU when offered first, and its "PCMA" encoder is really µ-law (encode_packet bug).
 - Every request and response goes to the registrar address it was built with (INVITE, ACK, BYE,
@@ -16,6 +16,8 @@ What pyVoIP 1.6.8 can and cannot do (read from its source, confirmed on loopback
   retransmitting the 200 until Timer H-like expiry (64*T1) and then BYE.
 - The BYE has the 200's Via headers copied in, no Route; RTP is symmetric (one socket sends and
   receives), so strict latching works. No marker bit on the first packet.
+- It answers an incoming INVITE only after a built-in 1 s Timer (INVITE->200 >= 1 s as answerer),
+  and processes the 200 to its own INVITE on its receive thread, ACKing about 1 s later.
 - invite() blocks on a socket read until 100/180/401 arrives; register() waits up to 30 s. We run
   those on helper threads with our own timeouts and always stop the phone.
 """
@@ -23,6 +25,7 @@ What pyVoIP 1.6.8 can and cannot do (read from its source, confirmed on loopback
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -95,10 +98,15 @@ class PhoneCall:
         self.call.write_audio(to_u8(pcm))
         return len(pcm) / 8000
 
-    def send_digits(self, digits: str, tone_ms: int = 120, gap_ms: int = 80) -> float:
-        """In-band DTMF (pyVoIP cannot send RFC 4733). Returns seconds of audio queued."""
+    def send_digits(
+        self, digits: str, tone_ms: int = 200, gap_ms: int = 100, amplitude: int = 12000
+    ) -> float:
+        """In-band DTMF (pyVoIP cannot send RFC 4733). Returns seconds of audio queued.
+
+        Defaults are generous (200 ms, each tone about -11 dBFS) because pyVoIP's 8-bit audio path
+        adds a lot of quantisation noise."""
         silence = np.zeros(8 * gap_ms, dtype=np.int16)
-        pcm = np.concatenate([np.concatenate([dtmf_tone(d, tone_ms), silence]) for d in digits])
+        pcm = np.concatenate([np.concatenate([dtmf_tone(d, tone_ms, amplitude), silence]) for d in digits])
         return self.play(np.concatenate([silence, pcm]))
 
     def listen(self, seconds: float) -> np.ndarray:
@@ -131,7 +139,10 @@ class PyVoipPhone:
         on_call: Callable[[Any], None] | None = None,
         sip_port: int | None = None,
         rtp_ports: tuple[int, int] | None = None,
+        fix_ack_to_tag: bool = False,
     ) -> None:
+        """`fix_ack_to_tag` patches this phone's ACK to carry the 200's To tag (pyVoIP sends a random
+        one), for tests that are about something else than tolerating that bug."""
         voip = _pyvoip()
         self.sip_port = sip_port or free_port()
         lo = rtp_ports[0] if rtp_ports else free_port(RTP_PORTS, tcp=False, count=20)
@@ -148,6 +159,19 @@ class PyVoipPhone:
             rtpPortLow=lo,
             rtpPortHigh=hi,
         )
+        if fix_ack_to_tag:
+            original = self.phone.sip.gen_ack
+
+            def gen_ack(response: Any) -> str:
+                tag = response.headers["To"]["tag"]
+                ack = str(original(response))
+                return (
+                    re.sub(r"^(To: .*;tag=)[^\r\n]*", lambda m: m.group(1) + tag, ack, flags=re.M)
+                    if tag
+                    else ack
+                )
+
+            self.phone.sip.gen_ack = gen_ack
 
     def __enter__(self) -> PyVoipPhone:
         self.start()
