@@ -3,6 +3,7 @@ baresip -> sipp UAS), so a failing service test points at the service, not at th
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -10,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.peers import DATA, HOST, free_port, free_rtp_port, sip_options
+from tests.peers import DATA, HOST, free_port, free_rtp_port, sip_options, wait_for
 from tests.peers.baresip import running_baresip
 from tests.peers.kamailio import running_kamailio
 from tests.peers.pcap import PCMA, PCMU, RtpStreamBuilder, dtmf_tone, events, read_pcap, read_wav, speak
 from tests.peers.pyvoip_phone import PyVoipPhone
 from tests.peers.rtp import RtpEndpoint, heard_audio, inband_digits, pacing_errors_ms, pacing_stats, rms
 from tests.peers.service import running_service
-from tests.peers.sipp import run_sipp, sipp_background
+from tests.peers.sipp import parse_counts, run_sipp, sipp_background
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(60)]
 
@@ -246,7 +247,8 @@ def test_running_service_starts_answers_options_and_stops(tmp_path: Path) -> Non
 ACK_TO_TAG_CHECK = {
     '  <recv request="ACK"\n        optional="true"\n        rtd="true"\n        crlf="true">\n  </recv>': (
         '  <recv request="ACK" rtd="true" crlf="true">\n    <action>\n'
-        '      <ereg regexp="tag=[0-9]+SIPpTag01" search_in="hdr" header="To:" check_it="true" assign_to="t"/>\n'
+        '      <ereg regexp="tag=[0-9]+SIPpTag01" search_in="hdr" header="To:"'
+        ' check_it="true" assign_to="t"/>\n'
         '    </action>\n  </recv>\n  <Reference variables="t"/>'
     )
 }
@@ -267,7 +269,9 @@ def test_pyvoip_ack_to_tag_quirk_and_its_fix(tmp_path: Path, fix: bool) -> None:
         PyVoipPhone((HOST, kam.port), "bob", fix_ack_to_tag=fix) as phone,
     ):
         call = phone.call("ivr")
-        time.sleep(1.5)  # pyVoIP ACKs about 1 s after the 200
+        # pyVoIP ACKs about 1 s after the 200; sipp's per-message counters are written every second
+        with contextlib.suppress(TimeoutError):
+            wait_for(lambda: sum(v for k, v in parse_counts(uas.workdir).items() if "ACK" in k) > 0, 6, "ACK")
         call.hangup()
     assert uas.result is not None
     if fix:
