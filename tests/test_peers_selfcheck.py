@@ -13,6 +13,7 @@ import pytest
 
 from tests.peers import DATA, HOST, free_port, free_rtp_port, sip_options, wait_for
 from tests.peers.baresip import running_baresip
+from tests.peers.capture import capture_rtp
 from tests.peers.kamailio import running_kamailio
 from tests.peers.pcap import PCMA, PCMU, RtpStreamBuilder, dtmf_tone, events, read_pcap, read_wav, speak
 from tests.peers.pyvoip_phone import PyVoipPhone
@@ -90,6 +91,7 @@ def test_dtmf_call_plays_generated_digits_from_its_sdp_port(tmp_path: Path) -> N
     with (
         RtpEndpoint(sink_port) as sink,
         sipp_background("uas_answer.xml", workdir=tmp_path / "uas", keys={"rtp_port": sink_port}) as uas,
+        capture_rtp(tmp_path / "wire.pcap", (sink_port, sink_port)) as wire,
     ):
         result = run_sipp(
             "dtmf_call.xml",
@@ -106,6 +108,11 @@ def test_dtmf_call_plays_generated_digits_from_its_sdp_port(tmp_path: Path) -> N
     assert len(sink.received) == len(list(read_pcap(call)))
     # sipp sends from the port in its SDP (first call: the -mp port): symmetric RTP, latching works
     assert sink.sources == {(HOST, uac_media)}
+    # the loopback capture saw the same packets, with the pcap's 20 ms pacing
+    sent = [p.payload for p in read_pcap(call)]
+    assert [p.payload for p in wire.packets()] == sent
+    assert b"".join(sent) == wire.payloads_by_ssrc()[0x5EED0001]
+    assert pacing_stats(wire.packets()).p50_ms < 5
 
 
 def test_listen_call_endpoint_sends_and_hears(tmp_path: Path) -> None:

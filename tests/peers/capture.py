@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tests.peers import background, require
+from tests.peers.pcap import RtpPacket, read_pcap
 
 
 @contextlib.contextmanager
@@ -45,3 +46,28 @@ def capture_summary(path: Path) -> str:
         [ln for ln in log.read_text(errors="replace").splitlines() if "dropped" in ln] if log.exists() else []
     )
     return lines[-1].strip() if lines else "no dumpcap summary"
+
+
+class RtpCapture:
+    """The RTP a capture saw, available once the capture block has ended."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def packets(self) -> list[RtpPacket]:
+        return list(read_pcap(self.path)) if self.path.exists() else []
+
+    def payloads_by_ssrc(self) -> dict[int, bytes]:
+        """Received payload bytes per SSRC, in capture order (G.711 audio and events alike)."""
+        out: dict[int, bytes] = {}
+        for p in self.packets():
+            out[p.ssrc] = out.get(p.ssrc, b"") + p.payload
+        return out
+
+
+@contextlib.contextmanager
+def capture_rtp(path: Path, ports: tuple[int, int]) -> Iterator[RtpCapture]:
+    """Capture UDP to destination ports `ports` (inclusive) on lo: what a peer sent there, even
+    when nobody listens on those ports."""
+    with capture(path, f"udp and dst portrange {ports[0]}-{ports[1]}"):
+        yield RtpCapture(path)
