@@ -123,7 +123,7 @@ def wait_for(predicate: object, timeout: float, what: str, interval: float = 0.0
     raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}")
 
 
-def sip_options(port: int, host: str = HOST, timeout: float = 1.0, transport: str = "udp") -> str | None:
+def sip_options(port: int, host: str = HOST, timeout: float = 1.0) -> str | None:
     """Send one OPTIONS over UDP and return the status line of the answer (None on no answer)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
