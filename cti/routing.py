@@ -29,6 +29,7 @@ from cti.live import LiveCalls
 from cti.lookup import lookup
 from cti.queues import AgentSlot, AgentState, QueueEngine
 from cti.store import CustomerStore
+from voice.call import CallEnded
 
 log = logging.getLogger("cti.routing")
 
@@ -278,8 +279,26 @@ class AgentDesk:
         return None
 
     def snapshot(self) -> dict[str, Any]:
+        """Queue lengths, waiting positions and agent states as this node sees them."""
         return {"queues": self.engine.lengths(), "positions": self.engine.positions(),
                 "agents": [{"id": a.id, "name": a.name, "state": a.state.value, "since": a.since,
                             "call_id": a.call_id, "skills": sorted(a.skills),
                             "connected": self.bus.connected(a.id)}
                            for a in sorted(self.engine.agents.values(), key=lambda a: a.id)]}
+
+
+def position_announcer(tts: Any, text: str = "You are number {position} in line. Please hold.",
+                       ) -> PositionHook:
+    """An `on_position` that says the caller's place with the service's TTS (a voice.tts.Tts)."""
+
+    async def announce(call: Any, position: int) -> None:
+        pcm = await tts.render(text.format(position=position))
+        try:
+            await call.play(pcm, dtmf_barge_in=False)
+        except CallEnded:
+            return  # route_to_queue sees the hang-up itself
+        except asyncio.CancelledError:
+            call.media.stop_playback()  # an agent is being rung: the caller hears them next
+            raise
+
+    return announce
