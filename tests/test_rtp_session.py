@@ -375,14 +375,28 @@ async def test_sipp_pcap_replayed_over_udp_gives_one_digit(pool):
     assert digits == ["1", "#"]
 
 
-async def test_inband_detection_is_off_when_telephone_event_is_negotiated(pool):
+async def test_leaked_tone_and_rfc4733_count_once(pool):
     a, b = await pair(pool, dtmf=101)
     digits: list[str] = []
     b.set_listeners(digits.append, lambda f: None)
     await a.play(dtmf_tone("6", 120))  # a phone that also leaks the tone into the audio
     await a.send_dtmf("6", 60)
     await asyncio.sleep(0.1)
-    assert digits == ["6"]  # once, from RFC 4733, not twice
+    assert digits == ["6"]  # once, not twice
+
+
+async def test_inband_heard_until_the_peer_sends_rfc4733(pool):
+    """pyVoIP offers telephone-event but sends keys as tones: they must still be heard."""
+    a, b = await pair(pool, dtmf=101)
+    digits: list[str] = []
+    b.set_listeners(digits.append, lambda f: None)
+    await a.play(dtmf_tone("4", 120))
+    await a.play(np.zeros(400, np.int16))
+    await a.send_dtmf("9", 60)  # from now on the peer is known to signal keys out of band
+    await asyncio.sleep(0.1)
+    await a.play(dtmf_tone("2", 120))  # a tone now is audio, not a key press
+    await asyncio.sleep(0.1)
+    assert digits == ["4", "9"]
 
 
 async def test_feed_live_frames_in_order_and_bounded(pool):

@@ -298,3 +298,20 @@ def test_capacity_limit_503() -> None:
     other.send(other.request("INVITE", body=SDP_OFFER))
     rs = other.responses()
     assert [r.status for r in rs] == [100, 503] and rs[1].headers.get("Retry-After")
+
+
+def test_ack_with_wrong_to_tag_still_confirms_the_call() -> None:
+    """pyVoIP 1.6.8 sends its ACK with a made-up To tag (and the INVITE's branch)."""
+    core = make_core()
+    peer = Peer(core)
+    text = peer.request("INVITE", body=SDP_OFFER, branch="z9hG4bKpyvoip")
+    peer.send(text)
+    peer.responses()
+    (incoming,) = core.events()
+    assert isinstance(incoming, ev.IncomingCall)
+    incoming.call.answer(ANSWER, peer.now)
+    peer.responses()
+    peer.send(peer.request("ACK", to_tag="madeup", cseq=1, branch="z9hG4bKpyvoip"))
+    assert [type(e) for e in core.events()] == [ev.CallConfirmed]
+    peer.advance(5)
+    assert peer.responses() == []  # no more 2xx retransmissions

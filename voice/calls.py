@@ -86,7 +86,7 @@ class CallHandler:
 
     def __init__(self, sip: InboundCall, *, endpoint: SipEndpoint, pool: RtpPortPool, media_host: str,
                  run_flow: FlowRunner, history: object | None = None, record: str = "no",
-                 recordings: Path | None = None) -> None:
+                 recordings: Path | None = None, answer_delay: float = 0.0, own_user: str = "") -> None:
         self.sip = sip
         self.endpoint = endpoint
         self.pool = pool
@@ -94,6 +94,8 @@ class CallHandler:
         self.run_flow = run_flow
         self.history = history
         self.record = record
+        self.answer_delay = answer_delay
+        self.own_user = own_user
         self.recordings = recordings
         self.rtp: RtpSession | None = None
         self.call: Call | None = None
@@ -110,11 +112,15 @@ class CallHandler:
 
     def info(self) -> CallInfo:
         invite = self.sip.invite
+        dialled = invite.request_uri.user_unescaped or ""
+        if not dialled or dialled == self.own_user:
+            # Behind a registrar the Request-URI is our own Contact; the number dialled is in To.
+            dialled = invite.to.uri.user_unescaped or dialled
         return CallInfo(
             call_id=self.sip.call_id,
             caller=invite.from_.uri.user_unescaped or "",
             caller_name=invite.from_.display,
-            dialled=invite.request_uri.user_unescaped or (invite.to.uri.user_unescaped or ""),
+            dialled=dialled,
             remote=str(self.sip.source),
         )
 
@@ -130,6 +136,8 @@ class CallHandler:
         except SdpError as exc:
             self.reject(488, f"Not Acceptable Here ({exc})"[:100], warning=str(exc))
             return
+        self.sip.ring(self.endpoint.now())
+        self.endpoint.flush()
         self.task = asyncio.ensure_future(self._run())
 
     def reject(self, status: int, reason: str, warning: str | None = None) -> None:
@@ -207,7 +215,9 @@ class CallHandler:
         except RuntimeError:
             self.reject(503, "Service Unavailable (no media port)")
             return
-        if self.sip.state is not CallState.EARLY:  # cancelled while we opened the port
+        if self.answer_delay > 0:
+            await asyncio.sleep(self.answer_delay)
+        if self.sip.state is not CallState.EARLY:  # cancelled while ringing
             return
         self._configure(self.media)
         if self.record != "no" and self.recordings is not None:

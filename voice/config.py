@@ -44,6 +44,7 @@ class SipConfig:
     user_agent: str = "voice/0.1"
     max_calls: int = 1000
     t1_ms: int = 500
+    answer_delay_ms: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -206,6 +207,7 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
         "user_agent": (str.strip, "user_agent"),
         "max_calls": (_int_range(1, 100000), "max_calls"),
         "t1_ms": (_int_range(10, 5000), "t1_ms"),
+        "answer_delay_ms": (_int_range(0, 60000), "answer_delay_ms"),
     },
     "register": {
         "registrar": (str.strip, "registrar"),

@@ -48,7 +48,8 @@ class Service:
         self._start_ivr()
         listen = cfg.sip.listen
         host = local_address_for("192.0.2.1", cfg.sip.public_address, listen.host)
-        identity = LocalIdentity(host=host, port=listen.port, user_agent=cfg.sip.user_agent)
+        user = cfg.register.username if cfg.register is not None else "voice"
+        identity = LocalIdentity(host=host, port=listen.port, user=user, user_agent=cfg.sip.user_agent)
         verifier = DigestVerifier(cfg.sip.domain, cfg.sip.auth_users) if cfg.sip.auth_users else None
         policy = CallPolicy(trusted=cfg.sip.trusted, verifier=verifier, max_calls=cfg.sip.max_calls)
         t1 = cfg.sip.t1_ms / 1000
@@ -82,6 +83,8 @@ class Service:
         if self.endpoint is not None:
             await asyncio.sleep(0.05)  # let the BYEs leave
             await self.endpoint.close()
+        if self.ivr is not None:
+            await self.ivr.close()
         if self.http_runner is not None:
             await self.http_runner.cleanup()
 
@@ -125,7 +128,9 @@ class Service:
                                            self.config.sip.listen.host)
             handler = CallHandler(sip, endpoint=self.endpoint, pool=self.pool, media_host=media_host,
                                   run_flow=self._run_flow, history=self.history,
-                                  record=self.config.rtp.record, recordings=self.config.ivr.recordings)
+                                  record=self.config.rtp.record, recordings=self.config.ivr.recordings,
+                                  answer_delay=self.config.sip.answer_delay_ms / 1000,
+                                  own_user=self.core.identity.user if self.core else "")
             self.calls[sip.call_id + sip.dialog.local_tag] = handler
             handler.start()
             if handler.task is not None:
@@ -136,6 +141,8 @@ class Service:
         elif isinstance(event, ev.RegistrationChanged):
             if event.registered:
                 log.info("registered to %s for %ds", event.registration.registrar, event.expires)
+            elif event.status is not None and 200 <= event.status < 300:
+                log.info("unregistered from %s", event.registration.registrar)
             else:
                 log.warning("registration to %s failed (%s)", event.registration.registrar, event.status)
         else:

@@ -200,6 +200,8 @@ class RtpSession:
         self._rx_ssrc: int | None = None
         self._rfc4733 = Rfc4733Receiver()
         self._inband: GoertzelDetector | None = None
+        self._rfc4733_seen = False
+        self._last_inband: tuple[str, float] = ("", 0.0)
         self._rx_pending = np.zeros(0, dtype=np.int16)
         self.rx_stats = ReceptionStats()
         self._on_digit: Callable[[str], None] = lambda d: None
@@ -244,8 +246,9 @@ class RtpSession:
         self.dtmf_payload_type = dtmf_payload_type
         self._silence = g711.silence_frame(codec)
         self.direction = direction
-        # in-band detection only when the peer cannot send telephone-event
-        if dtmf_payload_type is None:
+        # In-band detection when the peer cannot send telephone-event, and also while it has not
+        # sent any yet: some phones (pyVoIP 1.6.8) offer telephone-event but send tones in audio.
+        if dtmf_payload_type is None or not self._rfc4733_seen:
             self._inband = self._inband or GoertzelDetector()
         else:
             self._inband = None
@@ -450,7 +453,12 @@ class RtpSession:
     def _deliver(self, pkt: RtpPacket) -> None:
         if pkt.payload_type == self.dtmf_payload_type:
             digit = self._rfc4733.receive(pkt.payload, pkt.timestamp)
+            if not self._rfc4733_seen:
+                self._rfc4733_seen = True
+                self._inband = None  # the peer signals keys out of band: trust that from now on
             if digit is not None:
+                if digit == self._last_inband[0] and self.loop.time() - self._last_inband[1] < 0.5:
+                    return  # the same key already heard in the audio just before its first event
                 self._emit_digit(digit)
             return
         if pkt.payload_type != self.payload_type:
@@ -474,6 +482,7 @@ class RtpSession:
                 self._recorder.caller_frame(frame)
             if self._inband is not None:
                 for digit in self._inband.process(frame):
+                    self._last_inband = (digit, self.loop.time())
                     self._emit_digit(digit)
 
     def _emit_digit(self, digit: str) -> None:

@@ -346,6 +346,13 @@ class SipCore:
     def _receive_ack(self, request: Request, now: float) -> None:
         """An ACK matching no transaction acknowledges a 2xx (13.3.1.4): give it to its call."""
         call = self.calls.get((request.call_id, request.to.tag or ""))
+        if call is None:
+            # Lenient match for UAs that put a wrong To tag in the ACK (pyVoIP 1.6.8 makes up a new
+            # one): the same Call-ID, From tag and CSeq as a 2xx still waiting for its ACK.
+            call = next((c for c in self.calls.values()
+                         if c.dialog.call_id == request.call_id
+                         and c.dialog.remote_tag == (request.from_.tag or "")
+                         and c.awaiting_ack(request.cseq.seq)), None)
         if call is not None:
             call.ack_received(request, now)
 

@@ -101,6 +101,9 @@ class DialogCall:
         self._send_bye(now)
         self._end("no_ack", now)
 
+    def awaiting_ack(self, cseq: int) -> bool:
+        return self._unacked is not None and self._unacked[0] == cseq
+
     def ack_received(self, request: Request, now: float) -> None:
         if self._unacked is None or request.cseq.seq != self._unacked[0]:
             return  # duplicate ACK, or ACK for something already acknowledged
