@@ -157,6 +157,7 @@ class AgentStore:
             return None
         token = secrets.token_urlsafe(32)
         async with self.db.write() as s, s.begin():
+            await s.execute(delete(AgentSession).where(AgentSession.expires_at < utcnow()))  # old ones go
             s.add(AgentSession(token_hash=_token_hash(token), agent_id=agent_id,
                                expires_at=utcnow() + timedelta(hours=SESSION_HOURS)))
         return token

@@ -74,7 +74,7 @@ class Waiting:
     arrived: float  # order of service; kept when an offer fails
     deadline: float
     offered_to: str | None = None
-    tried: set[str] = field(default_factory=set)  # agents that already let it ring out
+    tried: set[str] = field(default_factory=set)  # agents that let it ring out: offered last
 
 
 class QueueEngine:
@@ -180,11 +180,13 @@ class QueueEngine:
         free = self._idle_order()
         out: dict[str, str] = {}
         for w in self.waiting():
-            for agent in free:
-                if w.skill in agent.skills and agent.id not in w.tried:
-                    out[w.call_id] = agent.id
-                    free.remove(agent)
-                    break
+            able = [a for a in free if w.skill in a.skills]
+            # An agent who let this caller ring out comes after everyone who has not, not never.
+            fresh = [a for a in able if a.id not in w.tried]
+            if able:
+                agent = (fresh or able)[0]
+                out[w.call_id] = agent.id
+                free.remove(agent)
         return out
 
     def offer(self, call_id: str, now: float) -> AgentSlot | None:
@@ -227,8 +229,6 @@ class QueueEngine:
             raise QueueError(f"unknown no-answer policy {policy!r} (use {', '.join(NO_ANSWER_POLICIES)})")
         slot.state = AgentState.AWAY if policy == "away" else AgentState.AVAILABLE
         slot.since, slot.call_id = now, None
-        if not any(entry.skill in a.skills and a.id not in entry.tried for a in self.agents.values()):
-            entry.tried.clear()  # everyone had a go: start the round again
         return slot
 
     def call_finished(self, agent_id: str, now: float, *, wrap_up: bool = True) -> AgentSlot:

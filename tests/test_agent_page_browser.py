@@ -91,3 +91,40 @@ async def test_an_agent_signs_in_gets_a_screen_pop_and_saves_a_note(tmp_path: Pa
         saved = await desk.store.get_interaction(interaction_id)
         assert saved is not None and saved["disposition"] == "resolved"
         assert saved["summary"] == "Refund sent again, caller happy" and saved["agent"] == "ann"
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(90)
+async def test_the_admin_page_draws_the_flows_and_lists_calls_and_agents(tmp_path: Path) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    from tests.cti.conftest import API_KEY
+
+    target = Target("sqlite", f"sqlite+aiosqlite:///{tmp_path / 'voice.db'}", None)
+    async with running_app(target) as client:
+        await make_agent(client, "ann", ["support"], state="available")
+        await inbound_call(client, "admin-call@test")
+        base = str(client.make_url("/")).rstrip("/")
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            try:
+                page = await browser.new_page(viewport={"width": 1280, "height": 900})
+                errors: list[str] = []
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                await page.goto(f"{base}/admin")
+                assert page.url.endswith("/admin/login")
+                await page.fill("#key", API_KEY)
+                await page.press("#key", "Enter")
+                await expect(page.locator("#calls")).to_contain_text("+4930123456")
+                await expect(page.locator("#calls")).to_contain_text("support")  # the call's node
+                await expect(page.locator("#agents")).to_contain_text("available")
+                await expect(page.locator("#queues")).to_contain_text("support")
+                main = page.locator('.flow[data-flow="main"]')
+                await expect(main).to_contain_text("valid")
+                await expect(main.locator("svg rect").first).to_be_visible()  # the diagram, drawn inline
+                assert await main.locator("svg rect").count() > 3
+                ARTIFACTS.mkdir(exist_ok=True)
+                await page.screenshot(path=str(ARTIFACTS / "admin_page.png"), full_page=True)
+                assert errors == []
+            finally:
+                await browser.close()

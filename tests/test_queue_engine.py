@@ -165,3 +165,14 @@ async def test_the_position_announcer_speaks_the_place_and_stops_when_cancelled(
     assert task.cancelled() and media._stop is None
     call.mark_ended("caller_hangup")
     await position_announcer(tts)(call, 1)  # a caller who left is no error
+
+
+def test_an_agent_who_missed_the_caller_gets_them_again_when_nobody_else_is_free() -> None:
+    engine = engine_with(("ann", {"support"}, 1.0), ("bob", {"support"}, 2.0))
+    engine.set_state("bob", AgentState.ON_CALL, 3.0)
+    engine.enqueue("c1", "support", now=10.0)
+    assert engine.offer("c1", now=10.0).id == "ann"  # type: ignore[union-attr]
+    engine.no_answer("c1", now=30.0)  # ann goes away
+    assert engine.offer("c1", now=30.0) is None
+    engine.set_state("ann", AgentState.AVAILABLE, 40.0)  # back; bob is still busy
+    assert engine.offer("c1", now=40.0).id == "ann"  # type: ignore[union-attr]
