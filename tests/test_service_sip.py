@@ -100,7 +100,8 @@ def test_known_caller_lands_in_their_timeline_with_path_and_digits(svc: RunningS
                                                "attributes": {"balance": 42.5}})
     pcap = RtpStreamBuilder().silence(300).digits("1").silence(300).write(tmp_path / "call.pcap")
     result = run_sipp("dtmf_call.xml", svc.sip_address, workdir=tmp_path / "sipp", calls=1, timeout=60,
-                      pcaps={"call.pcap": pcap}, replace={"<sip:sipp@[local_ip]": "<sip:+15550142@[local_ip]"})
+                      pcaps={"call.pcap": pcap},
+                      replace={"<sip:sipp@[local_ip]": "<sip:+15550142@[local_ip]"})
     assert result.ok, result.describe()
 
     def completed() -> bool:
