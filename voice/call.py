@@ -123,6 +123,7 @@ class Call:
         self.speech_barge_in = False  # read by the speech endpointer: may speech stop this prompt?
         self._digit_listeners: list[Callable[[str], None]] = []
         self.transcript: list[TranscriptSegment] = []
+        self.interaction_id: str | None = None  # the call's record in the interaction history
         self._t0 = clock()
         media.set_listeners(self._on_digit, self._on_audio)
 

@@ -247,6 +247,7 @@ class CallHandler:
             self.interaction_id = await self.history.call_started(  # type: ignore[attr-defined]
                 call_id=info.call_id, caller=info.caller, caller_name=info.caller_name,
                 dialled=info.dialled, started_at=datetime.fromtimestamp(info.started_at, UTC))
+            self.call.interaction_id = self.interaction_id
         except Exception:
             log.exception("could not write the call's interaction")
 

@@ -256,7 +256,8 @@ class DialOutcome:
 
 
 async def dial_agent(service: Dialing, caller: CallHandler | Call, agent_uri: str, *, timeout: float,
-                     on_ringing: RingingCallback | None = None, record: Path | None = None,
+                     on_ringing: RingingCallback | None = None,
+                     on_answered: Callable[[AgentLeg], None] | None = None, record: Path | None = None,
                      credentials: tuple[str, str] | None = None,
                      extra_headers: Sequence[tuple[str, str]] = ()) -> DialOutcome:
     """Ring `agent_uri` for up to `timeout` s and, when answered, bridge it to the caller (its
@@ -293,6 +294,8 @@ async def dial_agent(service: Dialing, caller: CallHandler | Call, agent_uri: st
             return DialOutcome(answered=False, status=leg.status, reason="caller hung up", hangup_by="caller")
         if not dialing.result():
             return DialOutcome(answered=False, status=leg.status, reason=leg.reason)
+        if on_answered is not None:
+            on_answered(leg)  # e.g. a queue marking the agent on-call while the bridge runs
         return await _bridge(leg, caller_rtp, call, caller_gone, record)
     finally:
         caller_gone.cancel()

@@ -17,7 +17,8 @@ log = logging.getLogger("voice.ivr")
 
 
 class IvrRuntime:
-    def __init__(self, config: Config, *, lookup: Any = None, speech: Any = None) -> None:
+    def __init__(self, config: Config, *, lookup: Any = None, speech: Any = None, desk: Any = None,
+                 transfer_queue: Any = None) -> None:
         from voice.ivr import FlowLibrary
         from voice.tts import Tts
 
@@ -25,6 +26,8 @@ class IvrRuntime:
         self.config = config
         self.lookup = lookup
         self.speech = speech
+        self.desk = desk  # cti.routing.AgentDesk: live calls for the admin page and screen pops
+        self.transfer_queue = transfer_queue
         self.tts = Tts(ivr.tts, ivr.tts_voice, Path("data") / "tts-cache")
         # Passing the TTS lets the library pre-render every static prompt at load and on reload.
         self.library = FlowLibrary(ivr.flows, prompts_dir=ivr.prompts, default_flow=ivr.default_flow,
@@ -41,11 +44,22 @@ class IvrRuntime:
 
         if self.http is None:
             self.http = aiohttp.ClientSession()
-        flow = self.library.flow_for(call.info.dialled)
+        info = call.info
+        flow = self.library.flow_for(info.dialled)
+        on_event = None
+        if self.desk is not None:
+            self.desk.live.add(info.call_id, caller=info.caller, caller_name=info.caller_name,
+                               dialled=info.dialled, interaction_id=call.interaction_id)
+            on_event = self.desk.live.ivr_hook(info.call_id)
         interpreter = FlowInterpreter(
             flow, call, tts=self.tts, speech=self.speech, lookup=self.lookup, http=self.http,
-            recordings_dir=self.config.ivr.recordings, prompts_dir=self.config.ivr.prompts)
-        record = await interpreter.run()
+            recordings_dir=self.config.ivr.recordings, prompts_dir=self.config.ivr.prompts,
+            transfer_queue=self.transfer_queue, on_event=on_event)
+        try:
+            record = await interpreter.run()
+        finally:
+            if self.desk is not None:
+                self.desk.live.remove(info.call_id)
         result: dict[str, Any] = record.to_json()
         return result
 

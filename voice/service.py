@@ -14,8 +14,10 @@ from aiohttp import web
 
 from voice.aio.rtp import RtpPortPool
 from voice.aio.sip import SipEndpoint
+from voice.call import Call
 from voice.calls import CallHandler, FlowRunner, local_address_for
 from voice.config import Config, ConfigError, load_config
+from voice.dialer import DialOutcome, dial_agent
 from voice.sip import events as ev
 from voice.sip.core import CallPolicy, LocalIdentity, SipCore
 from voice.sip.digest import DigestVerifier
@@ -40,6 +42,8 @@ class Service:
         self.calls: dict[str, CallHandler] = {}
         self._background: list[asyncio.Task[Any]] = []
         self.ivr: Any = None
+        self.desk: Any = None  # cti.routing.AgentDesk: queues, agents, screen pops
+        self._bridges: dict[str, asyncio.Task[DialOutcome]] = {}
 
     # ---- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -92,11 +96,14 @@ class Service:
         from cti.history import CallHistory
         from cti.http import STORE_KEY, build_api
         from cti.lookup import make_lookup
+        from cti.web import DESK_KEY
 
         app = build_api(self.config)
         self.http_runner = web.AppRunner(app, access_log=None)
         await self.http_runner.setup()  # runs cleanup_ctx startup: database open and migrated
         store = app[STORE_KEY]
+        self.desk = app[DESK_KEY]
+        self.desk.dial_agent = self._dial_agent
         self.history = CallHistory(store)
         self.lookup = make_lookup(store, self.config.cti.recent_interactions)
         interrupted = await self.history.mark_interrupted()
@@ -115,9 +122,60 @@ class Service:
             return
         from voice.runtime import IvrRuntime
 
-        self.ivr = IvrRuntime(self.config, lookup=self.lookup)
+        self.ivr = IvrRuntime(self.config, lookup=self.lookup, desk=self.desk,
+                              transfer_queue=self._transfer_queue)
+        if self.desk is not None:
+            from cti.routing import position_announcer
+
+            self.desk.library = self.ivr.library
+            self.desk.on_position = position_announcer(self.ivr.tts)
         self._background.extend(self.ivr.start())
         self._run_flow = self.ivr.run_call
+
+    # ---- agents ---------------------------------------------------------------------------
+    def _handler_of(self, call: Call) -> CallHandler | None:
+        return next((h for h in self.calls.values() if h.call is call), None)
+
+    async def _dial_agent(self, call: Call, slot: Any) -> bool:
+        """The desk's dialer: ring the agent's phone; True once answered and bridged.
+
+        The bridged conversation goes on in its own task (kept in _bridges) after this returns;
+        the desk cancels us on its ring timeout or when the caller hangs up (a CANCEL goes out).
+        """
+        handler = self._handler_of(call)
+        if handler is None:
+            return False
+        answered = asyncio.Event()
+        task = asyncio.ensure_future(dial_agent(self, handler, slot.sip_uri, timeout=120.0,
+                                                on_answered=lambda _leg: answered.set()))
+        waiter = asyncio.ensure_future(answered.wait())
+        try:
+            await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            waiter.cancel()
+        if answered.is_set():
+            self._bridges[call.info.call_id] = task
+            return True
+        return bool(task.result())
+
+    async def _transfer_queue(self, call: Call, queue: str) -> Any:
+        """`transfer: queue:NAME`: wait in the queue, talk to an agent, and come back to the flow
+        when the agent hangs up first (the caller hanging up ends the call as usual)."""
+        assert self.desk is not None
+        outcome = await self.desk.transfer_queue(call, queue)
+        bridge = self._bridges.pop(call.info.call_id, None)
+        if not outcome.ok or bridge is None:
+            return outcome
+        try:
+            talk = await bridge
+        finally:
+            await self.desk.agent_call_ended(outcome.agent_id)
+        log.info("call %s: %s with agent %s for %.1fs, %s hung up", call.info.call_id, queue,
+                 outcome.agent_id, talk.talk_seconds or 0.0, talk.hangup_by)
+        return outcome
 
     # ---- SIP events ---------------------------------------------------------------------
     def _on_event(self, event: ev.Event) -> None:
@@ -147,8 +205,8 @@ class Service:
                 log.warning("registration to %s failed (%s)", event.registration.registrar, event.status)
         else:
             app = getattr(getattr(event, "call", None), "app", None)
-            if isinstance(app, CallHandler):
-                app.on_event(event)
+            if app is not None and hasattr(app, "on_event"):
+                app.on_event(event)  # a CallHandler (inbound) or an AgentLeg (outbound)
 
 
 def setup_logging(level: str) -> None:

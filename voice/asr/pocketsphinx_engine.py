@@ -70,6 +70,7 @@ class PocketSphinxEngine(SpeechEngine):
         self._free_grammar: list[_GrammarDecoder] = []
         self._free_lm: list[Any] = []
         self.decoders_created = 0
+        self.initial_cmn: str | None = None
 
     def stats(self) -> dict[str, int]:
         return {"decoders_created": self.decoders_created}
@@ -80,7 +81,10 @@ class PocketSphinxEngine(SpeechEngine):
     # ---- decoder pool ------------------------------------------------------
     def _new_decoder(self, **kwargs: Any) -> Any:
         self.decoders_created += 1
-        return self._Decoder(samprate=16000, hmm=str(self.hmm), loglevel="FATAL", **kwargs)
+        decoder = self._Decoder(samprate=16000, hmm=str(self.hmm), loglevel="FATAL", **kwargs)
+        if self.initial_cmn is None:
+            self.initial_cmn = decoder.get_cmn(False)
+        return decoder
 
     def _grammar_decoder(self) -> _GrammarDecoder:
         if self._free_grammar:
@@ -160,6 +164,10 @@ class _PsStream(EngineStream):
         self.audio: list[np.ndarray] = []
         self.samples = 0
         t = time.thread_time()
+        # Live CMN carries over between utterances; starting each one from the model's
+        # prior makes a result independent of which call used the pooled decoder before.
+        if engine.initial_cmn is not None:
+            self.d.set_cmn(engine.initial_cmn)
         self.d.start_utt()
         self.cpu = time.thread_time() - t
 
@@ -181,7 +189,10 @@ class _PsStream(EngineStream):
             if self.phrases is not None:
                 confidence = self._grammar_confidence(text, segs)
             else:
-                confidence = float(d.get_prob()) if text else 0.0
+                # The utterance posterior shrinks with every word; its per-word geometric
+                # mean is comparable across lengths.
+                n = max(1, len(text.split()))
+                confidence = float(d.get_prob()) ** (1.0 / n) if text else 0.0
         finally:
             self.engine.release(self.owner)
         words = tuple(

@@ -395,6 +395,11 @@ async def transfer(it: FlowInterpreter, flow: Flow, node: Node) -> str | None:
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
     if ok:
+        # A queue transfer keeps us in the media path: if the agent hung up first, the caller is
+        # still here and may continue in the flow.
+        if target.startswith("queue:") and args.get("after_call") and not it.call.ended:
+            it.record.transfer_target = shown
+            return str(args["after_call"])
         raise EndCall("transfer", shown)
     log.warning("call %s node %s: transfer to %s failed: %s", it.call.info.call_id, node.name, shown,
                 it.redact(reason))

@@ -100,6 +100,8 @@ ACTIONS: dict[str, ActionSpec] = {
         ActionSpec("transfer", "transfer to a SIP URI or queue:NAME", shorthand="to", fields={
             "to": Field("template", required=True),
             "on_failure": Field("node"),
+            "after_call": Field("node", help="queue transfers: where the caller goes when the agent "
+                                             "hangs up first (default: the call ends)"),
         }),
         ActionSpec("record", "record a message into the recordings directory", fields={
             "prompt": Field("prompt"),

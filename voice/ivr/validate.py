@@ -386,7 +386,8 @@ def node_edges(node: Node) -> list[tuple[str, str]]:
             out.append((label, o.goto))
     if node.action == "branch":
         out.extend(((e.source if e else "else"), t) for e, t in a.get("value") or [])
-    exits = ("on_yes", "on_no", "found", "not_found", "on_error", "on_failure", "on_no_input", "on_no_match")
+    exits = ("on_yes", "on_no", "found", "not_found", "on_error", "on_failure", "on_no_input", "on_no_match",
+             "after_call")
     for key in exits:
         if a.get(key):
             out.append((key.removeprefix("on_").replace("_", " "), a[key]))
