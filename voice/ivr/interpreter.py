@@ -146,7 +146,8 @@ class FlowInterpreter:
 
     async def _finish(self, ended: str, target: str | None = None) -> None:
         self.record.ended = ended
-        self.record.transfer_target = target
+        if target is not None:  # keep a queue transfer the caller came back from
+            self.record.transfer_target = target
         if ended == "hangup":
             with contextlib.suppress(CallEnded):
                 await self.call.hangup("flow")
