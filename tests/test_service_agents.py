@@ -47,7 +47,8 @@ async def test_queue_call_reaches_agent_with_screen_pop_audio_both_ways_and_note
         running_service(tmp_path / "svc", sip={"t1_ms": 100}) as svc,
         RtpEndpoint() as caller_media,
         RtpEndpoint() as agent_media,
-        sipp_background("agent_answer_hangup.xml", workdir=tmp_path / "agent", keys={"rtp_port": agent_media.port},
+        sipp_background("agent_answer_hangup.xml", workdir=tmp_path / "agent",
+                        keys={"rtp_port": agent_media.port},
                         replace={'milliseconds="1200"': 'milliseconds="2500"'}) as phone,
     ):
         api = f"{svc.http_url}/api/v1"
@@ -63,8 +64,8 @@ async def test_queue_call_reaches_agent_with_screen_pop_audio_both_ways_and_note
                 "skills": ["agents", "support"], "password": "agent-secret-1"})
             await _json(http, "PATCH", f"{api}/agents/a1", svc.api_key, {"state": "available"})
             # the agent signs in on the agent page and keeps its websocket open
-            async with http.post(f"{svc.http_url}/agent/login", data={"agent": "a1", "password": "agent-secret-1"},
-                                 allow_redirects=False) as r:
+            login = {"agent": "a1", "password": "agent-secret-1"}
+            async with http.post(f"{svc.http_url}/agent/login", data=login, allow_redirects=False) as r:
                 assert r.status == 302 and r.headers["Location"] == "/agent"
             async with http.ws_connect(f"{api}/agents/a1/events") as ws:
                 caller = asyncio.ensure_future(asyncio.to_thread(
@@ -94,8 +95,8 @@ async def test_queue_call_reaches_agent_with_screen_pop_audio_both_ways_and_note
                 heard_before = len(caller_media.received)
                 agent_media.send(RtpStreamBuilder().audio(dtmf_tone("9", 400)).packets, agent_service_rtp)
                 # (the same stream as the digit: sequence numbers go on, as a phone's would)
-                caller_media.send(RtpStreamBuilder(seq=2000, timestamp=160000).audio(dtmf_tone("5", 400)).packets,
-                                  service_rtp)
+                tone = RtpStreamBuilder(seq=2000, timestamp=160000).audio(dtmf_tone("5", 400))
+                caller_media.send(tone.packets, service_rtp)
                 result = await caller  # the agent hangs up, the flow says goodbye and hangs up
                 assert result.ok, result.describe()
 
