@@ -186,20 +186,36 @@ class GoertzelDetector:
 
     def classify(self, block: npt.NDArray[np.float64]) -> str | None:
         """The key a single block holds, or None."""
-        energy = float(np.dot(block, block))
-        if energy < self.min_energy:
-            return None
-        proj = self._basis @ block
-        power = proj[:8] ** 2 + proj[8:] ** 2  # |X(f)|^2; a pure sine of energy E gives N*E/2
-        rel = power * 2 / (self.BLOCK * energy)
-        r = int(np.argmax(rel[:4]))
-        c = int(np.argmax(rel[4:]))
-        row, col = rel[r], rel[4 + c]
+        return self.classify_blocks(block.reshape(1, self.BLOCK))[0]
+
+    def classify_blocks(self, blocks: npt.NDArray[np.float64]) -> list[str | None]:
+        """The key each row of a (n, BLOCK) array holds, or None: `classify` for many blocks.
+
+        This runs on every received frame of every call until its peer sends RFC 4733 events, so
+        it makes three numpy calls per frame (energies, one matrix product for all blocks, one
+        conversion to lists) and does the checks on the 8 scores per block in plain Python,
+        which for one or two blocks is cheaper than more array operations."""
+        energies = np.einsum("ij,ij->i", blocks, blocks).tolist()
+        if max(energies, default=0.0) < self.min_energy:  # silence and quiet noise stop here
+            return [None] * len(energies)
+        projections = (blocks @ self._basis.T).tolist()  # (n, 16): cos, sin parts at the 8 tones
+        keys: list[str | None] = []
+        scale = self.BLOCK / 2
+        for energy, proj in zip(energies, projections, strict=True):
+            keys.append(self._key(proj, energy * scale) if energy >= self.min_energy else None)
+        return keys
+
+    def _key(self, proj: list[float], norm: float) -> str | None:
+        # |X(f)|^2 relative to the block energy; a pure sine of energy E gives N*E/2, hence `norm`
+        rel = [(proj[k] ** 2 + proj[k + 8] ** 2) / norm for k in range(8)]
+        rows, cols = rel[:4], rel[4:]
+        row, col = max(rows), max(cols)
         if row + col < self.min_purity:
             return None
-        others_r = np.delete(rel[:4], r)
-        others_c = np.delete(rel[4:], c)
-        if row < self.relative_peak * others_r.max() or col < self.relative_peak * others_c.max():
+        r, c = rows.index(row), cols.index(col)
+        if row < self.relative_peak * max(rows[:r] + rows[r + 1:]):
+            return None
+        if col < self.relative_peak * max(cols[:c] + cols[c + 1:]):
             return None
         if col > row * self.reverse_twist or row > col * self.normal_twist:
             return None
@@ -210,9 +226,11 @@ class GoertzelDetector:
         buf = np.concatenate([self._pending, pcm.astype(np.float64)])
         nblocks = len(buf) // self.BLOCK
         self._pending = buf[nblocks * self.BLOCK:]
+        if not nblocks:
+            return []
+        keys = self.classify_blocks(buf[:nblocks * self.BLOCK].reshape(nblocks, self.BLOCK))
         out: list[str] = []
-        for i in range(nblocks):
-            key = self.classify(buf[i * self.BLOCK:(i + 1) * self.BLOCK])
+        for key in keys:
             if key is not None and key == self._candidate:
                 self._hits += 1
                 self._misses = 0
