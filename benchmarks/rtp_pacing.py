@@ -110,10 +110,10 @@ async def run(n: int, seconds: float, lo: int, hi: int, ports: list[int]) -> dic
     gc.callbacks.append(on_gc)
     orig = RtpSession._on_tick
 
-    def timed_tick(self: RtpSession) -> None:
+    def timed_tick(self: RtpSession, now: float) -> None:
         if self.clock is not None:
             lateness.append(self.loop.time() - self.clock.deadline())
-        orig(self)
+        orig(self, now)
 
     RtpSession._on_tick = timed_tick  # type: ignore[method-assign]
     pool = RtpPortPool(lo, hi)
@@ -141,7 +141,8 @@ async def run(n: int, seconds: float, lo: int, hi: int, ports: list[int]) -> dic
     skipped0 = sum(s.stats["skipped_frames"] for s in sessions)
     cpu0, t0 = time.process_time(), loop.time()
     await asyncio.sleep(seconds)
-    cpu = (time.process_time() - cpu0) / (loop.time() - t0) * 100
+    cpu_s = time.process_time() - cpu0
+    cpu = cpu_s / (loop.time() - t0) * 100
     sent = sum(s.stats["packets_sent"] for s in sessions) - sent0
     skipped = sum(s.stats["skipped_frames"] for s in sessions) - skipped0
     gc_max = max(gc_pauses, default=0.0) * 1000
@@ -153,6 +154,7 @@ async def run(n: int, seconds: float, lo: int, hi: int, ports: list[int]) -> dic
     RtpSession._on_tick = orig  # type: ignore[method-assign]
     late_ms = np.asarray(lateness) * 1000
     return {"gc_max": gc_max, "gc_count": len(gc_pauses), "cpu": cpu,
+            "cpu_us_per_packet": cpu_s / max(sent, 1) * 1e6,
             "late_p50": pct(late_ms, 50), "late_p99": pct(late_ms, 99),
             "late_max": float(late_ms.max()), "ticks": len(lateness), "sent": sent, "skipped": skipped}
 
@@ -185,7 +187,8 @@ def main() -> None:
     print(f"receiver: sequence errors={rx['seq_errors']} timestamp jumps (frames skipped after a stall)="
           f"{rx['ts_errors']}")
     print(f"CPU: sender process {sender['cpu']:.1f}% of one core "
-          f"({sender['cpu'] / n:.3f}% per session), receiver process {rx['cpu']:.1f}%")
+          f"({sender['cpu'] / n:.3f}% per session, {sender['cpu_us_per_packet']:.1f} us per packet sent), "
+          f"receiver process {rx['cpu']:.1f}%")
     print(f"GC runs in the window={sender['gc_count']} longest={sender['gc_max']:.2f} ms")
     print(f"linear estimate for 500 sessions: {sender['cpu'] / n * 500:.0f}% of one core")
 
