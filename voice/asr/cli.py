@@ -29,8 +29,9 @@ class TimedSegment:
     confidence: float
 
 
-def transcribe_pcm(engine: SpeechEngine, pcm: np.ndarray, *, end_silence: float = 0.5,
-                   max_speech: float = 30.0) -> list[TimedSegment]:
+def transcribe_pcm(
+    engine: SpeechEngine, pcm: np.ndarray, *, end_silence: float = 0.5, max_speech: float = 30.0
+) -> list[TimedSegment]:
     """Endpoint 8 kHz audio into utterances and decode each free form (blocking)."""
     segments: list[TimedSegment] = []
     frames = [pcm[i : i + 160] for i in range(0, len(pcm) - 159, 160)]

@@ -135,4 +135,3 @@ def create_engine(spec: EngineSpec) -> SpeechEngine:
 
         return PocketSphinxEngine(spec.model)
     raise EngineError(f"unknown speech engine {spec.name!r} (known: {', '.join(ENGINES)})")
-

@@ -232,4 +232,3 @@ class _Utterance:
             self.session.cancel()
         if not self.outcome.done():
             self.outcome.set_result("cancelled")
-

@@ -30,6 +30,7 @@ def render_phrase(
     lead: float = 1.0,
     tail: float = 1.2,
     codec: str = "PCMU",
+    words_per_minute: int | None = None,
 ) -> np.ndarray:
     """8 kHz int16 audio of `text` with `lead`/`tail` seconds of silence, through G.711."""
     with tempfile.TemporaryDirectory(prefix="voice-asr-") as tmp:
@@ -39,12 +40,28 @@ def render_phrase(
             cmd = ["flite", "-voice", voice, "-t", text, "-o", str(raw)]
         elif tts == "espeak-ng":
             cmd = ["espeak-ng", "-v", voice, "-w", str(raw), text]
+            if words_per_minute:
+                cmd[1:1] = ["-s", str(words_per_minute)]
         else:
             raise ValueError(f"unknown TTS {tts!r} (flite or espeak-ng)")
         subprocess.run(cmd, check=True, capture_output=True, timeout=60)
         subprocess.run(
-            ["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed", str(out),
-             "pad", str(lead), str(tail)],
+            [
+                "sox",
+                str(raw),
+                "-r",
+                "8000",
+                "-c",
+                "1",
+                "-b",
+                "16",
+                "-e",
+                "signed",
+                str(out),
+                "pad",
+                str(lead),
+                str(tail),
+            ],
             check=True,
             capture_output=True,
             timeout=60,
