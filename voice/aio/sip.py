@@ -11,6 +11,7 @@ import contextlib
 import ipaddress
 import itertools
 import logging
+import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -23,6 +24,8 @@ log = logging.getLogger("voice.sip")
 
 MAX_DATAGRAM = 65535
 MAX_TCP_BUFFER = 1 << 20  # a peer that sends a megabyte without a complete message is dropped
+UDP_BUFFER = 4 << 20  # SO_RCVBUF/SO_SNDBUF asked for (the kernel caps it at net.core.rmem_max/wmem_max)
+UDP_DRAIN = 64  # datagrams read per readiness event (asyncio itself reads one)
 
 
 class SipEndpoint:
@@ -46,8 +49,10 @@ class SipEndpoint:
     # ---- lifecycle ---------------------------------------------------------------
     async def start(self, host: str, port: int, transports: tuple[str, ...] = ("udp", "tcp")) -> None:
         if "udp" in transports:
+            infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+            sock = udp_socket(infos[0][0], infos[0][4])
             self._udp, _ = await self.loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self), local_addr=(host, port))
+                lambda: _UdpProtocol(self, sock), sock=sock)
             self.udp_port = self._udp.get_extra_info("sockname")[1]
             port = port or self.udp_port  # TCP on the same port when UDP picked one
         if "tcp" in transports:
@@ -203,11 +208,43 @@ class SipEndpoint:
             writer.close()
 
 
+def udp_socket(family: int, address: Any) -> socket.socket:
+    """A bound non-blocking UDP socket with large buffers: a burst of INVITEs (100 calls a second)
+    arriving while the loop is busy with media must wait in the kernel, not be dropped there."""
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, option, UDP_BUFFER)
+        sock.bind(address)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, endpoint: SipEndpoint) -> None:
+    def __init__(self, endpoint: SipEndpoint, sock: socket.socket) -> None:
         self.endpoint = endpoint
+        self.sock = sock
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self._receive(data, addr)
+        # asyncio reads one datagram per wake-up, and with hundreds of RTP sockets ready one
+        # loop iteration can take many milliseconds: signalling would trail behind the media.
+        # So drain what is queued now (bounded, so the media gets its turn too).
+        for _ in range(UDP_DRAIN):
+            try:
+                data, addr = self.sock.recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.error_received(exc)
+                return
+            self._receive(data, addr)
+
+    def _receive(self, data: bytes, addr: tuple[Any, ...]) -> None:
         host, port = str(addr[0]), int(addr[1])
         self.endpoint.feed(data, Address(host, port, "udp"))
 
