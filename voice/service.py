@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -219,6 +220,11 @@ def setup_logging(level: str) -> None:
 async def serve(config: Config) -> None:
     service = Service(config)
     await service.start()
+    # Everything loaded so far (libraries, flows, prompts, the database layer) lives as long as the
+    # process: move it out of the collector's sight, so that a full collection during calls scans
+    # only the calls' objects (it took up to 80 ms at 200 calls, and the media waits for it).
+    gc.collect()
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -96,6 +96,9 @@ class Tts:
         self._pending[key] = fut
         try:
             pcm = await asyncio.to_thread(self._render_blocking, text, key)
+            # Read-only: shared by every call that says this text, and the RTP layer encodes a
+            # read-only prompt once per codec instead of on every playback.
+            pcm.setflags(write=False)
             fut.set_result(pcm)
         except BaseException as exc:
             fut.set_exception(exc)
