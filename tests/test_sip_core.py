@@ -315,3 +315,68 @@ def test_ack_with_wrong_to_tag_still_confirms_the_call() -> None:
     assert [type(e) for e in core.events()] == [ev.CallConfirmed]
     peer.advance(5)
     assert peer.responses() == []  # no more 2xx retransmissions
+
+
+def test_bye_follows_the_route_set_from_record_route() -> None:
+    core = make_core()
+    peer = Peer(core)
+    rr = "Record-Route: <sip:proxy2.test:5062;lr>, <sip:127.0.0.1:5099;lr>\r\n"
+    peer.send(peer.request("INVITE", body=SDP_OFFER, extra=rr))
+    peer.responses()
+    (incoming,) = core.events()
+    assert isinstance(incoming, ev.IncomingCall)
+    incoming.call.answer(ANSWER, peer.now)
+    (ok,) = peer.responses()
+    assert ok.headers.get_all("Record-Route") == ["<sip:proxy2.test:5062;lr>", "<sip:127.0.0.1:5099;lr>"]
+    peer.send(ack_for(peer, ok, cseq=1))
+    core.events()
+    incoming.call.hangup(peer.now)
+    (data, addr), = core.outgoing()
+    from voice.sip.message import parse_message
+
+    bye = parse_message(data)
+    assert isinstance(bye, Request) and bye.method == "BYE"
+    # 12.2.1.1 (UAS): the route set is the Record-Route in order; loose routing keeps the target
+    assert bye.headers.get_all("Route") == ["<sip:proxy2.test:5062;lr>", "<sip:127.0.0.1:5099;lr>"]
+    assert bye.uri == "sip:alice@127.0.0.1:5070"
+    assert (addr.host, addr.port) == ("proxy2.test", 5062)
+
+
+def test_state_is_released_after_many_calls_and_garbage() -> None:
+    """Nothing piles up: after the timers run out, no transaction or call is left behind."""
+    import gc
+    from pathlib import Path
+
+    from voice.sip.session import InboundCall
+    from voice.sip.transaction import Transaction
+
+    torture = [p.read_bytes() for p in (Path(__file__).parent / "data" / "sip-torture").glob("*/*.dat")]
+    core = make_core()
+    peer = Peer(core)
+
+    def churn(rounds: int) -> None:
+        for i in range(rounds):
+            peer.call_id = f"churn-{i}@test"
+            peer.send(peer.request("OPTIONS"))
+            peer.send(peer.request("INVITE", body=SDP_OFFER, branch=f"z9hG4bKc{i}"))
+            for event in core.events():
+                if isinstance(event, ev.IncomingCall):
+                    event.call.ring(peer.now)
+            peer.send(peer.request("CANCEL", branch=f"z9hG4bKc{i}", cseq=peer.cseq))
+            peer.send(peer.request("ACK", branch=f"z9hG4bKc{i}", cseq=peer.cseq))
+            peer.send(torture[i % len(torture)])
+            core.outgoing()
+            core.events()
+            peer.advance(0.05)
+        peer.advance(200)  # every Timer J/H/I/L, the dialogs' linger time, the ring timeout
+        core.outgoing()
+        core.events()  # the ring timeout's CallEnded events
+
+    churn(300)
+    gc.collect()  # transactions and their timer closures form cycles: the cyclic GC frees them
+    assert core._server_tx == {} and core._client_tx == {} and core.calls == {}
+    assert len(core.timers) == 0
+    alive = [o for o in gc.get_objects()
+             if (isinstance(o, InboundCall) and o.core is core)
+             or (isinstance(o, Transaction) and getattr(o._on_terminated, "__self__", None) is core)]
+    assert alive == [], f"{len(alive)} calls or transactions outlived their timers"

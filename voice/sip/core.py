@@ -91,6 +91,8 @@ class LocalIdentity:
 
 
 class SipCore:
+    RING_TIMEOUT = 180.0  # seconds an inbound call may stay unanswered
+
     def __init__(self, identity: LocalIdentity, policy: CallPolicy | None = None,
                  timers: TimerValues | None = None) -> None:
         self.identity = identity
@@ -314,6 +316,10 @@ class SipCore:
         call = InboundCall(self, request, tx, dialog, source)
         tx.on_ack_timeout = lambda _tx: None
         self.calls[(request.call_id, local_tag)] = call
+        # A call the application never answers or rejects must not ring forever (a PBX's no-answer
+        # timeout): after RING_TIMEOUT it gets 480 and its state goes away.
+        self.timers.schedule(now + self.RING_TIMEOUT,
+                             lambda t: call.reject(480, "Temporarily Unavailable (not answered)", t), "ring")
         self._events.append(ev.IncomingCall(call=call))
 
     def forget_call(self, call: DialogCall) -> None:
