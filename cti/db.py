@@ -25,7 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 T = TypeVar("T")
+I = TypeVar("I")
+R = TypeVar("R")
 READ_THREADS = 3  # SQLite reader threads: reads overlap in WAL mode; more would only fight for the GIL
 
 
@@ -97,6 +99,52 @@ class Database:
         for executor in (self._executor, self._read_executor):
             if executor is not None:
                 executor.shutdown(wait=False)
+
+
+class BatchFailed(Exception):
+    """The batch's transaction raised and was rolled back: run this item on its own."""
+
+
+class GroupCommit(Generic[I, R]):
+    """Group commit: concurrent callers' items are written together, one transaction per batch.
+
+    `fn(connection, items)` returns one result per item. While a batch is being written the next
+    one gathers, so a lone request waits for nobody and a busy server commits many items at once
+    (SQLite: one writer-thread hop and one commit per batch instead of per item). If `fn` raises,
+    the batch is rolled back and every caller gets BatchFailed, to retry its item alone.
+    """
+
+    def __init__(self, db: Database, fn: Callable[[Connection, list[I]], list[R]], max_batch: int = 64) -> None:
+        self.db = db
+        self.fn = fn
+        self.max_batch = max_batch
+        self._pending: list[tuple[I, asyncio.Future[R]]] = []
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def submit(self, item: I) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._drainer is None:
+            self._drainer = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
+                try:
+                    results = await self.db.run_write(self.fn, [item for item, _ in batch])
+                except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch
+                    log.debug("batch of %d rolled back: %r", len(batch), exc)
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(BatchFailed(repr(exc)))
+                    continue
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self._drainer = None
 
 
 def _sqlite_setup(engine: Engine, *, writer: bool) -> None:

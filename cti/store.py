@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from cti import writes
-from cti.db import Database
+from cti.db import BatchFailed, Database, GroupCommit
 from cti.identity import IDENTITY_KINDS
 from cti.models import Customer, Identity, Interaction, TranscriptSegment, UtcDateTime
 from cti.records import (
@@ -171,6 +171,8 @@ class CustomerStore:
         self.db = db
         self.default_country = default_country
         self.channels = tuple(dict.fromkeys(channels))
+        self._ingests: GroupCommit[NewInteraction, IngestResult | IdentityConflict] = GroupCommit(
+            db, writes.ingest_batch)
 
     # -- interactions ---------------------------------------------------------------------------
 
@@ -181,7 +183,19 @@ class CustomerStore:
         makes concurrent retries safe and costs first-time requests no extra query. A unique
         violation rolls everything back; then either the key's first result is returned, or a
         concurrent request created one of our new identities first and we resolve again.
+
+        Concurrent ingests are written together (cti.db.GroupCommit, writes.ingest_batch); a batch
+        that fails is rolled back as a whole and its items run here one by one.
         """
+        try:
+            outcome = await self._ingests.submit(item)
+        except BatchFailed:
+            return await self._ingest_alone(item)
+        if isinstance(outcome, IdentityConflict):
+            raise outcome
+        return outcome
+
+    async def _ingest_alone(self, item: NewInteraction) -> IngestResult:
         for attempt in range(5):
             try:
                 return await self.db.run_write(writes.ingest, item)
