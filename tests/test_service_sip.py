@@ -12,7 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import soundfile
 
 from tests.peers import HOST, wait_for
 from tests.peers.pcap import RtpStreamBuilder
@@ -42,8 +44,10 @@ def api(svc: RunningService, method: str, path: str, body: dict[str, Any] | None
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
-    """One service for the module; T1 = 50 ms so the missing-ACK case ends in 3.2 s, not 32 s."""
-    with running_service(tmp_path_factory.mktemp("svc"), sip={"t1_ms": 50}) as service:
+    """One service for the module; T1 = 50 ms so the missing-ACK case ends in 3.2 s, not 32 s;
+    whole calls recorded in stereo."""
+    workdir = tmp_path_factory.mktemp("svc")
+    with running_service(workdir, sip={"t1_ms": 50}, rtp={"record": "both"}) as service:
         yield service
 
 
@@ -59,6 +63,35 @@ def test_uac_pcap_reference_call_completes_and_digit_reaches_the_flow(svc: Runni
     assert record["inputs"][0]["kind"] == "dtmf" and record["inputs"][0]["value"] == "1"
     assert [p["node"] for p in record["path"]][:4] == ["welcome", "identify", "main_menu", "billing"]
     assert record["ended"] == "caller_hangup"
+    # [rtp] record = both: the call is in recordings/ as a stereo WAV (left caller, right us)
+    wavs = sorted((svc.workdir / "recordings").glob("call-*.wav"))
+    assert wavs
+    data, rate = soundfile.read(str(wavs[0]), dtype="int16")
+    assert rate == 8000 and data.ndim == 2 and len(data) > 8 * 8000  # the ~9 s call
+    assert np.abs(data[:, 0]).max() > 1000 and np.abs(data[:, 1]).max() > 1000  # both sides spoke
+
+
+def test_offer_without_a_common_codec_gets_488(svc: RunningService) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((HOST, 0))
+    sock.settimeout(5)
+    port = sock.getsockname()[1]
+    sdp = (f"v=0\r\no=- 1 1 IN IP4 {HOST}\r\ns=-\r\nc=IN IP4 {HOST}\r\nt=0 0\r\n"
+           "m=audio 49170 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n")
+    invite = (
+        f"INVITE sip:100@{svc.sip_address} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {HOST}:{port};branch=z9hG4bKg729;rport\r\n"
+        f"From: <sip:g729@{HOST}>;tag=g1\r\nTo: <sip:100@{HOST}>\r\nCall-ID: g729-only\r\n"
+        f"CSeq: 1 INVITE\r\nContact: <sip:g729@{HOST}:{port}>\r\nMax-Forwards: 70\r\n"
+        f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n{sdp}")
+    try:
+        sock.sendto(invite.encode(), (HOST, svc.sip_port))
+        statuses = []
+        while not statuses or statuses[-1] < 200:
+            statuses.append(int(sock.recv(65535).split(b" ", 2)[1]))
+    finally:
+        sock.close()
+    assert statuses[-1] == 488
 
 
 def test_options_answered_with_allow(svc: RunningService, tmp_path: Path) -> None:
