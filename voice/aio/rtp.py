@@ -24,6 +24,7 @@ import functools
 import logging
 import math
 import os
+import socket
 import time
 import weakref
 from collections.abc import Awaitable, Callable
@@ -112,6 +113,23 @@ class _Endpoint(asyncio.DatagramProtocol):
         log.debug("RTP socket error: %s", exc)
 
 
+def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
+    """Non-blocking UDP sockets bound to (host, port) and (host, port + 1); OSError if either is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    socks: list[socket.socket] = []
+    try:
+        for p in (port, port + 1):
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            socks.append(sock)
+            sock.setblocking(False)
+            sock.bind((host, p))
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks[0], socks[1]
+
+
 class RtpPortPool:
     """Even RTP ports (RTCP = port + 1) from [lo, hi], handed out round-robin.
 
@@ -143,21 +161,28 @@ class RtpPortPool:
             port = self.ports[(self._cursor + i) % n]
             if port in self._used:
                 continue
-            session = RtpSession(loop, host, port, self, on_closed)
             try:
-                rtp, _ = await loop.create_datagram_endpoint(
-                    functools.partial(_Endpoint, session._on_rtp), local_addr=(host, port))
+                socks = _bind_pair(host, port)
             except OSError as exc:
                 if exc.errno in (errno.EADDRINUSE, errno.EACCES):
                     continue
                 raise
+            # Bound here and handed over: the "port taken" error is then the kernel's own on any
+            # event loop (uvloop wraps bind errors in its own), and asyncio skips resolving the address.
+            session = RtpSession(loop, host, port, self, on_closed)
+            try:
+                rtp, _ = await loop.create_datagram_endpoint(
+                    functools.partial(_Endpoint, session._on_rtp), sock=socks[0])
+            except BaseException:
+                for sock in socks:
+                    sock.close()
+                raise
             try:
                 rtcp, _ = await loop.create_datagram_endpoint(
-                    functools.partial(_Endpoint, session._on_rtcp), local_addr=(host, port + 1))
-            except OSError as exc:
+                    functools.partial(_Endpoint, session._on_rtcp), sock=socks[1])
+            except BaseException:
                 rtp.close()
-                if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                    continue
+                socks[1].close()
                 raise
             session._attach(rtp, rtcp)
             self._used.add(port)
