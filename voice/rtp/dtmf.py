@@ -139,6 +139,7 @@ class Rfc4733Sender:
 
 
 # ---- in-band detection ------------------------------------------------------------------------
+VECTOR_MIN = 8  # blocks from which the checks run as array operations
 ROWS = (697.0, 770.0, 852.0, 941.0)
 COLS = (1209.0, 1336.0, 1477.0, 1633.0)
 KEYPAD = ("123A", "456B", "789C", "*0#D")
@@ -188,13 +189,21 @@ class GoertzelDetector:
         """The key a single block holds, or None."""
         return self.classify_blocks(block.reshape(1, self.BLOCK))[0]
 
+    @property
+    def settings(self) -> tuple[float, ...]:
+        """What `classify_blocks` depends on: detectors with equal settings classify alike."""
+        return (self.min_energy, self.min_purity, self.relative_peak, self.normal_twist, self.reverse_twist)
+
     def classify_blocks(self, blocks: npt.NDArray[np.float64]) -> list[str | None]:
         """The key each row of a (n, BLOCK) array holds, or None: `classify` for many blocks.
 
-        This runs on every received frame of every call until its peer sends RFC 4733 events, so
-        it makes three numpy calls per frame (energies, one matrix product for all blocks, one
-        conversion to lists) and does the checks on the 8 scores per block in plain Python,
-        which for one or two blocks is cheaper than more array operations."""
+        This runs on every received frame of every call until its peer sends RFC 4733 events.
+        For the one or two blocks of a frame it makes three numpy calls (energies, one matrix
+        product, one conversion to lists) and checks the 8 scores per block in plain Python;
+        for a batch (blocks of many calls at once, see voice.aio.rtp) it does the checks as
+        array operations, whose fixed cost is then shared by every block."""
+        if len(blocks) >= VECTOR_MIN:
+            return self._classify_vector(blocks)
         energies = np.einsum("ij,ij->i", blocks, blocks).tolist()
         if max(energies, default=0.0) < self.min_energy:  # silence and quiet noise stop here
             return [None] * len(energies)
@@ -203,6 +212,26 @@ class GoertzelDetector:
         scale = self.BLOCK / 2
         for energy, proj in zip(energies, projections, strict=True):
             keys.append(self._key(proj, energy * scale) if energy >= self.min_energy else None)
+        return keys
+
+    def _classify_vector(self, blocks: npt.NDArray[np.float64]) -> list[str | None]:
+        keys: list[str | None] = [None] * len(blocks)
+        energy = np.einsum("ij,ij->i", blocks, blocks)
+        loud = np.flatnonzero(energy >= self.min_energy)
+        if not len(loud):
+            return keys
+        proj = blocks[loud] @ self._basis.T
+        rel = (proj[:, :8] ** 2 + proj[:, 8:] ** 2) / (energy[loud, None] * (self.BLOCK / 2))
+        rows, cols = rel[:, :4], rel[:, 4:]
+        r, c = rows.argmax(axis=1), cols.argmax(axis=1)
+        rows_sorted, cols_sorted = np.sort(rows, axis=1), np.sort(cols, axis=1)
+        row, col = rows_sorted[:, -1], cols_sorted[:, -1]
+        ok = ((row + col >= self.min_purity)
+              & (row >= self.relative_peak * rows_sorted[:, -2])
+              & (col >= self.relative_peak * cols_sorted[:, -2])
+              & (col <= row * self.reverse_twist) & (row <= col * self.normal_twist))
+        for i in np.flatnonzero(ok).tolist():
+            keys[int(loud[i])] = KEYPAD[int(r[i])][int(c[i])]
         return keys
 
     def _key(self, proj: list[float], norm: float) -> str | None:
@@ -223,12 +252,19 @@ class GoertzelDetector:
 
     def process(self, pcm: npt.NDArray[np.int16]) -> list[str]:
         """Feed audio of any length; returns the digits whose press was just recognised."""
+        blocks = self.take_blocks(pcm)
+        return self.advance(self.classify_blocks(blocks)) if len(blocks) else []
+
+    def take_blocks(self, pcm: npt.NDArray[np.int16]) -> npt.NDArray[np.float64]:
+        """Append audio; returns the whole blocks now available as a (n, BLOCK) array (the rest
+        waits for more). `advance` must then get their keys, in order."""
         buf = np.concatenate([self._pending, pcm.astype(np.float64)])
         nblocks = len(buf) // self.BLOCK
         self._pending = buf[nblocks * self.BLOCK:]
-        if not nblocks:
-            return []
-        keys = self.classify_blocks(buf[:nblocks * self.BLOCK].reshape(nblocks, self.BLOCK))
+        return buf[:nblocks * self.BLOCK].reshape(nblocks, self.BLOCK)
+
+    def advance(self, keys: list[str | None]) -> list[str]:
+        """Run the press/release rules over the keys of consecutive blocks; returns new digits."""
         out: list[str] = []
         for key in keys:
             if key is not None and key == self._candidate:
