@@ -1,8 +1,8 @@
 """asyncio adapter for RTP media: one datagram endpoint pair (RTP, RTCP) per call.
 
-No thread per call, and no timer per call either: a `Pacer` per event loop runs
-PACER_PHASES timers spread over the 20 ms frame, and each session joins the least
-busy phase, its `voice.rtp.pacing.FrameClock` on that phase's absolute schedule. Everything protocol-shaped
+No thread per call, and no timer per call either: one `voice.aio.pacer.Pacer` per event loop
+runs a few timers spread over the 20 ms frame; each session joins the least busy one, its
+`voice.rtp.pacing.FrameClock` on that timer's absolute schedule. Everything protocol-shaped
 (packets, G.711, DTMF, latching, reordering, RTCP) lives in the sans-IO
 `voice.rtp` package; this module only feeds it datagrams and the loop's time.
 
@@ -22,7 +22,6 @@ import contextlib
 import errno
 import functools
 import logging
-import math
 import os
 import socket
 import time
@@ -33,12 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from voice.aio.pacer import InbandBatch, Pacer
 from voice.audio import WavRecorder, dtmf_tone
 from voice.rtp import g711
 from voice.rtp.dtmf import GoertzelDetector, Rfc4733Receiver, Rfc4733Sender
 from voice.rtp.jitter import ReorderBuffer
 from voice.rtp.latch import SourceLatch, normalize_host
-from voice.rtp.pacing import FRAME_SAMPLES, FRAME_SECONDS, FrameClock, RtpSender
+from voice.rtp.pacing import FRAME_SAMPLES, FrameClock, RtpSender
 from voice.rtp.packet import PacketError, RtpPacket, is_rtcp
 from voice.rtp.rtcp import (
     Bye,
@@ -60,7 +60,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RTCP_INTERVAL = 5.0
-PACER_PHASES = 10  # send timers per loop, 2 ms apart: a phase's burst stays short
 FEED_MAX = 3  # live frames queued by feed(): 60 ms at most
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 CODECS = ("PCMU", "PCMA")
@@ -189,125 +188,6 @@ class RtpPortPool:
             self._cursor = (self._cursor + i + 1) % n
             return session
         raise RuntimeError("no free RTP port")
-
-
-class Pacer:
-    """The 20 ms send schedule of every RTP session on one event loop.
-
-    One timer per session costs a TimerHandle, a heap push and pop (with Python-level
-    comparisons) and a callback dispatch per packet: at 500 calls that is 25,000 timer events
-    a second. Here PACER_PHASES timers, spread evenly over the frame, each wake the sessions of
-    their phase in a fixed order. Each session keeps its own FrameClock on the exact schedule
-    of its phase (same t0, same arithmetic), so it counts due and skipped frames as before, and
-    its packets leave at a steady offset within the burst: that offset costs no jitter.
-    """
-
-    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pacer] = weakref.WeakKeyDictionary()
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, phases: int = PACER_PHASES) -> None:
-        self.loop = loop
-        start = loop.time()
-        self.bases = [start + k * FRAME_SECONDS / phases for k in range(phases)]
-        self.members: list[dict[RtpSession, None]] = [{} for _ in range(phases)]
-        self.next_frame = [0] * phases  # index on the phase's schedule of its next wake-up
-        self.timers: list[asyncio.TimerHandle | None] = [None] * phases
-
-    @classmethod
-    def for_loop(cls, loop: asyncio.AbstractEventLoop) -> Pacer:
-        pacer = cls._by_loop.get(loop)
-        if pacer is None:
-            pacer = cls._by_loop[loop] = cls(loop)
-        return pacer
-
-    def _deadline(self, k: int, n: int) -> float:
-        return self.bases[k] + n * FRAME_SECONDS  # FrameClock.deadline's arithmetic, bit for bit
-
-    def join(self, session: RtpSession) -> tuple[int, FrameClock]:
-        """Add `session` to the least busy phase; returns the phase and the session's clock,
-        whose first deadline is the phase's next wake-up (within 20 ms)."""
-        k = min(range(len(self.members)), key=lambda i: len(self.members[i]))
-        if self.timers[k] is None:
-            now = self.loop.time()
-            self.next_frame[k] = max(0, math.ceil((now - self.bases[k]) / FRAME_SECONDS))
-            self.timers[k] = self.loop.call_at(self._deadline(k, self.next_frame[k]), self._wake, k)
-        self.members[k][session] = None
-        clock = FrameClock(self.bases[k])
-        clock.n = self.next_frame[k]
-        return k, clock
-
-    def leave(self, session: RtpSession, k: int) -> None:
-        self.members[k].pop(session, None)
-        timer = self.timers[k]
-        if not self.members[k] and timer is not None:
-            timer.cancel()
-            self.timers[k] = None
-
-    def _wake(self, k: int) -> None:
-        deadline = self._deadline(k, self.next_frame[k])
-        # asyncio may run a timer up to its clock resolution early; the frame is due all the same
-        now = max(self.loop.time(), deadline)
-        for session in list(self.members[k]):
-            session._on_tick(now)
-        if not self.members[k]:
-            self.timers[k] = None
-            return
-        n = self.next_frame[k] + 1
-        if self._deadline(k, n) <= now:  # a stall: the sessions' clocks skipped those frames too
-            n = math.floor((now - self.bases[k]) / FRAME_SECONDS) + 1
-        self.next_frame[k] = n
-        self.timers[k] = self.loop.call_at(self._deadline(k, n), self._wake, k)
-
-
-class InbandBatch:
-    """In-band DTMF detection for every session on a loop, run once per loop iteration.
-
-    Per frame the detector's matrix product and checks cost a dozen numpy calls whose fixed
-    overhead dwarfs the arithmetic on 160 samples; at 500 calls that was a tenth of a core.
-    Sessions queue their decoded frames here; one callback (call_soon, so in the same loop
-    iteration as the packets) cuts each session's blocks, classifies the blocks of all
-    sessions in one batch, and runs each session's press/release rules on its own keys.
-    """
-
-    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, InbandBatch] = weakref.WeakKeyDictionary()
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.frames: dict[RtpSession, list[np.ndarray]] = {}
-
-    @classmethod
-    def for_loop(cls, loop: asyncio.AbstractEventLoop) -> InbandBatch:
-        batch = cls._by_loop.get(loop)
-        if batch is None:
-            batch = cls._by_loop[loop] = cls(loop)
-        return batch
-
-    def add(self, session: RtpSession, frame: np.ndarray) -> None:
-        frames = self.frames.get(session)
-        if frames is not None:
-            frames.append(frame)
-            return
-        if not self.frames:
-            self.loop.call_soon(self.flush)
-        self.frames[session] = [frame]
-
-    def flush(self) -> None:
-        pending, self.frames = self.frames, {}
-        groups: dict[tuple[float, ...], list[tuple[RtpSession, GoertzelDetector, np.ndarray]]] = {}
-        for session, frames in pending.items():
-            detector = session._inband
-            if session.closed or detector is None:  # ended, or RFC 4733 arrived meanwhile
-                continue
-            blocks = detector.take_blocks(frames[0] if len(frames) == 1 else np.concatenate(frames))
-            if len(blocks):
-                groups.setdefault(detector.settings, []).append((session, detector, blocks))
-        for members in groups.values():
-            blocks = np.concatenate([m[2] for m in members]) if len(members) > 1 else members[0][2]
-            keys = members[0][1].classify_blocks(blocks)
-            start = 0
-            for session, detector, own in members:
-                for digit in detector.advance(keys[start:start + len(own)]):
-                    session._inband_digit(digit)
-                start += len(own)
 
 
 class RtpSession:
