@@ -69,6 +69,9 @@ def test_baresip_calls_presses_1_over_rfc4733_and_hears_the_prompts(tmp_path: Pa
     assert record["ended"] == "caller_hangup"
 
 
+# pyVoIP 1.6.8 closes its RTP socket on hangup while its transmitter thread may be in sendto(); that
+# thread then warns "RTP Packet failed to send!" (a peer's bug, not the service's)
+@pytest.mark.filterwarnings("ignore:RTP Packet failed to send!:RuntimeWarning")
 def test_service_registers_to_kamailio_and_pyvoip_calls_it_through_the_proxy(tmp_path: Path) -> None:
     with running_kamailio(tmp_path / "kam") as kam:
         register = {"registrar": f"sip:{HOST}:{kam.port}", "username": "ivr", "password": "anything",
