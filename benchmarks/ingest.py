@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import socket
@@ -123,34 +124,113 @@ def payload(i: int, rnd: random.Random) -> dict[str, Any]:
     return body
 
 
-async def ingest_load(port: int, requests: int, concurrency: int) -> dict[str, float]:
+def ingest_work(requests: int) -> list[bytes]:
+    """The JSON bodies to post, in order; 5% are retries of earlier keyed requests."""
     rnd = random.Random(1)
     bodies = [payload(i, rnd) for i in range(requests)]
-    # 5% retries of earlier keyed requests: they must come back 200, not make duplicates.
+    # Retries must come back 200 with the first result, not make duplicates.
     retries = [bodies[i] for i in range(0, requests, 3)][: requests // 20]
-    work = bodies + retries
+    return [json.dumps(b).encode() for b in bodies + retries]
+
+
+class HttpConnection(asyncio.Protocol):
+    """A minimal HTTP/1.1 keep-alive client connection, one request at a time.
+
+    The client shares the machine's CPUs with the server; aiohttp's client spends about as much
+    CPU per request as the server does, so the load comes from this lean one instead.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0 or self.waiter is None:
+            return
+        head = bytes(self.buffer[:end]).decode("latin-1").lower()
+        length = int(head.split("content-length:", 1)[1].split("\r\n", 1)[0])
+        if len(self.buffer) >= end + 4 + length:
+            status = int(head[9:12])
+            body = bytes(self.buffer[end + 4:end + 4 + length])
+            del self.buffer[:end + 4 + length]
+            self.waiter.set_result((status, body))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError(f"server closed the connection: {exc}"))
+
+    async def request(self, raw: bytes) -> tuple[int, bytes]:
+        assert self.transport is not None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(raw)
+        return await self.waiter
+
+
+async def ingest_load(port: int, bodies: list[bytes], concurrency: int) -> dict[str, Any]:
+    """Post `bodies` from `concurrency` keep-alive connections; latencies in seconds."""
+    head = (f"POST /api/v1/interactions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Authorization: Bearer {KEY}\r\nContent-Type: application/json\r\n").encode()
+    work = [head + b"Content-Length: %d\r\n\r\n" % len(b) + b for b in bodies]
     latencies: list[float] = []
     statuses: dict[int, int] = {}
-    url = f"http://127.0.0.1:{port}/api/v1/interactions"
-    headers = {"Authorization": f"Bearer {KEY}"}
     queue = iter(work)
+    loop = asyncio.get_running_loop()
+    conns = [(await loop.create_connection(HttpConnection, "127.0.0.1", port))[1] for _ in range(concurrency)]
 
-    async def client(http: aiohttp.ClientSession) -> None:
-        for body in queue:
+    async def client(conn: HttpConnection) -> None:
+        for raw in queue:
             t0 = time.perf_counter()
-            async with http.post(url, json=body, headers=headers) as r:
-                await r.read()
-                statuses[r.status] = statuses.get(r.status, 0) + 1
+            status, body = await conn.request(raw)
             latencies.append(time.perf_counter() - t0)
+            statuses[status] = statuses.get(status, 0) + 1
+            if status not in (200, 201):
+                print(f"unexpected {status}: {body[:300]!r}", file=sys.stderr)
 
-    # warm-up: migrations done, pools filled
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
-        t0 = time.perf_counter()
-        await asyncio.gather(*(client(http) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - t0
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(client(c) for c in conns))
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    for c in conns:
+        assert c.transport is not None
+        c.transport.close()
+    return {"latencies": latencies, "statuses": statuses, "elapsed": elapsed, "cpu": cpu}
+
+
+def ingest_client_process(port: int, bodies: list[bytes], concurrency: int) -> dict[str, Any]:
+    return asyncio.run(ingest_load(port, bodies, concurrency))
+
+
+def run_ingest(port: int, requests: int, concurrency: int, client_procs: int) -> dict[str, float]:
+    """The load from `client_procs` processes (1: this one), each with its share of connections."""
+    work = ingest_work(requests)
+    t0 = time.perf_counter()
+    if client_procs == 1:
+        parts = [ingest_client_process(port, work, concurrency)]
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(client_procs) as pool:
+            # Each process takes every n-th body; keyed retries still follow their first request.
+            share = concurrency // client_procs
+            jobs = [pool.submit(ingest_client_process, port, work[i::client_procs], share)
+                    for i in range(client_procs)]
+            parts = [j.result() for j in jobs]
+    elapsed = max(p["elapsed"] for p in parts) if client_procs == 1 else time.perf_counter() - t0
+    latencies = [x for p in parts for x in p["latencies"]]
+    statuses: dict[int, int] = {}
+    for p in parts:
+        for k, v in p["statuses"].items():
+            statuses[k] = statuses.get(k, 0) + v
     return {"requests": len(work), "per_s": len(work) / elapsed, "p50_ms": pct(latencies, 0.5),
             "p99_ms": pct(latencies, 0.99), "ok": statuses.get(201, 0), "retried": statuses.get(200, 0),
-            "other": sum(v for k, v in statuses.items() if k not in (200, 201))}
+            "other": sum(v for k, v in statuses.items() if k not in (200, 201)),
+            "client_cpu_ms": sum(p["cpu"] for p in parts) / len(work) * 1000}
 
 
 # -- bulk rows and timelines ----------------------------------------------------------------------
@@ -279,14 +359,15 @@ def run_one(name: str, args: argparse.Namespace) -> None:
         procs, port = start_servers(url, schema, args.workers)
         try:
             cpu0 = cpu_seconds(procs)
-            res = asyncio.run(ingest_load(port, args.requests, args.concurrency))
+            res = run_ingest(port, args.requests, args.concurrency, args.client_procs)
             cpu_ms = (cpu_seconds(procs) - cpu0) / res["requests"] * 1000
         finally:
             stop_servers(procs)
         print(f"[{name}] ingest: {res['requests']} requests, {args.concurrency} clients, "
               f"{args.workers} server process(es): {res['per_s']:.0f}/s, p50 {res['p50_ms']:.1f} ms, "
               f"p99 {res['p99_ms']:.1f} ms (201: {res['ok']:.0f}, 200 retries: {res['retried']:.0f}, "
-              f"other: {res['other']:.0f}); server CPU {cpu_ms:.2f} ms/request", flush=True)
+              f"other: {res['other']:.0f}); CPU per request: server {cpu_ms:.2f} ms, "
+              f"client {res['client_cpu_ms']:.2f} ms ({args.client_procs} process(es))", flush=True)
         if args.rows:
             customers, heavy, took = asyncio.run(bulk_insert(url, schema, args.rows))
             print(f"[{name}] bulk-inserted {args.rows} interactions in {took:.1f} s", flush=True)
@@ -324,6 +405,7 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=10_000)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--workers", type=int, default=1, help="server processes (SO_REUSEPORT)")
+    p.add_argument("--client-procs", type=int, default=1, help="client processes sharing --concurrency")
     p.add_argument("--rows", type=int, default=1_000_000, help="interactions bulk-inserted for reads")
     p.add_argument("--reads", type=int, default=5000)
     p.add_argument("--read-concurrency", type=int, default=8, help="also measured with 1 client")

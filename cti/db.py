@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 T = TypeVar("T")
-I = TypeVar("I")
-R = TypeVar("R")
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
 READ_THREADS = 3  # SQLite reader threads: reads overlap in WAL mode; more would only fight for the GIL
 
 
@@ -105,24 +105,25 @@ class BatchFailed(Exception):
     """The batch's transaction raised and was rolled back: run this item on its own."""
 
 
-class GroupCommit(Generic[I, R]):
+class GroupCommit(Generic[ItemT, ResultT]):
     """Group commit: concurrent callers' items are written together, one transaction per batch.
 
     `fn(connection, items)` returns one result per item. While a batch is being written the next
     one gathers, so a lone request waits for nobody and a busy server commits many items at once
     (SQLite: one writer-thread hop and one commit per batch instead of per item). If `fn` raises,
-    the batch is rolled back and every caller gets BatchFailed, to retry its item alone.
+    the batch is rolled back and every caller of it gets BatchFailed, to try again.
     """
 
-    def __init__(self, db: Database, fn: Callable[[Connection, list[I]], list[R]], max_batch: int = 64) -> None:
+    def __init__(self, db: Database, fn: Callable[[Connection, list[ItemT]], list[ResultT]],
+                 max_batch: int = 64) -> None:
         self.db = db
         self.fn = fn
         self.max_batch = max_batch
-        self._pending: list[tuple[I, asyncio.Future[R]]] = []
+        self._pending: list[tuple[ItemT, asyncio.Future[ResultT]]] = []
         self._drainer: asyncio.Task[None] | None = None
 
-    async def submit(self, item: I) -> R:
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+    async def submit(self, item: ItemT) -> ResultT:
+        future: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         if self._drainer is None:
             self._drainer = asyncio.create_task(self._drain())
@@ -134,7 +135,7 @@ class GroupCommit(Generic[I, R]):
                 batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
                 try:
                     results = await self.db.run_write(self.fn, [item for item, _ in batch])
-                except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch
+                except Exception as exc:  # handed to every caller of the batch
                     log.debug("batch of %d rolled back: %r", len(batch), exc)
                     for _, future in batch:
                         if not future.done():
@@ -144,6 +145,8 @@ class GroupCommit(Generic[I, R]):
                     if not future.done():
                         future.set_result(result)
         finally:
+            # No await between the empty check above and this: an item submitted later starts
+            # a new drainer.
             self._drainer = None
 
 

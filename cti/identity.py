@@ -7,6 +7,7 @@ RFC 3261 `sip:` URIs and caller-ID display forms accepted), emails case-folded.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import phonenumbers
@@ -22,8 +23,13 @@ class IdentityError(ValueError):
     """An identity value that cannot be normalized; the message says why."""
 
 
+@functools.lru_cache(maxsize=8192)
 def normalize_phone(raw: str, default_country: str = "US") -> str:
-    """Return the E.164 form (`+15551234567`) of a phone number, URI or caller ID."""
+    """Return the E.164 form (`+15551234567`) of a phone number, URI or caller ID.
+
+    Cached: phonenumbers' parse costs more than the rest of an ingest request, and the same
+    callers come back (errors raise, and are not cached).
+    """
     text = raw.strip()
     m = _ANGLE.search(text)
     if m:

@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+BATCH_ATTEMPTS = 2
 
 _TIMELINE_COLUMNS = (
     Interaction.id,
@@ -184,16 +185,19 @@ class CustomerStore:
         violation rolls everything back; then either the key's first result is returned, or a
         concurrent request created one of our new identities first and we resolve again.
 
-        Concurrent ingests are written together (cti.db.GroupCommit, writes.ingest_batch); a batch
-        that fails is rolled back as a whole and its items run here one by one.
+        Concurrent ingests are written together (cti.db.GroupCommit, writes.ingest_batch). A batch
+        that fails is rolled back as a whole; its items try a new batch (usually another batch
+        created the same new identity first, and the next batch sees it), then run one by one.
         """
-        try:
-            outcome = await self._ingests.submit(item)
-        except BatchFailed:
-            return await self._ingest_alone(item)
-        if isinstance(outcome, IdentityConflict):
-            raise outcome
-        return outcome
+        for _ in range(BATCH_ATTEMPTS):
+            try:
+                outcome = await self._ingests.submit(item)
+            except BatchFailed:
+                continue
+            if isinstance(outcome, IdentityConflict):
+                raise outcome
+            return outcome
+        return await self._ingest_alone(item)
 
     async def _ingest_alone(self, item: NewInteraction) -> IngestResult:
         for attempt in range(5):

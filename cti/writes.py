@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, insert, or_, select, update
+from sqlalchemy import ARRAY, String, Table, and_, any_, bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from cti.models import Customer, Identity, Interaction, TranscriptSegment, new_id, utcnow
@@ -25,13 +25,27 @@ def identity_filter(identities: IdentityPairs) -> Any:
     return or_(*(and_(IDENTITIES.c.kind == k, IDENTITIES.c.value == v) for k, v in identities))
 
 
+def one_of(conn: Connection, column: Any, values: Sequence[str]) -> Any:
+    """`column IN values` as one statement whatever the number of values.
+
+    PostgreSQL: `= ANY(array)`, so asyncpg prepares it once per connection instead of once per
+    list length; SQLite prepares statements cheaply, and takes the expanding IN.
+    """
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(String())))
+    return column.in_(list(values))
+
+
 def owners(conn: Connection, identities: IdentityPairs) -> dict[tuple[str, str], str]:
     """Which customer owns each of these identities (absent: nobody)."""
     if not identities:
         return {}
-    rows = conn.execute(select(IDENTITIES.c.kind, IDENTITIES.c.value, IDENTITIES.c.customer_id)
-                        .where(identity_filter(identities)))
-    return {(r.kind, r.value): r.customer_id for r in rows}
+    wanted = set(identities)
+    # Both columns by list (the (kind, value) index serves it), the exact pairs picked out here.
+    rows = conn.execute(select(IDENTITIES.c.kind, IDENTITIES.c.value, IDENTITIES.c.customer_id).where(
+        one_of(conn, IDENTITIES.c.kind, sorted({k for k, _ in wanted})),
+        one_of(conn, IDENTITIES.c.value, sorted({v for _, v in wanted}))))
+    return {(r.kind, r.value): r.customer_id for r in rows if (r.kind, r.value) in wanted}
 
 
 def attach(conn: Connection, customer_id: str, identities: IdentityPairs,
@@ -116,8 +130,9 @@ def ingest_batch(conn: Connection, items: Sequence[NewInteraction]) -> list[Inge
     keys = list({i.idempotency_key for i in items if i.idempotency_key is not None})
     seen: dict[str, IngestResult] = {}
     if keys:
-        rows = conn.execute(select(INTERACTIONS.c.id, INTERACTIONS.c.customer_id, INTERACTIONS.c.idempotency_key)
-                            .where(INTERACTIONS.c.idempotency_key.in_(keys)))
+        rows = conn.execute(select(INTERACTIONS.c.id, INTERACTIONS.c.customer_id,
+                                   INTERACTIONS.c.idempotency_key)
+                            .where(one_of(conn, INTERACTIONS.c.idempotency_key, keys)))
         seen = {r.idempotency_key: IngestResult(interaction_id=r.id, customer_id=r.customer_id, created=False)
                 for r in rows}
     known = owners(conn, list(dict.fromkeys(p for i in items for p in i.identities)))
