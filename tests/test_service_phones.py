@@ -69,10 +69,31 @@ def test_baresip_calls_presses_1_over_rfc4733_and_hears_the_prompts(tmp_path: Pa
     assert record["ended"] == "caller_hangup"
 
 
+@pytest.fixture
+def pyvoip_errors(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What pyVoIP's threads caught and only passed to its debug() (e.g. an exception while handling
+    the 200), kept so a call that never gets answered says why."""
+    import pyVoIP.VoIP.VoIP as voip  # before pyVoIP.SIP: the other order is a circular import
+    from pyVoIP import SIP as sip
+
+    seen: list[str] = []
+
+    def debug(text: object, exc: object = None) -> None:
+        line = f"{text} {exc or ''}"
+        if "rror" in line or "ailed" in line:
+            seen.append(line.strip()[:300])
+
+    monkeypatch.setattr(voip, "debug", debug)
+    monkeypatch.setattr(sip, "debug", debug)
+    return seen
+
+
 # pyVoIP 1.6.8 closes its RTP socket on hangup while its transmitter thread may be in sendto(); that
 # thread then warns "RTP Packet failed to send!" (a peer's bug, not the service's)
 @pytest.mark.filterwarnings("ignore:RTP Packet failed to send!:RuntimeWarning")
-def test_service_registers_to_kamailio_and_pyvoip_calls_it_through_the_proxy(tmp_path: Path) -> None:
+def test_service_registers_to_kamailio_and_pyvoip_calls_it_through_the_proxy(
+    tmp_path: Path, pyvoip_errors: list[str]
+) -> None:
     with running_kamailio(tmp_path / "kam") as kam:
         register = {"registrar": f"sip:{HOST}:{kam.port}", "username": "ivr", "password": "anything",
                     "expires": 60}
@@ -85,7 +106,10 @@ def test_service_registers_to_kamailio_and_pyvoip_calls_it_through_the_proxy(tmp
             # rewrites the Request-URI to the service's contact (the service reads `ivr` from To).
             # No fix_ack_to_tag: the service must take pyVoIP's ACK with its random To tag.
             with PyVoipPhone((HOST, kam.port), "alice") as phone:
-                call = phone.call("ivr")
+                try:
+                    call = phone.call("ivr")
+                except TimeoutError as exc:
+                    raise AssertionError(f"{exc}; pyVoIP's swallowed errors: {pyvoip_errors}") from exc
                 heard = call.listen(3.5)  # the welcome (2.3 s), into the menu prompt
                 queued = call.send_digits("1")
                 call.listen(queued + 1.0)
