@@ -220,6 +220,7 @@ async def capacity(
     try:
         while n <= args.max_streams:
             lat, late, ok, total = await run_stage(rec, utterances, options, n, args.stage_seconds)
+            await pool.stats()  # goes through every worker's queue: the next stage starts without backlog
             p50 = statistics.median(lat) if lat else float("nan")
             p95 = float(np.percentile(lat, 95)) if lat else float("nan")
             tick95 = float(np.percentile(late, 95))

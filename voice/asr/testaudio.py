@@ -88,3 +88,11 @@ def speech_onset(pcm: np.ndarray, level: float = 0.01) -> float:
     """Seconds to the first sample above `level` of full scale (where the talker starts)."""
     idx = np.flatnonzero(np.abs(pcm.astype(np.int32)) > level * 32768)
     return float(idx[0]) / 8000 if len(idx) else float("nan")
+
+
+def write_wav(path: str | Path, pcm: np.ndarray, rate: int = 8000) -> Path:
+    """Save int16 mono audio (e.g. to turn into an RTP pcap for sipp)."""
+    import soundfile as sf
+
+    sf.write(str(path), pcm.astype(np.int16), rate, subtype="PCM_16")
+    return Path(path)
