@@ -227,6 +227,7 @@ class RtpSession:
         self._rx_ssrc: int | None = None
         self._rfc4733 = Rfc4733Receiver()
         self._inband: GoertzelDetector | None = None
+        self._inband_batch = InbandBatch.for_loop(loop)
         self._rfc4733_seen = False
         self._last_inband: tuple[str, float] = ("", 0.0)
         self._rx_pending = np.zeros(0, dtype=np.int16)
@@ -505,7 +506,7 @@ class RtpSession:
             if self._recorder is not None:
                 self._recorder.caller_frame(frame)
             if self._inband is not None:
-                InbandBatch.for_loop(self.loop).add(self, frame)
+                self._inband_batch.add(self, frame)
 
     def _inband_digit(self, digit: str) -> None:
         if not self.closed:
