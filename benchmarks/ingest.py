@@ -297,36 +297,43 @@ async def bulk_insert(url: str, schema: str | None, rows: int) -> tuple[list[str
 
 async def timeline_load(port: int, customers: list[str], heavy: str, reads: int,
                         concurrency: int) -> dict[str, float]:
-    headers = {"Authorization": f"Bearer {KEY}"}
-    base = f"http://127.0.0.1:{port}/api/v1/customers"
+    base = "/api/v1/customers"
     rnd = random.Random(3)
     first: list[float] = []
     deep: list[float] = []
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
-        # a cursor 500 pages deep into the heavy customer's history
-        cursor = None
-        for _ in range(50):
-            params = {"limit": "200", **({"cursor": cursor} if cursor else {})}
-            async with http.get(f"{base}/{heavy}/interactions", params=params, headers=headers) as r:
-                cursor = (await r.json())["next_cursor"]
-        jobs = iter(range(reads))
+    loop = asyncio.get_running_loop()
+    conns = [(await loop.create_connection(HttpConnection, "127.0.0.1", port))[1] for _ in range(concurrency)]
 
-        async def client() -> None:
-            for n in jobs:
-                who = heavy if n % 5 == 0 else rnd.choice(customers[1:])
-                params = {"limit": "20"}
-                sink = first
-                if n % 10 == 5 and cursor:
-                    who, params, sink = heavy, {"limit": "20", "cursor": cursor}, deep
-                t0 = time.perf_counter()
-                async with http.get(f"{base}/{who}/interactions", params=params, headers=headers) as r:
-                    data = await r.json()
-                    assert r.status == 200 and data["interactions"], data
-                sink.append(time.perf_counter() - t0)
+    async def get(conn: HttpConnection, path: str) -> Any:
+        status, body = await conn.request(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {KEY}\r\n\r\n".encode())
+        data = json.loads(body)
+        assert status == 200 and data["interactions"], data
+        return data
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - t0
+    # a cursor 50 pages (of 200) deep into the heavy customer's history
+    cursor = None
+    for _ in range(50):
+        query = "limit=200" + (f"&cursor={cursor}" if cursor else "")
+        cursor = (await get(conns[0], f"{base}/{heavy}/interactions?{query}"))["next_cursor"]
+    jobs = iter(range(reads))
+
+    async def client(conn: HttpConnection) -> None:
+        for n in jobs:
+            who = heavy if n % 5 == 0 else rnd.choice(customers[1:])
+            query, sink = "limit=20", first
+            if n % 10 == 5 and cursor:
+                who, query, sink = heavy, f"limit=20&cursor={cursor}", deep
+            t0 = time.perf_counter()
+            await get(conn, f"{base}/{who}/interactions?{query}")
+            sink.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client(c) for c in conns))
+    elapsed = time.perf_counter() - t0
+    for c in conns:
+        assert c.transport is not None
+        c.transport.close()
     both = first + deep
     return {"reads": reads, "per_s": reads / elapsed, "p50_ms": pct(both, 0.5), "p99_ms": pct(both, 0.99),
             "first_page_p99_ms": pct(first, 0.99), "deep_page_p99_ms": pct(deep, 0.99) if deep else 0.0}
