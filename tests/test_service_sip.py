@@ -86,7 +86,7 @@ def test_offer_without_a_common_codec_gets_488(svc: RunningService) -> None:
         f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n{sdp}")
     try:
         sock.sendto(invite.encode(), (HOST, svc.sip_port))
-        statuses = []
+        statuses: list[int] = []
         while not statuses or statuses[-1] < 200:
             statuses.append(int(sock.recv(65535).split(b" ", 2)[1]))
     finally:
