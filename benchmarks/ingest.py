@@ -1,14 +1,18 @@
 """Benchmark of the customer store's HTTP API: ingest throughput and timeline read latency.
 
     .venv/bin/python benchmarks/ingest.py [--db sqlite|postgres|both] [--requests 10000]
-        [--concurrency 32] [--rows 1000000] [--workers 1]
+        [--concurrency 32] [--rows 1000000] [--workers 1] [--client-procs 1]
 
 For each database: a fresh store served by `--workers` server processes (the service runs one),
-concurrent HTTP clients in this process post interactions (several channels, returning and new
-customers, some retries with an idempotency key) and report interactions/s with p50/p99 latency.
+`--concurrency` keep-alive HTTP/1.1 connections post interactions (several channels, returning
+and new customers, some retries with an idempotency key) and report interactions/s with p50/p99
+latency, and the CPU time per request of the server processes and of the client. The client is
+a lean asyncio protocol with the bodies serialized beforehand: it shares the CPUs with the
+server, and aiohttp's client cost about as much CPU per request as the server itself.
 Then `--rows` interactions are bulk-inserted (core executemany on SQLite, COPY on PostgreSQL)
 and timelines are read over HTTP: first pages and deep pages (by cursor), p50/p99.
 Targets (issue 5): 2,000/s SQLite, 5,000/s PostgreSQL, p99 < 50 ms; timeline p99 < 20 ms.
+Measured figures: benchmarks/RESULTS-ingest.md.
 """
 
 from __future__ import annotations

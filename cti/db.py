@@ -8,7 +8,9 @@ Every write is one sync function of a Core `Connection` (see cti.writes), run by
   a time anyway, and one thread hop per transaction costs a third of what aiosqlite's hop per
   statement does. Transactions start with BEGIN IMMEDIATE, so another process holding the
   write lock makes us wait (busy_timeout) instead of failing halfway through.
-Hot reads (`run_read`) work the same way: asyncpg via run_sync, or a few SQLite reader
+Concurrent ingests share a transaction (`GroupCommit`): while one batch is written the next
+gathers, so the commit (and on SQLite the thread hop) is paid once per batch, not per request.
+Hot reads (`run_read`) run like writes: asyncpg via run_sync, or a few SQLite reader
 threads (WAL mode: readers never wait for the writer). `read` sessions (aiosqlite) serve the rest.
 
 `write` (an async session factory) remains for code that prefers ORM sessions; on SQLite its
