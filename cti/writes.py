@@ -99,22 +99,11 @@ def add_segments(conn: Connection, interaction_id: str, segments: Sequence[Segme
 
 
 def ingest(conn: Connection, item: NewInteraction) -> IngestResult:
-    customer_id: str | None = None
-    created = False
-    if item.identities:
-        customer_id, created = resolve(conn, item.identities, item.name)
-    interaction_id = new_id()
-    conn.execute(insert(INTERACTIONS), {
-        "id": interaction_id, "customer_id": customer_id, "channel": item.channel,
-        "direction": item.direction, "status": item.status, "started_at": item.started_at,
-        "ended_at": item.ended_at, "agent": item.agent, "subject": item.subject, "summary": item.summary,
-        "content": item.content, "disposition": item.disposition, "metadata": item.metadata,
-        "ivr": item.ivr, "recording": item.recording, "call_id": item.call_id,
-        "idempotency_key": item.idempotency_key, "created_at": utcnow(),
-    })
-    add_segments(conn, interaction_id, item.transcript)
-    return IngestResult(interaction_id=interaction_id, customer_id=customer_id, created=True,
-                        customer_created=created)
+    """One interaction in its own transaction (what a batch that failed falls back to)."""
+    outcome = ingest_batch(conn, [item])[0]
+    if isinstance(outcome, IdentityConflict):
+        raise outcome
+    return outcome
 
 
 def ingest_batch(conn: Connection, items: Sequence[NewInteraction]) -> list[IngestResult | IdentityConflict]:
