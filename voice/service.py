@@ -44,12 +44,14 @@ class Service:
         self._background: list[asyncio.Task[Any]] = []
         self.ivr: Any = None
         self.desk: Any = None  # cti.routing.AgentDesk: queues, agents, screen pops
+        self.speech: Any = None  # voice.asr.SpeechRecognizer
         self._bridges: dict[str, asyncio.Task[DialOutcome]] = {}
 
     # ---- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
         cfg = self.config
         await self._start_http()
+        await self._start_asr()
         self._start_ivr()
         listen = cfg.sip.listen
         host = local_address_for("192.0.2.1", cfg.sip.public_address, listen.host)
@@ -90,6 +92,8 @@ class Service:
             await self.endpoint.close()
         if self.ivr is not None:
             await self.ivr.close()
+        if self.speech is not None:
+            await self.speech.aclose()
         if self.http_runner is not None:
             await self.http_runner.cleanup()
 
@@ -118,12 +122,24 @@ class Service:
         self.http_port = sockets[0].getsockname()[1] if sockets else listen.port
         log.info("HTTP API on %s:%d", listen.host, self.http_port)
 
+    async def _start_asr(self) -> None:
+        """Speech recognition workers (models load once per worker). Without them, flows still run
+        on keys alone: a broken speech setup must not keep the phones from being answered."""
+        if self._run_flow is not None:
+            return
+        from voice.asr import SpeechRecognizer
+
+        try:
+            self.speech = await asyncio.wait_for(SpeechRecognizer.start(self.config.asr), 120)
+        except Exception as exc:
+            log.error("speech recognition is off: %s", exc)
+
     def _start_ivr(self) -> None:
         if self._run_flow is not None:
             return
         from voice.runtime import IvrRuntime
 
-        self.ivr = IvrRuntime(self.config, lookup=self.lookup, desk=self.desk,
+        self.ivr = IvrRuntime(self.config, lookup=self.lookup, desk=self.desk, speech=self.speech,
                               transfer_queue=self._transfer_queue)
         if self.desk is not None:
             from cti.routing import position_announcer
