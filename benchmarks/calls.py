@@ -146,9 +146,14 @@ def target(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, int, 
                     "pyVoIP 1.6.8 answerer behind Kamailio (latency includes the proxy)",
                 )
     else:
-        with running_service(
-            workdir, rtp_pairs=args.calls + 20, sip={"max_calls": args.calls * 2}, log={"level": "warning"}
-        ) as svc:
+        sections: dict[str, dict[str, object]] = {
+            "sip": {"max_calls": args.calls * 2},
+            "log": {"level": "warning"},
+        }
+        if args.flow:  # e.g. benchmarks/flows/dtmf_hold.yaml: keys only, no speech recognition
+            flow = Path(args.flow).resolve()
+            sections["ivr"] = {"flows": flow.parent, "default_flow": flow.stem}
+        with running_service(workdir, rtp_pairs=args.calls + 20, **sections) as svc:  # type: ignore[arg-type]
             yield svc.sip_address, svc.pid, "voice service (started by the benchmark)"
 
 
@@ -187,6 +192,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cps = (len(invite_times) - 1) / (invite_times[-1] - invite_times[0]) if len(invite_times) > 1 else None
     return {
         "target": label,
+        "flow": args.flow or "ivr_flows/main.yaml",
         "calls": args.calls,
         "rate": args.rate,
         "hold_s": args.hold,
@@ -224,7 +230,7 @@ def show(r: dict[str, Any]) -> str:
     streams = f"over {r['rtp_streams']} streams / {r['rtp_intervals']} intervals"
     return "\n".join(
         [
-            f"target:                 {r['target']}",
+            f"target:                 {r['target']}, flow {r['flow']}",
             f"calls:                  {calls}",
             f"concurrent calls held:  {r['concurrent_held']}",
             f"calls per second:       {f(r['calls_per_second'], '')}",
@@ -251,6 +257,7 @@ def main() -> int:
     ap.add_argument("--audio", type=float, default=3.0, help="seconds of caller speech before the digit")
     ap.add_argument("--digit", default="1")
     ap.add_argument("--transport", default="u1", help="sipp -t: u1 (one socket) or un (one per call)")
+    ap.add_argument("--flow", help="flow file the started service runs for every call (default: ivr_flows)")
     ap.add_argument("--workdir", help="keep files here (default: a new temp dir)")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
