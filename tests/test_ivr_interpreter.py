@@ -455,3 +455,51 @@ def test_recorded_prompt_file_is_played_at_8khz(tmp_path: Path) -> None:
     run = run_script(flow, [], tmp_path=tmp_path)
     assert run.record.prompts == [{"node": "a", "file": "chime", "t": 0.0}]
     assert len(run.media.played[0]) == 8000 and run.duration == pytest.approx(1.0)
+
+
+def test_no_input_does_not_fire_while_the_caller_is_still_speaking(tmp_path: Path) -> None:
+    """VoiceXML: once speech has started, the turn waits for the recognizer, not the no-input timer."""
+    import asyncio
+
+    from voice.asr.base import SpeechResult
+    from voice.ivr.harness import FakeTts, make_call
+    from voice.ivr.interpreter import FlowInterpreter
+    from voice.ivr.vtime import run_virtual
+
+    flow = flow_of(tmp_path, """
+        start: ask
+        settings: {timeout: 3, attempts: 1}
+        nodes:
+          ask:
+            menu:
+              prompt: Say billing.
+              options:
+                - {dtmf: "1", words: [billing], goto: billing}
+              on_failure: bye
+          billing:
+            hangup: Billing.
+          bye:
+            hangup: Nothing heard.
+        """)
+
+    class LongTalker:
+        """Starts talking 0.5 s in and finishes 6 s later: longer than the 3 s no-input time."""
+
+        async def listen(self, call: Any, *, options: Any = None, no_input_timeout: float = 5.0,
+                         **_: Any) -> SpeechResult:
+            await asyncio.sleep(0.5)
+            call.speech_in_progress = True
+            call.interrupt_playback("speech")
+            await asyncio.sleep(6.0)
+            call.speech_in_progress = False
+            return SpeechResult(status="match", text="billing", option="billing", confidence=0.9)
+
+    async def scenario() -> Any:
+        call, _media, _sig = make_call(realtime=1.0)
+        interp = FlowInterpreter(flow, call, tts=FakeTts(), speech=LongTalker(),
+                                 recordings_dir=tmp_path / "calls", prompts_dir=tmp_path / "prompts")
+        return await interp.run()
+
+    record = run_virtual(scenario())
+    assert [i["kind"] for i in record.inputs] == ["speech"]
+    assert record.nodes[-1] == "billing"

@@ -60,8 +60,11 @@ def test_uac_pcap_reference_call_completes_and_digit_reaches_the_flow(svc: Runni
              "the call's record in the log")
     record = next(r for r in call_records(svc) if r["caller"] == "sipp" and r["inputs"])
     assert record["flow"] == "main"
-    assert record["inputs"][0]["kind"] == "dtmf" and record["inputs"][0]["value"] == "1"
-    assert [p["node"] for p in record["path"]][:4] == ["welcome", "identify", "main_menu", "billing"]
+    # g711a.pcap is someone talking: the recognizer hears it at the menu (no match), then the key
+    dtmf = [i for i in record["inputs"] if i["kind"] == "dtmf"]
+    assert dtmf and dtmf[0]["value"] == "1" and dtmf[0]["node"] == "main_menu", record["inputs"]
+    nodes = [p["node"] for p in record["path"]]
+    assert nodes[:3] == ["welcome", "identify", "main_menu"] and "billing" in nodes
     assert record["ended"] == "caller_hangup"
     # [rtp] record = both: the call is in recordings/ as a stereo WAV (left caller, right us)
     wavs = sorted((svc.workdir / "recordings").glob("call-*.wav"))

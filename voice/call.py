@@ -121,6 +121,7 @@ class Call:
         self._playing = False
         self._dtmf_barge_in = False
         self.speech_barge_in = False  # read by the speech endpointer: may speech stop this prompt?
+        self.speech_in_progress = False  # set by the speech listener between start and end of speech
         self._digit_listeners: list[Callable[[str], None]] = []
         self.transcript: list[TranscriptSegment] = []
         self.interaction_id: str | None = None  # the call's record in the interaction history

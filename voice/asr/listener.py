@@ -116,6 +116,7 @@ class SpeechRecognizer:
             remove()
             ended.cancel()
             utt.cancel()
+            call.speech_in_progress = False
         return result
 
     async def _finish(self, call: Call, utt: _Utterance) -> SpeechResult:
@@ -201,6 +202,7 @@ class _Utterance:
                 self.outcome.set_result("noinput")
 
     def _started(self, ev: SpeechStarted) -> None:
+        self.call.speech_in_progress = True  # the flow must not time out on a caller mid-sentence
         if self.barge_in and self.call.speech_barge_in:
             self.call.interrupt_playback("speech")
         self.start = self.t0 + ev.at

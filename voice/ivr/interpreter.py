@@ -314,18 +314,31 @@ class FlowInterpreter:
             digit_task = asyncio.ensure_future(self.call.receive_digit(timeout))
             try:
                 waiting: set[asyncio.Future[Any]] = {digit_task}
+                speaking = False  # the no-input time ran out while the caller was mid-utterance
                 if listen is not None and not listen.done():
                     waiting.add(listen)
                 while True:
                     done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                     if digit_task in done:
                         digit = digit_task.result()
-                        return Turn("dtmf", digit=digit) if digit else Turn("noinput")
+                        if digit:
+                            return Turn("dtmf", digit=digit)
+                        if listen is None or listen.done() or not self.call.speech_in_progress:
+                            return Turn("noinput")
+                        # VoiceXML: no-input never fires while the caller is speaking; the
+                        # recognizer ends the utterance (end of speech or maximum length).
+                        waiting.discard(digit_task)
+                        digit_task = asyncio.ensure_future(self.call.receive_digit(None))
+                        waiting.add(digit_task)
+                        speaking = True
+                        continue
                     assert listen is not None
                     waiting.discard(listen)
                     result = listen.result()
                     if result.status in ("match", "nomatch"):
                         return self._speech_turn(result, n_segments, sensitive_var)
+                    if speaking:  # the no-input time is over and the utterance gave nothing
+                        return Turn("noinput")
                     if result.status == "error":
                         log.warning("call %s: speech recognition failed; keys only", self.call.info.call_id)
             finally:
