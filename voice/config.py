@@ -92,7 +92,7 @@ class AsrConfig:
     vosk_model: str | None = None
     workers: int = 2
     language: str = "en-us"
-    complete_timeout_ms: int = 800
+    complete_timeout_ms: int = 500
     incomplete_timeout_ms: int = 1500
     max_speech_ms: int = 15000
     min_confidence: float = 0.3
