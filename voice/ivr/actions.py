@@ -153,7 +153,7 @@ async def menu(it: FlowInterpreter, flow: Flow, node: Node) -> str | None:
                 chosen = next((o for o in live if heard.lower().strip() in o.words), None) or next(
                     (o for o in live if _matches(heard, o.words)), None)
             it.note_input("speech", turn.speech.text, "match" if chosen else "nomatch",
-                          confidence=round(turn.speech.confidence, 3))
+                          confidence=round(turn.speech.confidence, 3), speech_end=round(turn.speech.end, 3))
         if chosen is None:
             return "nomatch", None
         if args.get("into"):
