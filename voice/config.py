@@ -88,7 +88,7 @@ class IvrConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class AsrConfig:
-    engine: str = "auto"  # auto | vosk | pocketsphinx
+    engine: str = "auto"  # auto | vosk | pocketsphinx | none (keys only)
     vosk_model: str | None = None
     workers: int = 2
     language: str = "en-us"
@@ -236,7 +236,7 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
         "tts_voice": (str.strip, "tts_voice"),
     },
     "asr": {
-        "engine": (_choice("auto", "vosk", "pocketsphinx"), "engine"),
+        "engine": (_choice("auto", "vosk", "pocketsphinx", "none"), "engine"),
         "vosk_model": (str.strip, "vosk_model"),
         "workers": (_int_range(1, 64), "workers"),
         "language": (str.strip, "language"),

@@ -127,6 +127,9 @@ class Service:
         on keys alone: a broken speech setup must not keep the phones from being answered."""
         if self._run_flow is not None:
             return
+        if self.config.asr.engine == "none":
+            log.info("speech recognition is off ([asr] engine = none): flows take keys only")
+            return
         from voice.asr import SpeechRecognizer
 
         try:
