@@ -78,15 +78,20 @@ class Waiting:
 
 
 class QueueEngine:
-    def __init__(self, specs: Iterable[QueueSpec] = (), *, default_timeout: float = 300.0) -> None:
+    def __init__(self, specs: Iterable[QueueSpec] = (), *, default_timeout: float = 300.0,
+                 ring_timeout: float = 20.0, no_answer: str = "away") -> None:
         self.specs = {s.name: s for s in specs}
         self.default_timeout = default_timeout
+        self.ring_timeout = ring_timeout  # defaults for queues without their own spec ([queues])
+        self.no_answer_policy = no_answer
         self.agents: dict[str, AgentSlot] = {}
         self.calls: dict[str, Waiting] = {}  # waiting or being offered
 
     # ---- configuration -------------------------------------------------------------------
     def spec(self, queue: str) -> QueueSpec:
-        return self.specs.get(queue) or QueueSpec(name=queue, timeout=self.default_timeout)
+        return self.specs.get(queue) or QueueSpec(name=queue, timeout=self.default_timeout,
+                                                  ring_timeout=self.ring_timeout,
+                                                  no_answer=self.no_answer_policy)
 
     def upsert_agent(self, agent_id: str, *, name: str, sip_uri: str, skills: Iterable[str],
                      state: AgentState | str | None = None, since: float = 0.0) -> AgentSlot:

@@ -67,3 +67,18 @@ def test_voice_run_refuses_to_start_on_bad_config(tmp_path: Path) -> None:
         [sys.executable, "-m", "voice.cli", "run", "--config", str(tmp_path / "no.conf")],
         capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert missing.returncode == 2 and "file not found" in missing.stderr
+
+
+def test_queue_settings_reach_every_queue(tmp_path: Path) -> None:
+    from cti.queues import QueueEngine
+
+    path = tmp_path / "q.conf"
+    path.write_text("[queues]\ntimeout = 90\nring_timeout = 7\nno_answer = available\n")
+    queues = load_config(path).queues
+    engine = QueueEngine(default_timeout=queues.timeout, ring_timeout=queues.ring_timeout,
+                         no_answer=queues.no_answer)
+    spec = engine.spec("support")
+    assert (spec.timeout, spec.ring_timeout, spec.no_answer) == (90.0, 7.0, "available")
+    path.write_text("[queues]\nno_answer = voicemail\n")
+    with pytest.raises(ConfigError, match=r"\[queues\] no_answer: expected one of away, available"):
+        load_config(path)

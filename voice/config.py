@@ -105,6 +105,13 @@ class CtiConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class QueuesConfig:
+    timeout: float = 300.0  # seconds a caller waits before the transfer's on_failure (overflow)
+    ring_timeout: float = 20.0  # seconds an agent's phone rings before the next agent is tried
+    no_answer: str = "away"  # what an agent who let it ring becomes: away | available
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     source: str = "<defaults>"
     sip: SipConfig = SipConfig()
@@ -115,6 +122,7 @@ class Config:
     ivr: IvrConfig = IvrConfig()
     asr: AsrConfig = AsrConfig()
     cti: CtiConfig = CtiConfig()
+    queues: QueuesConfig = QueuesConfig()
     log_level: str = "info"
 
 
@@ -249,6 +257,11 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
         "default_country": (lambda s: s.strip().upper(), "default_country"),
         "recent_interactions": (_int_range(0, 1000), "recent_interactions"),
     },
+    "queues": {
+        "timeout": (lambda s: float(_int_range(5, 86400)(s)), "timeout"),
+        "ring_timeout": (lambda s: float(_int_range(5, 300)(s)), "ring_timeout"),
+        "no_answer": (_choice("away", "available"), "no_answer"),
+    },
     "log": {"level": (_choice("debug", "info", "warning", "error"), "level")},
 }
 
@@ -314,5 +327,6 @@ def load_config(path: str | Path | None) -> Config:
         ivr=build("ivr", IvrConfig),
         asr=asr,
         cti=build("cti", CtiConfig),
+        queues=build("queues", QueuesConfig),
         log_level=values.get("log", {}).get("level", "info"),
     )

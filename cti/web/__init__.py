@@ -23,7 +23,7 @@ from cti.agents import AGENT_ID, AgentExists, AgentNotFound, AgentStore
 from cti.events import make_bus
 from cti.http import DATABASE_KEY, PREFIX, STORE_KEY, json_response, read_json
 from cti.live import LiveCalls
-from cti.queues import AgentState
+from cti.queues import AgentState, QueueEngine
 from cti.routing import AgentDesk
 from cti.validation import ApiError, check_text, invalid, require_object
 from cti.web import admin, agent
@@ -132,9 +132,12 @@ def setup(app: web.Application, config: Config, *, schema: str | None = None) ->
 
     async def desk_ctx(app: web.Application) -> AsyncIterator[None]:
         # Runs after the database context: the store exists and is migrated.
+        queues = config.queues
+        engine = QueueEngine(default_timeout=queues.timeout, ring_timeout=queues.ring_timeout,
+                             no_answer=queues.no_answer)
         desk = AgentDesk(store=app[STORE_KEY], agents=AgentStore(app[DATABASE_KEY]),
                          bus=make_bus(config.database.url, schema=schema), live=LiveCalls(),
-                         recent=config.cti.recent_interactions)
+                         engine=engine, recent=config.cti.recent_interactions)
         await desk.start()
         app[DESK_KEY] = desk
         try:
