@@ -71,10 +71,6 @@ class MiniService:
                                   run_flow=self.flow)
             self.handlers.append(handler)
             handler.start()
-        else:
-            app = getattr(getattr(event, "call", None), "app", None)
-            if isinstance(app, CallHandler):
-                app.on_event(event)
 
 
 @pytest.fixture

@@ -45,23 +45,6 @@ class Dialing(Protocol):
     pool: RtpPortPool
 
 
-def _install_hook(endpoint: SipEndpoint) -> None:
-    """Route events of outbound calls to their AgentLeg; everything else to the service as before."""
-    if getattr(endpoint, "_dialer_hooked", False):
-        return
-    original = endpoint.on_event
-
-    def on_event(event: ev.Event) -> None:
-        call = getattr(event, "call", None)
-        if isinstance(call, OutboundCall) and isinstance(call.app, AgentLeg):
-            call.app.on_event(event)
-        else:
-            original(event)
-
-    endpoint.on_event = on_event
-    endpoint._dialer_hooked = True  # type: ignore[attr-defined]
-
-
 class AgentLeg:
     """One outbound call with its RTP session: `await leg.dial(timeout)`, then `leg.rtp` carries media."""
 
@@ -91,7 +74,6 @@ class AgentLeg:
         loop = asyncio.get_running_loop()
         self._outcome: asyncio.Future[bool] = loop.create_future()  # answered?
         self._ended: asyncio.Future[str] = loop.create_future()
-        _install_hook(endpoint)
 
     @property
     def answered(self) -> bool:

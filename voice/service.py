@@ -209,13 +209,11 @@ class Service:
                                   record=self.config.rtp.record, recordings=self.config.ivr.recordings,
                                   answer_delay=self.config.sip.answer_delay_ms / 1000,
                                   own_user=self.core.identity.user if self.core else "")
-            self.calls[sip.call_id + sip.dialog.local_tag] = handler
             handler.start()
-            if handler.task is not None:
+            if handler.task is not None:  # None: refused at once (488)
                 key = sip.call_id + sip.dialog.local_tag
+                self.calls[key] = handler
                 handler.task.add_done_callback(lambda _t: self.calls.pop(key, None))
-            else:
-                self.calls.pop(sip.call_id + sip.dialog.local_tag, None)
         elif isinstance(event, ev.RegistrationChanged):
             if event.registered:
                 log.info("registered to %s for %ds", event.registration.registrar, event.expires)
@@ -223,10 +221,6 @@ class Service:
                 log.info("unregistered from %s", event.registration.registrar)
             else:
                 log.warning("registration to %s failed (%s)", event.registration.registrar, event.status)
-        else:
-            app = getattr(getattr(event, "call", None), "app", None)
-            if app is not None and hasattr(app, "on_event"):
-                app.on_event(event)  # a CallHandler (inbound) or an AgentLeg (outbound)
 
 
 def setup_logging(level: str) -> None:

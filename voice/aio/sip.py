@@ -29,7 +29,7 @@ UDP_DRAIN = 64  # datagrams read per readiness event (asyncio itself reads one)
 
 
 class SipEndpoint:
-    """Runs a SipCore on the event loop; `on_event` gets every core event."""
+    """Runs a SipCore on the event loop; events of a call go to `call.app.on_event`, others to `on_event`."""
 
     def __init__(self, core: SipCore, on_event: Callable[[Event], None]) -> None:
         self.core = core
@@ -90,12 +90,16 @@ class SipEndpoint:
         for data, peer in self.core.outgoing():
             self._transmit(data, peer)
         for event in self.core.events():
+            # A call's events go to the object attached to it (`call.app`: the inbound CallHandler or
+            # an agent leg); the rest (new calls, registration) to `on_event`.
+            app = getattr(getattr(event, "call", None), "app", None)
+            handler = getattr(app, "on_event", None) or self.on_event
             try:
-                self.on_event(event)
+                handler(event)
             except Exception:
                 log.exception("handler failed on %s", type(event).__name__)
         # handlers may have produced more output (answers, BYEs)
-        if self.core._out or self.core._events:
+        if self.core.has_pending():
             self.flush()
             return
         self._arm()

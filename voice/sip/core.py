@@ -117,6 +117,10 @@ class SipCore:
         out, self._events = self._events, []
         return out
 
+    def has_pending(self) -> bool:
+        """Output or events queued since the last outgoing()/events()."""
+        return bool(self._out or self._events)
+
     def get_timer(self) -> float | None:
         return self.timers.next_deadline()
 
@@ -314,7 +318,7 @@ class SipCore:
                                     contact=self.identity.contact(source.transport),
                                     user_agent=self.identity.user_agent)
         call = InboundCall(self, request, tx, dialog, source)
-        tx.on_ack_timeout = lambda _tx: None
+        tx.owner = call
         self.calls[(request.call_id, local_tag)] = call
         # A call the application never answers or rejects must not ring forever (a PBX's no-answer
         # timeout): after RING_TIMEOUT it gets 480 and its state goes away.
@@ -336,18 +340,12 @@ class SipCore:
         if not isinstance(invite_tx, InviteServerTransaction):
             self.respond(tx, 481, "Call/Transaction Does Not Exist", now=now)
             return
-        call = self._call_for_tx(invite_tx)
+        call = invite_tx.owner if isinstance(invite_tx.owner, InboundCall) else None
         self.respond(tx, 200, now=now, to_tag=call.dialog.local_tag if call else None)
         if call is not None:
             call.cancelled(now)
         elif not invite_tx.final_sent:
             self.respond(invite_tx, 487, "Request Terminated", now=now)
-
-    def _call_for_tx(self, tx: InviteServerTransaction) -> InboundCall | None:
-        for call in self.calls.values():
-            if isinstance(call, InboundCall) and call.invite_tx is tx:
-                return call
-        return None
 
     def _receive_ack(self, request: Request, now: float) -> None:
         """An ACK matching no transaction acknowledges a 2xx (13.3.1.4): give it to its call."""

@@ -95,7 +95,7 @@ class Registration:
                                             username=self.username, password=self._password,
                                             nc=self._auth_tries)
                 name = "Authorization" if status == 401 else "Proxy-Authorization"
-                self._send(self._clock(), expires, (name, credentials))
+                self._send(self.core.now, expires, (name, credentials))
                 return
         self._auth_tries = 0
         if 200 <= status < 300:
@@ -111,13 +111,10 @@ class Registration:
         self.core.emit(ev.RegistrationChanged(registration=self, registered=self.registered,
                                               status=status, expires=self.granted))
 
-    def _clock(self) -> float:
-        return self.core.now  # the time of the receive() or handle_timer() that got us here
-
     def _schedule(self, delay: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self.core.timers.schedule(self._clock() + delay,
+        self._timer = self.core.timers.schedule(self.core.now + delay,
                                                 lambda t: self._send(t, self.expires), "register")
 
     def _granted(self, response: Response, asked: int) -> int:

@@ -162,7 +162,7 @@ class ServerTransaction(Transaction):
 class InviteServerTransaction(ServerTransaction):
     """17.2.1 with the RFC 6026 Accepted state."""
 
-    on_ack_timeout: Callable[[InviteServerTransaction], None] | None = None
+    owner: object = None  # the call this INVITE created (found again by its CANCEL)
 
     def __init__(self, request: Request, key: TxKey, peer: Address, timers: TimerHeap, send: Send,
                  values: TimerValues, on_terminated: Callable[[Transaction], None]) -> None:
@@ -208,9 +208,7 @@ class InviteServerTransaction(ServerTransaction):
         self._start_timer("G", interval, now, fire)
 
     def _timer_h(self, now: float) -> None:
-        # 17.2.1: no ACK arrived for our final response.
-        if self.on_ack_timeout is not None:
-            self.on_ack_timeout(self)
+        # 17.2.1: no ACK arrived for our final response; the call already ended when it was sent.
         self._terminate(now)
 
 
