@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voice.aio.rtp import RtpPortPool, RtpSession
 from voice.aio.sip import SipEndpoint
@@ -23,6 +23,9 @@ from voice.sip import events as ev
 from voice.sip.message import SipUri
 from voice.sip.sdp import NegotiatedMedia, SdpError, SessionDescription, build_answer, negotiate
 from voice.sip.session import CallState, InboundCall
+
+if TYPE_CHECKING:
+    from cti.history import CallHistory
 
 log = logging.getLogger("voice.calls")
 
@@ -85,7 +88,7 @@ class CallHandler:
     """One inbound call from INVITE to cleanup."""
 
     def __init__(self, sip: InboundCall, *, endpoint: SipEndpoint, pool: RtpPortPool, media_host: str,
-                 run_flow: FlowRunner, history: object | None = None, record: str = "no",
+                 run_flow: FlowRunner, history: CallHistory | None = None, record: str = "no",
                  recordings: Path | None = None, answer_delay: float = 0.0, own_user: str = "") -> None:
         self.sip = sip
         self.endpoint = endpoint
@@ -244,7 +247,7 @@ class CallHandler:
             return
         info = self.call.info
         try:
-            self.interaction_id = await self.history.call_started(  # type: ignore[attr-defined]
+            self.interaction_id = await self.history.call_started(
                 call_id=info.call_id, caller=info.caller, caller_name=info.caller_name,
                 dialled=info.dialled, started_at=datetime.fromtimestamp(info.started_at, UTC))
             self.call.interaction_id = self.interaction_id
@@ -257,7 +260,7 @@ class CallHandler:
         call = self.call
         recording = self.rtp.stop_recording() if self.rtp is not None else None
         try:
-            await self.history.call_finished(  # type: ignore[attr-defined]
+            await self.history.call_finished(
                 self.interaction_id, ended_at=datetime.now(UTC), ended=call.end_cause or "unknown",
                 ivr=ivr, recording=str(recording) if recording else None,
                 transcript=[asdict(s) for s in call.transcript])

@@ -65,8 +65,8 @@ class DialogCall:
         return self._sdp_version
 
     def _ok(self, tx: ServerTransaction, sdp: bytes, now: float) -> Response:
-        headers = [("Contact", self.dialog.contact), *self.core.capabilities()[:1],
-                   ("Supported", "replaces, norefersub")]
+        headers = [("Contact", self.dialog.contact),
+                   *((k, v) for k, v in self.core.capabilities() if k in ("Allow", "Supported"))]
         headers += self._dialog_creating_headers(tx)
         return self.core.respond(tx, 200, "OK", now=now, to_tag=self.dialog.local_tag, headers=headers,
                                  body=sdp, content_type="application/sdp" if sdp else None)
