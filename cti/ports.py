@@ -1,0 +1,104 @@
+"""What the contact-center side needs from call control, declared here so cti imports nothing
+from voice. The call-control package (voice/callcontrol) implements these structurally.
+
+- `CallView`: a live call as the desk sees it (who is calling, what the IVR learned, play audio
+  to the caller while waiting, wait for the end). Its awaits never raise when the caller hangs
+  up: `play` returns False and `wait_ended` returns the cause.
+- `AgentConnector`: ring an agent's URI for a call and, once answered, bridge the two; the
+  returned `AgentConnection` says how the attempt went and, when answered, when and how the
+  conversation ended. Cancelling `connect` while the agent's phone rings CANCELs the INVITE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class CallerInfo(Protocol):
+    @property
+    def call_id(self) -> str: ...
+    @property
+    def caller(self) -> str: ...
+    @property
+    def caller_name(self) -> str | None: ...
+    @property
+    def dialled(self) -> str: ...
+
+
+class CallView(Protocol):
+    """A live call, as the desk (queues, screen pops) sees it."""
+
+    @property
+    def info(self) -> CallerInfo: ...
+
+    @property
+    def key(self) -> str:
+        """The call's unique id on this service (dialog + node); `info.call_id` is the SIP Call-ID."""
+
+    @property
+    def interaction_id(self) -> str | None: ...
+
+    @property
+    def customer_id(self) -> str | None:
+        """The customer the IVR identified (None until then)."""
+
+    @property
+    def identified_by(self) -> str | None:
+        """How the customer was identified: "caller_id", "account", "email", ... (None until then)."""
+
+    @property
+    def transcript(self) -> Sequence[Any]:
+        """Transcript segments so far (dataclasses with start, end, speaker, kind, text, ...)."""
+
+    @property
+    def ended(self) -> bool: ...
+
+    async def play(self, pcm: np.ndarray, *, dtmf_barge_in: bool = False) -> bool:
+        """Play 8 kHz int16 audio to the caller; True when played to the end, False when stopped
+        (stop_playback, barge-in) or when the call ended. Never raises for a hang-up."""
+
+    def stop_playback(self) -> None: ...
+
+    async def wait_ended(self) -> str:
+        """Until the call is over; returns its cause."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConversationEnd:
+    """How a bridged conversation between caller and agent ended."""
+
+    hangup_by: str  # "agent" | "caller" | "shutdown"
+    talk_seconds: float
+    recording: str | None = None
+
+
+class AgentConnection(Protocol):
+    """One attempt to reach an agent for a call."""
+
+    @property
+    def answered(self) -> bool: ...
+
+    @property
+    def status(self) -> int | None:
+        """Final SIP status of the attempt (200, 486, 408 for no answer, 487...)."""
+
+    @property
+    def reason(self) -> str: ...
+
+    async def wait_finished(self) -> ConversationEnd:
+        """When answered: until the bridged conversation is over (either side hung up)."""
+
+    def hangup(self) -> None:
+        """End the agent's side now (CANCEL while ringing, BYE once answered); idempotent."""
+
+
+class AgentConnector(Protocol):
+    """Rings agents' phones (SIP URIs, later browser legs) and bridges them to callers."""
+
+    async def connect(self, call: CallView, agent_uri: str, *, timeout: float) -> AgentConnection:
+        """Ring `agent_uri` for up to `timeout` s; returns once answered and bridged, or failed
+        (busy, rejected, no answer, caller gone). Cancelled: the ringing INVITE is CANCELled."""
