@@ -33,8 +33,8 @@ from voice.asr.listener import SpeechRecognizer
 from voice.asr.matching import match_option, normalize
 from voice.asr.pool import RecognizerPool
 from voice.asr.testaudio import FLITE_VOICES, render_phrase
-from voice.call import Call, CallInfo
-from voice.testing import FakeMedia, FakeSignalling
+from voice.callcontrol.call import Call, CallInfo
+from voice.callcontrol.fake import FakeMedia, FakeSignalling
 
 MENU = ["billing", "technical support", "agent", "one two three four", "sales", "cancel my account"]
 OOG = ["the weather is nice today", "good morning", "operator", "i want to pay my bill", "no", "what"]
@@ -196,7 +196,7 @@ async def run_stage(
             if (k + 1) * 160 <= len(script):
                 media.speak(script[k * 160 : (k + 1) * 160])
     for call, _, _ in calls:
-        call.mark_ended("bench over")
+        call.signalling.remote_hangup("bench over")
     await asyncio.gather(*tasks, return_exceptions=True)
     return latencies, lateness, correct, total
 

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/screenpop.py [--db sqlite|postgres|both] [--agents 200] [--rate 20]
         [--seconds 15] [--hold 2.0]
 
-Drives the real path of a queued call except the SIP leg: every call is a voice.call.Call whose
+Drives the real path of a queued call except the SIP leg: every call is a voice.callcontrol.call.Call whose
 interaction is written as the service writes it; it enters `AgentDesk.route_to_queue("support")`,
 which picks the longest-idle agent, reserves them in the database, publishes the state change,
 runs the CTI lookup, builds and publishes the screen pop, and then calls `dial_agent` (here: a
@@ -48,9 +48,9 @@ from cti.http import build_api  # noqa: E402
 from cti.routing import AgentDesk  # noqa: E402
 from cti.store import NewInteraction  # noqa: E402
 from cti.web import DESK_KEY  # noqa: E402
-from voice.call import Call, CallInfo  # noqa: E402
+from voice.callcontrol.call import Call, CallInfo  # noqa: E402
 from voice.config import Config, CtiConfig, DatabaseConfig, HostPort, HttpConfig  # noqa: E402
-from voice.testing import FakeMedia, FakeSignalling  # noqa: E402
+from voice.callcontrol.fake import FakeMedia, FakeSignalling  # noqa: E402
 
 PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"

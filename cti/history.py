@@ -13,7 +13,7 @@ from typing import Any
 from cti.identity import IdentityError, normalize_phone
 from cti.store import CustomerStore, NewInteraction, Segment
 
-MASK = "***"
+MASK = "****"  # the one mask, as voice.ivr.templates.MASK
 
 
 def mask_ivr(ivr: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -53,39 +53,56 @@ class CallHistory:
     """What the SIP service calls as calls start and end."""
 
     def __init__(self, store: CustomerStore, *, node: str = "") -> None:
-        """`node` names this service instance when several share one PostgreSQL database, so that
-        a restarting node marks only its own unfinished calls interrupted, not its peers' live ones."""
+        """`node` names this service instance when several share one database, so that a starting
+        node marks only its own unfinished calls interrupted, not its peers' live ones."""
         self.store = store
+        self.node = node
         self.key_prefix = f"call:{node}:" if node else "call:"
 
-    async def call_started(self, *, call_id: str, caller: str, caller_name: str | None, dialled: str,
-                           started_at: datetime) -> str:
+    async def call_started(self, *, key: str, call_id: str, caller: str, caller_name: str | None,
+                           dialled: str, started_at: datetime, node: str | None = None,
+                           customer_id: str | None = None) -> str:
         """Create the inbound voice interaction (status in_progress); returns its id.
 
-        The caller's number finds (or creates) the customer; a withheld or non-numeric caller ID
-        gives an interaction without a customer. Keyed on the Call-ID, so a retransmitted INVITE
-        handled twice still makes one record.
+        `key` is the call's unique id on its node (Call-ID and both dialog tags): a Call-ID reused
+        by another caller is another record. The interaction goes to the customer who owns the
+        calling number when there is one; an unknown number makes no customer (the IVR may still
+        identify the caller, see `call_identified`), the number and Call-ID stay in its metadata.
         """
         identities: list[tuple[str, str]] = []
+        phone: str | None = None
         try:
-            identities.append(("phone", normalize_phone(caller, self.store.default_country)))
+            phone = normalize_phone(caller, self.store.default_country)
         except IdentityError:
             pass
+        if customer_id is None and phone is not None and await self.store.find_customer_id("phone", phone):
+            identities.append(("phone", phone))
+        metadata: dict[str, Any] = {"caller": caller, "caller_name": caller_name, "dialled": dialled,
+                                    "caller_phone": phone, "node": node or self.node}
+        if identities:
+            metadata["identified_by"] = "caller_id"
         result = await self.store.ingest(NewInteraction(
             channel="voice", direction="inbound", started_at=started_at, identities=identities,
-            name=caller_name or None, status="in_progress", subject=f"Call to {dialled}",
-            metadata={"caller": caller, "caller_name": caller_name, "dialled": dialled},
-            call_id=call_id, idempotency_key=f"{self.key_prefix}{call_id}",
+            name=None, status="in_progress", subject=f"Call to {dialled}", metadata=metadata,
+            call_id=call_id, idempotency_key=f"call:{key}",  # key: "<node>:<Call-ID>;<tags>"
         ))
+        if customer_id is not None:
+            await self.store.attach_interaction(result.interaction_id, customer_id)
         return result.interaction_id
+
+    async def call_identified(self, interaction_id: str, *, customer_id: str, by: str) -> None:
+        """The IVR identified the caller: the interaction is that customer's from now on."""
+        await self.store.attach_interaction(interaction_id, customer_id, {"identified_by": by})
 
     async def call_finished(self, interaction_id: str, *, ended_at: datetime, ended: str,
                             ivr: dict[str, Any] | None, recording: str | None,
-                            transcript: list[dict[str, Any]]) -> None:
-        """Complete the interaction: how it ended, the IVR record, the recording, the transcript."""
+                            transcript: list[dict[str, Any]], details: dict[str, Any] | None = None) -> None:
+        """Complete the interaction: how it ended, the IVR record, the recording, the transcript,
+        and what call control adds (queue transfers: agent, wait and talk time)."""
         await self.store.finish_interaction(
             interaction_id, ended_at=ended_at, status="completed", disposition=ended,
             ivr=mask_ivr(ivr), recording=recording, transcript=[segment_from_dict(d) for d in transcript],
+            metadata=details or None,
         )
 
     async def mark_interrupted(self) -> int:

@@ -12,7 +12,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -23,6 +23,9 @@ from cti.openapi import openapi_document
 from cti.store import CustomerStore, IdentityConflict, NotFound, decode_cursor
 from cti.validation import ApiError, invalid, parse_customer, parse_ingest
 from voice.config import Config
+
+if TYPE_CHECKING:
+    from cti.ports import AgentConnector
 
 log = logging.getLogger(__name__)
 
@@ -227,8 +230,10 @@ async def openapi(request: web.Request) -> web.Response:
     return json_response(openapi_document(_store(request).channels))
 
 
-def build_api(config: Config, *, schema: str | None = None) -> web.Application:
-    """The HTTP API as a complete application; `schema` (PostgreSQL) is for test isolation."""
+def build_api(config: Config, *, schema: str | None = None,
+              connector: AgentConnector | None = None) -> web.Application:
+    """The HTTP API as a complete application; `schema` (PostgreSQL) is for test isolation;
+    `connector` (call control) rings agents for the desk's queues."""
     app = web.Application(
         client_max_size=config.http.max_body,
         middlewares=[error_middleware, auth_middleware(config.http.api_keys)],
@@ -260,5 +265,5 @@ def build_api(config: Config, *, schema: str | None = None) -> web.Application:
     r.add_get(f"{PREFIX}/openapi.json", openapi)
     from cti.web import setup as setup_agent_side  # imported here: cti.web imports this module
 
-    setup_agent_side(app, config, schema=schema)
+    setup_agent_side(app, config, schema=schema, connector=connector)
     return app

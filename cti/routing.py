@@ -29,7 +29,7 @@ from cti.live import LiveCalls
 from cti.lookup import lookup
 from cti.queues import AgentSlot, AgentState, QueueEngine
 from cti.store import CustomerStore
-from voice.call import CallEnded
+from voice.callcontrol.call import CallEnded
 
 log = logging.getLogger("cti.routing")
 

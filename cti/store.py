@@ -234,9 +234,15 @@ class CustomerStore:
 
     async def finish_interaction(self, interaction_id: str, *, ended_at: datetime, status: str,
                                  disposition: str | None, ivr: dict[str, Any] | None,
-                                 recording: str | None, transcript: Sequence[Segment]) -> None:
+                                 recording: str | None, transcript: Sequence[Segment],
+                                 metadata: dict[str, Any] | None = None) -> None:
         await self.db.run_write(writes.finish, interaction_id, ended_at, status, disposition, ivr, recording,
-                                list(transcript))
+                                list(transcript), metadata)
+
+    async def attach_interaction(self, interaction_id: str, customer_id: str,
+                                 metadata: dict[str, Any] | None = None) -> None:
+        """Give the interaction to `customer_id` (NotFound when either does not exist)."""
+        await self.db.run_write(writes.attach_interaction, interaction_id, customer_id, metadata or {})
 
     async def mark_interrupted(self, channel: str = "voice", key_prefix: str | None = None) -> int:
         """In-progress interactions of `channel` (whose idempotency key starts with `key_prefix`,

@@ -199,14 +199,36 @@ def by_idempotency_key(conn: Connection, key: str) -> IngestResult | None:
 
 
 def finish(conn: Connection, interaction_id: str, ended_at: datetime, status: str, disposition: str | None,
-           ivr: dict[str, Any] | None, recording: str | None, transcript: Sequence[Segment]) -> None:
-    result = conn.execute(update(INTERACTIONS).where(INTERACTIONS.c.id == interaction_id).values(
-        ended_at=ended_at, status=status, disposition=disposition, ivr=ivr, recording=recording))
+           ivr: dict[str, Any] | None, recording: str | None, transcript: Sequence[Segment],
+           metadata: dict[str, Any] | None = None) -> None:
+    values: dict[str, Any] = {"ended_at": ended_at, "status": status, "disposition": disposition, "ivr": ivr,
+                              "recording": recording}
+    if metadata:
+        meta = conn.execute(select(INTERACTIONS.c.metadata)
+                            .where(INTERACTIONS.c.id == interaction_id)).scalar()
+        values["metadata"] = {**(meta or {}), **metadata}
+    result = conn.execute(update(INTERACTIONS).where(INTERACTIONS.c.id == interaction_id).values(**values))
     if result.rowcount == 0:
         raise NotFound(interaction_id)
     last = conn.execute(select(func.max(SEGMENTS.c.seq)).where(SEGMENTS.c.interaction_id == interaction_id)
                         ).scalar()
     add_segments(conn, interaction_id, transcript, 0 if last is None else last + 1)
+
+
+def attach_interaction(conn: Connection, interaction_id: str, customer_id: str,
+                       metadata: dict[str, Any]) -> None:
+    """The interaction belongs to `customer_id` (e.g. the customer a call's IVR identified)."""
+    if not _customer_exists_for_update(conn, customer_id):
+        raise NotFound(customer_id)
+    meta = conn.execute(select(INTERACTIONS.c.metadata).where(INTERACTIONS.c.id == interaction_id)).first()
+    if meta is None:
+        raise NotFound(interaction_id)
+    conn.execute(update(INTERACTIONS).where(INTERACTIONS.c.id == interaction_id).values(
+        customer_id=customer_id, metadata={**(meta[0] or {}), **metadata}))
+
+
+def _customer_exists_for_update(conn: Connection, customer_id: str) -> bool:
+    return conn.execute(select(CUSTOMERS.c.id).where(CUSTOMERS.c.id == customer_id)).first() is not None
 
 
 def mark_interrupted(conn: Connection, channel: str, key_prefix: str | None) -> int:

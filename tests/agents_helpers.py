@@ -15,8 +15,8 @@ from cti.http import build_api
 from cti.routing import AgentDesk
 from cti.web import DESK_KEY
 from tests.cti.conftest import API_KEY, Target, make_config
-from voice.call import Call, CallInfo, TranscriptSegment
-from voice.testing import FakeMedia, FakeSignalling
+from voice.callcontrol.call import Call, CallInfo, TranscriptSegment
+from voice.callcontrol.fake import FakeMedia, FakeSignalling
 
 BEARER = {"Authorization": f"Bearer {API_KEY}"}
 PASSWORD = "correct horse battery"

@@ -179,7 +179,7 @@ async def test_callers_wait_in_line_hear_their_position_and_are_forgotten_when_t
         while heard["second"] != [2]:
             await asyncio.sleep(0.01)
         assert heard["first"] == [1] and desk.engine.lengths()["sales"] == 2
-        first.mark_ended("caller_hangup")
+        first.signalling.remote_hangup("caller_hangup")
         gone = await asyncio.wait_for(t1, 5)
         assert not gone.ok and gone.reason == "abandoned"
         while heard["second"] != [2, 1]:

@@ -19,8 +19,8 @@ from voice.asr.engine import EngineSpec
 from voice.asr.listener import SpeechRecognizer
 from voice.asr.pool import RecognizerPool
 from voice.asr.testaudio import FLITE_VOICES, render_phrase, silence, speech_onset, white_noise
-from voice.call import Call, CallEnded, CallInfo
-from voice.testing import FakeMedia, FakeSignalling
+from voice.callcontrol.call import Call, CallEnded, CallInfo
+from voice.callcontrol.fake import FakeMedia, FakeSignalling
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -191,7 +191,7 @@ async def test_hangup_while_listening_raises_call_ended(ps: SpeechRecognizer, en
     task = asyncio.create_task(ps.listen(call, options=MENU))
     await asyncio.sleep(0)
     media.speak(english["slt", "billing"][: 8000 * 1])  # mid-utterance
-    call.mark_ended("bye")
+    call.signalling.remote_hangup("bye")
     with pytest.raises(CallEnded):
         await asyncio.wait_for(task, 5)
 

@@ -1,4 +1,4 @@
-"""voice.bridge on loopback: two RtpSessions bridged, each talking to a plain UDP peer.
+"""voice.callcontrol.bridge on loopback: two RtpSessions bridged, each talking to a plain UDP peer.
 
 The caller side speaks PCMA, the agent side PCMU: audio must cross both ways (converted through
 16-bit PCM), digits cross as RFC 4733, and a stereo recording holds each side on its channel.
@@ -19,7 +19,7 @@ from tests.peers.pcap import PCMA, PCMU, RtpStreamBuilder
 from tests.peers.rtp import RtpEndpoint, heard_audio
 from voice.aio.rtp import RtpPortPool, RtpSession
 from voice.audio import tone
-from voice.bridge import Bridge, Leg
+from voice.callcontrol.bridge import Bridge, BridgeSide
 
 HOST = "127.0.0.1"
 RTP_SPAN = (51000, 52999)
@@ -46,7 +46,7 @@ async def test_audio_both_ways_with_codec_conversion_dtmf_and_stereo_recording(t
     with RtpEndpoint(free_port(RTP_SPAN, tcp=False, count=2)) as caller, \
             RtpEndpoint(free_port(RTP_SPAN, tcp=False, count=2)) as agent:
         a, b = await legs(pool, caller, agent)
-        bridge = Bridge(Leg.of_session(a, "caller"), Leg.of_session(b, "agent"))
+        bridge = Bridge(BridgeSide.of_session(a, "caller"), BridgeSide.of_session(b, "agent"))
         wav = tmp_path / "bridge.wav"
         bridge.start(record=wav)
         # caller: 1 kHz in PCMA then digit 5; agent: 400 Hz in PCMU
@@ -88,7 +88,7 @@ async def test_stop_detaches_and_feed_queue_stays_bounded() -> None:
     with RtpEndpoint(free_port(RTP_SPAN, tcp=False, count=2)) as caller, \
             RtpEndpoint(free_port(RTP_SPAN, tcp=False, count=2)) as agent:
         a, b = await legs(pool, caller, agent)
-        bridge = Bridge(Leg.of_session(a, "caller"), Leg.of_session(b, "agent"))
+        bridge = Bridge(BridgeSide.of_session(a, "caller"), BridgeSide.of_session(b, "agent"))
         bridge.start()
         # a burst of 50 frames at once: the agent leg keeps at most a few queued (bounded delay)
         burst = RtpStreamBuilder(codec=PCMA, ssrc=0x3333).audio(tone(1000, 1000, 0.3))

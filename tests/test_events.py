@@ -139,6 +139,6 @@ async def test_two_nodes_never_give_one_agent_two_calls(pg_schema: str) -> None:
         winner = next(iter(done)).result()
         assert winner.ok and winner.agent_id == "ann" and len(dialled) == 1
         (loser_task,) = pending
-        tasks[loser_task].mark_ended("caller_hangup")  # the other caller gives up waiting
+        tasks[loser_task].signalling.remote_hangup("caller_hangup")  # the other caller gives up waiting
         loser = await asyncio.wait_for(loser_task, 5)
         assert loser.reason == "abandoned" and len(dialled) == 1

@@ -140,8 +140,8 @@ async def test_the_position_announcer_speaks_the_place_and_stops_when_cancelled(
     import numpy as np
 
     from cti.routing import position_announcer
-    from voice.call import Call, CallInfo
-    from voice.testing import FakeMedia, FakeSignalling
+    from voice.callcontrol.call import Call, CallInfo
+    from voice.callcontrol.fake import FakeMedia, FakeSignalling
 
     class Tts:
         def __init__(self) -> None:
@@ -163,7 +163,7 @@ async def test_the_position_announcer_speaks_the_place_and_stops_when_cancelled(
     for _ in range(3):
         await asyncio.sleep(0)  # the media's play() sees its stop
     assert task.cancelled() and media._stop is None
-    call.mark_ended("caller_hangup")
+    call.signalling.remote_hangup("caller_hangup")
     await position_announcer(tts)(call, 1)  # a caller who left is no error
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import configparser
 import ipaddress
 import re
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ class SipConfig:
     max_calls: int = 1000
     t1_ms: int = 500
     answer_delay_ms: int = 0
+    drain_timeout: int = 30  # seconds calls in progress may go on after SIGTERM
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,9 +113,28 @@ class QueuesConfig:
     no_answer: str = "away"  # what an agent who let it ring becomes: away | available
 
 
+def default_node_id() -> str:
+    """The host name, cut to what a node id may hold."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:64]
+    return name or "node"
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeConfig:
+    id: str = field(default_factory=default_node_id)
+
+
+def _node_id(text: str) -> str:
+    t = text.strip()
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", t):
+        raise ValueError(f"expected 1-64 letters, digits, '.', '_' or '-', found {t!r}")
+    return t
+
+
 @dataclass(frozen=True, kw_only=True)
 class Config:
     source: str = "<defaults>"
+    node: NodeConfig = field(default_factory=NodeConfig)
     sip: SipConfig = SipConfig()
     register: RegisterConfig | None = None
     rtp: RtpConfig = RtpConfig()
@@ -216,7 +237,9 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
         "max_calls": (_int_range(1, 100000), "max_calls"),
         "t1_ms": (_int_range(10, 5000), "t1_ms"),
         "answer_delay_ms": (_int_range(0, 60000), "answer_delay_ms"),
+        "drain_timeout": (_int_range(0, 86400), "drain_timeout"),
     },
+    "node": {"id": (_node_id, "id")},
     "register": {
         "registrar": (str.strip, "registrar"),
         "username": (str.strip, "username"),
@@ -319,6 +342,7 @@ def load_config(path: str | Path | None) -> Config:
         raise ConfigError(f"{source}: [asr] min_confidence: expected 0.0-1.0, found {asr.min_confidence}")
     return Config(
         source=source,
+        node=build("node", NodeConfig),
         sip=build("sip", SipConfig),
         register=register,
         rtp=build("rtp", RtpConfig),

@@ -4,48 +4,67 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import logging
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from voice.aio.rtp import RtpPortPool
 from voice.aio.sip import SipEndpoint
-from voice.call import Call
-from voice.calls import CallHandler, FlowRunner, local_address_for
+from voice.callcontrol import (
+    AnswerSettings,
+    Call,
+    CallRecorder,
+    CallTransferred,
+    DeskCall,
+    Lifecycle,
+    Switch,
+    local_address_for,
+    log_lifecycle,
+)
+from voice.callcontrol.inbound import FlowRunner
 from voice.config import Config, ConfigError, load_config
-from voice.dialer import DialOutcome, dial_agent
 from voice.sip import events as ev
 from voice.sip.core import CallPolicy, LocalIdentity, SipCore
 from voice.sip.digest import DigestVerifier
 from voice.sip.register import Registration
 from voice.sip.transaction import TimerValues
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from cti.ports import AgentConnection, CallView
+
 log = logging.getLogger("voice")
+
+GOODBYE = "We are sorry, this line is closing now. Please call again in a few minutes. Goodbye."
 
 
 class Service:
+    """Composes the parts: HTTP API and desk (cti), speech, the IVR, the SIP core and the switch
+    that owns the calls. It holds no call state of its own."""
+
     def __init__(self, config: Config, *, run_flow: FlowRunner | None = None) -> None:
         self.config = config
         self._run_flow = run_flow
         self.endpoint: SipEndpoint | None = None
         self.core: SipCore | None = None
+        self.switch: Switch | None = None
         self.pool = RtpPortPool(config.rtp.port_min, config.rtp.port_max)
+        self.lifecycle = Lifecycle([log_lifecycle])
+        self.recorder: CallRecorder | None = None
         self.registration: Registration | None = None
         self.http_runner: web.AppRunner | None = None
         self.http_port = 0
         self.history: Any = None
         self.lookup: Any = None
-        self.calls: dict[str, CallHandler] = {}
         self._background: list[asyncio.Task[Any]] = []
         self.ivr: Any = None
         self.desk: Any = None  # cti.routing.AgentDesk: queues, agents, screen pops
         self.speech: Any = None  # voice.asr.SpeechRecognizer
-        self._bridges: dict[str, asyncio.Task[DialOutcome]] = {}
 
     # ---- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -62,9 +81,14 @@ class Service:
         t1 = cfg.sip.t1_ms / 1000
         self.core = SipCore(identity, policy, TimerValues(t1=t1, t2=max(4.0, 8 * t1), t4=max(5.0, 10 * t1)))
         self.endpoint = SipEndpoint(self.core, self._on_event)
+        assert self._run_flow is not None
+        settings = AnswerSettings(node=cfg.node.id, record=cfg.rtp.record, recordings=cfg.ivr.recordings,
+                                  answer_delay=cfg.sip.answer_delay_ms / 1000, own_user=user)
+        self.switch = Switch(self.endpoint, self.pool, run_flow=self._run_flow, lifecycle=self.lifecycle,
+                             settings=settings, media_host=self._media_host, goodbye=self._goodbye)
         await self.endpoint.start(listen.host, listen.port, cfg.sip.transports)
         identity.port = self.endpoint.udp_port or self.endpoint.tcp_port
-        log.info("SIP listening on %s (%s), RTP ports %d-%d, trusted %s", listen,
+        log.info("node %s: SIP listening on %s (%s), RTP ports %d-%d, trusted %s", cfg.node.id, listen,
                  "+".join(cfg.sip.transports), cfg.rtp.port_min, cfg.rtp.port_max,
                  ", ".join(str(n) for n in cfg.sip.trusted))
         if cfg.register is not None:
@@ -74,17 +98,20 @@ class Service:
             self.registration.start(self.endpoint.now())
             self.endpoint.flush()
 
+    async def drain(self, timeout: float | None = None) -> None:
+        """Stop taking calls and let those in progress finish (then goodbye and end them)."""
+        if self.switch is not None:
+            await self.switch.drain(self.config.sip.drain_timeout if timeout is None else timeout)
+
     async def stop(self) -> None:
         if self.registration is not None and self.endpoint is not None:
             self.registration.stop(self.endpoint.now())
             self.endpoint.flush()
-        for handler in list(self.calls.values()):
-            if handler.call is not None and not handler.call.ended:
-                with contextlib.suppress(Exception):
-                    await handler.call.hangup("shutdown")
-        tasks = [h.task for h in self.calls.values() if h.task is not None]
-        if tasks:
-            await asyncio.wait(tasks, timeout=5)
+        if self.switch is not None:
+            self.switch.draining = True
+            await self.switch.end_all(goodbye=False)
+        if self.recorder is not None:
+            await self.recorder.aclose()
         for task in self._background:
             task.cancel()
         if self.endpoint is not None:
@@ -97,23 +124,34 @@ class Service:
         if self.http_runner is not None:
             await self.http_runner.cleanup()
 
+    def _media_host(self, peer_host: str) -> str:
+        return local_address_for(peer_host, self.config.sip.public_address, self.config.sip.listen.host)
+
+    async def _goodbye(self) -> np.ndarray | None:
+        if self.ivr is None:
+            return None
+        pcm: np.ndarray = await self.ivr.tts.render(GOODBYE)
+        return pcm
+
     async def _start_http(self) -> None:
         from cti.history import CallHistory
         from cti.http import STORE_KEY, build_api
         from cti.lookup import make_lookup
         from cti.web import DESK_KEY
 
-        app = build_api(self.config)
+        app = build_api(self.config, connector=self)
         self.http_runner = web.AppRunner(app, access_log=None)
         await self.http_runner.setup()  # runs cleanup_ctx startup: database open and migrated
         store = app[STORE_KEY]
         self.desk = app[DESK_KEY]
-        self.desk.dial_agent = self._dial_agent
-        self.history = CallHistory(store)
+        self.history = CallHistory(store, node=self.config.node.id)
+        self.recorder = CallRecorder(self.history)
+        self.lifecycle.subscribe(self.recorder)
         self.lookup = make_lookup(store, self.config.cti.recent_interactions)
         interrupted = await self.history.mark_interrupted()
         if interrupted:
-            log.warning("%d calls from a previous run were interrupted", interrupted)
+            log.warning("%d calls of node %s from a previous run were interrupted", interrupted,
+                        self.config.node.id)
         listen = self.config.http.listen
         site = web.TCPSite(self.http_runner, listen.host, listen.port)
         await site.start()
@@ -140,7 +178,7 @@ class Service:
     def _start_ivr(self) -> None:
         if self._run_flow is not None:
             return
-        from voice.runtime import IvrRuntime
+        from voice.ivr.runtime import IvrRuntime
 
         self.ivr = IvrRuntime(self.config, lookup=self.lookup, desk=self.desk, speech=self.speech,
                               transfer_queue=self._transfer_queue)
@@ -153,67 +191,28 @@ class Service:
         self._run_flow = self.ivr.run_call
 
     # ---- agents ---------------------------------------------------------------------------
-    def _handler_of(self, call: Call) -> CallHandler | None:
-        return next((h for h in self.calls.values() if h.call is call), None)
-
-    async def _dial_agent(self, call: Call, slot: Any) -> bool:
-        """The desk's dialer: ring the agent's phone; True once answered and bridged.
-
-        The bridged conversation goes on in its own task (kept in _bridges) after this returns;
-        the desk cancels us on its ring timeout or when the caller hangs up (a CANCEL goes out).
-        """
-        handler = self._handler_of(call)
-        if handler is None:
-            return False
-        answered = asyncio.Event()
-        task = asyncio.ensure_future(dial_agent(self, handler, slot.sip_uri, timeout=120.0,
-                                                on_answered=lambda _leg: answered.set()))
-        waiter = asyncio.ensure_future(answered.wait())
-        try:
-            await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            task.cancel()
-            raise
-        finally:
-            waiter.cancel()
-        if answered.is_set():
-            self._bridges[call.info.call_id] = task
-            return True
-        return bool(task.result())
+    async def connect(self, call: CallView, agent_uri: str, *, timeout: float) -> AgentConnection:
+        """The desk's AgentConnector (cti.ports): the switch rings the agent and bridges."""
+        if self.switch is None:
+            raise RuntimeError("the SIP side is not started")
+        return await self.switch.connect(call, agent_uri, timeout=timeout)
 
     async def _transfer_queue(self, call: Call, queue: str) -> Any:
-        """`transfer: queue:NAME`: wait in the queue, talk to an agent, and come back to the flow
-        when the agent hangs up first (the caller hanging up ends the call as usual)."""
+        """`transfer: queue:NAME`: wait in the queue and talk to an agent (the desk does both);
+        the flow goes on when the agent hangs up first."""
         assert self.desk is not None
-        outcome = await self.desk.transfer_queue(call, queue)
-        bridge = self._bridges.pop(call.info.call_id, None)
-        if not outcome.ok or bridge is None:
-            return outcome
-        try:
-            talk = await bridge
-        finally:
-            await self.desk.agent_call_ended(outcome.agent_id)
-        log.info("call %s: %s with agent %s for %.1fs, %s hung up", call.info.call_id, queue,
-                 outcome.agent_id, talk.talk_seconds or 0.0, talk.hangup_by)
+        outcome = await self.desk.transfer_queue(DeskCall(call), queue)
+        self.lifecycle.publish(CallTransferred(
+            call=call, target=f"queue:{queue}", ok=bool(outcome.ok), agent_id=outcome.agent_id,
+            waited=float(outcome.waited), talk_seconds=float(getattr(outcome, "talk_seconds", 0.0) or 0.0),
+            hangup_by=getattr(outcome, "hangup_by", None)))
         return outcome
 
     # ---- SIP events ---------------------------------------------------------------------
     def _on_event(self, event: ev.Event) -> None:
-        assert self.endpoint is not None and self._run_flow is not None
         if isinstance(event, ev.IncomingCall):
-            sip = event.call
-            media_host = local_address_for(sip.source.host, self.config.sip.public_address,
-                                           self.config.sip.listen.host)
-            handler = CallHandler(sip, endpoint=self.endpoint, pool=self.pool, media_host=media_host,
-                                  run_flow=self._run_flow, history=self.history,
-                                  record=self.config.rtp.record, recordings=self.config.ivr.recordings,
-                                  answer_delay=self.config.sip.answer_delay_ms / 1000,
-                                  own_user=self.core.identity.user if self.core else "")
-            handler.start()
-            if handler.task is not None:  # None: refused at once (488)
-                key = sip.call_id + sip.dialog.local_tag
-                self.calls[key] = handler
-                handler.task.add_done_callback(lambda _t: self.calls.pop(key, None))
+            assert self.switch is not None
+            self.switch.on_event(event)
         elif isinstance(event, ev.RegistrationChanged):
             if event.registered:
                 log.info("registered to %s for %ds", event.registration.registrar, event.expires)
@@ -239,13 +238,32 @@ async def serve(config: Config) -> None:
     gc.collect()
     gc.freeze()
     stop = asyncio.Event()
+    signals = 0
+    ending: list[asyncio.Future[None]] = []
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        stop.set()
+        if signals > 1:
+            log.warning("second stop signal: ending every call now")
+            if service.switch is not None:
+                ending.append(asyncio.ensure_future(service.switch.end_all(goodbye=False)))
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     print(f"voice: ready (SIP {config.sip.listen}, HTTP {config.http.listen.host}:{service.http_port})",
           flush=True)
     await stop.wait()
-    log.info("stopping")
+    log.info("stopping: draining calls for up to %d s (signal again to stop at once)",
+             config.sip.drain_timeout)
+    drain = asyncio.ensure_future(service.drain())
+    while not drain.done():
+        await asyncio.wait({drain}, timeout=0.2)
+        if signals > 1:
+            drain.cancel()
+            break
     await service.stop()
 
 

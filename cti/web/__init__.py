@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -29,6 +29,9 @@ from cti.validation import ApiError, check_text, invalid, require_object
 from cti.web import admin, agent
 from cti.web.keys import DESK_KEY, SOCKETS_KEY
 from voice.config import Config
+
+if TYPE_CHECKING:
+    from cti.ports import AgentConnector
 
 __all__ = ["DESK_KEY", "setup"]
 
@@ -126,8 +129,10 @@ async def queues(request: web.Request) -> web.Response:
     return json_response({**desk.snapshot(), "calls": desk.live.snapshot()})
 
 
-def setup(app: web.Application, config: Config, *, schema: str | None = None) -> None:
-    """Add the agent side's routes and its startup/cleanup to the API application."""
+def setup(app: web.Application, config: Config, *, schema: str | None = None,
+          connector: AgentConnector | None = None) -> None:
+    """Add the agent side's routes and its startup/cleanup to the API application; `connector`
+    (call control) rings agents' phones for the queues."""
     app[SOCKETS_KEY] = weakref.WeakSet()
 
     async def desk_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -137,7 +142,7 @@ def setup(app: web.Application, config: Config, *, schema: str | None = None) ->
                              no_answer=queues.no_answer)
         desk = AgentDesk(store=app[STORE_KEY], agents=AgentStore(app[DATABASE_KEY]),
                          bus=make_bus(config.database.url, schema=schema), live=LiveCalls(),
-                         engine=engine, recent=config.cti.recent_interactions)
+                         engine=engine, recent=config.cti.recent_interactions, connector=connector)
         await desk.start()
         app[DESK_KEY] = desk
         try:

@@ -55,7 +55,7 @@ from voice.rtp.rtcp import (
 )
 
 if TYPE_CHECKING:
-    from voice.call import MediaPort
+    from voice.callcontrol.call import MediaPort
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ class RtpPortPool:
 
 
 class RtpSession:
-    """One call's media leg; implements `voice.call.MediaPort`."""
+    """One call's media leg; implements `voice.callcontrol.call.MediaPort`."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, host: str, port: int, pool: RtpPortPool | None,
                  on_closed: Callable[[RtpSession], None] | None) -> None:
@@ -637,4 +637,4 @@ class RtpSession:
 
 if TYPE_CHECKING:
     def _implements_media_port(session: RtpSession) -> MediaPort:
-        return session  # mypy checks RtpSession against the voice.call.MediaPort protocol
+        return session  # mypy checks RtpSession against the voice.callcontrol.call.MediaPort protocol

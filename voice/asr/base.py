@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
-    from voice.call import Call
+    from voice.callcontrol.call import Call
 
 SpeechStatus = Literal["match", "nomatch", "noinput", "error"]
 

@@ -21,10 +21,10 @@ from voice.asr.endpoint import Endpointer, NoInput, SpeechEnded, SpeechStarted
 from voice.asr.engine import EngineError, EngineResult, resolve_engine
 from voice.asr.matching import match_option
 from voice.asr.pool import PoolSession, RecognizerPool
-from voice.call import CallEnded, TranscriptSegment
+from voice.callcontrol.call import CallEnded, TranscriptSegment
 
 if TYPE_CHECKING:
-    from voice.call import Call
+    from voice.callcontrol.call import Call
     from voice.config import AsrConfig
 
 log = logging.getLogger(__name__)

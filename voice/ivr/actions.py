@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from voice.call import SAMPLE_RATE, CallEnded
+from voice.callcontrol.call import SAMPLE_RATE, CallEnded
 from voice.ivr.interpreter import RETURN, EndCall, FlowInterpreter, Turn
 from voice.ivr.model import Flow, MenuOption, Node, Prompt
 from voice.ivr.templates import Template
@@ -314,6 +314,9 @@ async def lookup(it: FlowInterpreter, flow: Flow, node: Node) -> str | None:
                         it.redact(f"{type(exc).__name__}: {exc}"))
             failed = True
     customer = dict(result.get("customer") or {})
+    if result.get("found") and customer.get("id"):
+        # The call is this customer's from now on: its record, the live view and the agent's pop.
+        it.call.identify(str(customer["id"]), "caller_id" if by == "caller" else str(by))
     attributes = {**(customer.get("attributes") or {}), **(result.get("attributes") or {})}
     it.vars[into] = {**customer, "found": bool(result.get("found")), "attributes": attributes,
                      "recent_interactions": list(result.get("recent_interactions") or [])}

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from voice.call import SAMPLE_RATE, Call, CallInfo
+from voice.callcontrol.call import SAMPLE_RATE, Call, CallInfo
+from voice.callcontrol.fake import FakeMedia, FakeSignalling
 from voice.ivr.interpreter import FlowInterpreter
 from voice.ivr.model import Flow
-from voice.testing import FakeMedia, FakeSignalling
 from voice.tts import Tts
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from voice.call import SAMPLE_RATE, Call, CallEnded, TranscriptSegment
+from voice.callcontrol.call import SAMPLE_RATE, Call, CallEnded, TranscriptSegment
 from voice.ivr.expr import Expr, ExprError
 from voice.ivr.model import Flow, Node, Prompt, PromptItem, Settings
 from voice.ivr.prompts import PromptFiles
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("voice.ivr")
 calls_log = logging.getLogger("voice.calls")
+OWN_END_CAUSES = frozenset({"shutdown", "media_failed"})
 
 MAX_STEPS = 2000  # nodes per call: a flow that loops without waiting for the caller is a bug
 MAX_DEPTH = 16  # nested sub-flows
@@ -117,8 +118,10 @@ class FlowInterpreter:
             await self._finish("hangup")
         except EndCall as end:
             await self._finish(end.ended, end.target)
-        except CallEnded:
-            self.record.ended = "caller_hangup"
+        except CallEnded as gone:
+            # Ended by us for a reason of our own (the service stopping, media lost): say so, as
+            # the interaction does; any other end of the dialog is the caller hanging up.
+            self.record.ended = gone.cause if gone.cause in OWN_END_CAUSES else "caller_hangup"
         except asyncio.CancelledError:
             self.record.ended = "cancelled"
             self._close_record(t0)

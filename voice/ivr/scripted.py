@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voice.call import Call
+from voice.callcontrol.call import Call
+from voice.callcontrol.fake import FakeMedia, FakeSignalling
 from voice.ivr.harness import FakeTts, make_call
 from voice.ivr.interpreter import FlowInterpreter
 from voice.ivr.model import Flow
 from voice.ivr.record import CallRecord
 from voice.ivr.textlistener import TextListener
 from voice.ivr.vtime import run_virtual
-from voice.testing import FakeMedia, FakeSignalling
 from voice.tts import Tts
 
 Step = tuple[float, str, str]  # (at seconds, "press" | "say" | "hangup", argument)
@@ -59,7 +59,7 @@ async def run_script_async(flow: Flow, steps: list[Step], *, tmp_path: Path, spe
                 assert listener is not None
                 listener.say(arg)
             elif what == "hangup":
-                call.mark_ended("caller hung up")
+                signalling.remote_hangup("caller hung up")
 
     script = asyncio.ensure_future(caller_script())
     record = await interp.run()

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from voice.asr.base import SpeechResult, SpeechStatus
-from voice.call import TranscriptSegment
+from voice.callcontrol.call import TranscriptSegment
 
 if TYPE_CHECKING:
-    from voice.call import Call
+    from voice.callcontrol.call import Call
 
 
 class TextListener:

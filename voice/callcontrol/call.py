@@ -1,9 +1,10 @@
 """Call: the object an IVR flow (or any call logic) drives. No sockets in sight.
 
 A Call joins two narrow ports:
-- a `MediaPort` (the RTP session in production, `voice.testing.FakeMedia` in tests)
+- a `MediaPort` (the RTP session in production, `voice.callcontrol.fake.FakeMedia` in tests)
   that plays 8 kHz 16-bit PCM, reports received digits and audio frames;
-- a `SignallingPort` (the SIP dialog in production) that hangs up and transfers.
+- a `SignallingPort` (the call's leg in production) that hangs up, transfers, and owns the
+  call's one end state (`end`, a future resolved with the cause). The Call keeps no copy of it.
 
 Everything the flow does is an awaitable on the Call. When the caller hangs up,
 every pending and future await raises `CallEnded`, so flow code needs no checks.
@@ -17,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -92,9 +93,14 @@ class MediaPort(Protocol):
 
 
 class SignallingPort(Protocol):
-    """What a Call needs from its SIP dialog."""
+    """What a Call needs from its leg: the one end state, hang-up and transfer."""
 
-    async def hangup(self, reason: str) -> None: ...
+    @property
+    def end(self) -> asyncio.Future[str]:
+        """Resolves with the call's end cause ("bye", "cancel", "flow", "shutdown"...), once."""
+
+    async def hangup(self, reason: str) -> None:
+        """End the call from our side; `end` resolves with `reason` before this returns."""
 
     async def transfer(self, target: str) -> TransferResult: ...
 
@@ -109,6 +115,8 @@ class Call:
         signalling: SignallingPort,
         *,
         clock: Callable[[], float] = time.monotonic,
+        key: str | None = None,
+        on_identified: Callable[[Call], None] | None = None,
     ) -> None:
         self.info = info
         self.media = media
@@ -116,7 +124,7 @@ class Call:
         self.clock = clock
         self._digits: asyncio.Queue[str] = asyncio.Queue()
         self._audio_listeners: list[AudioListener] = []
-        self._ended = asyncio.get_running_loop().create_future()
+        self._ended = signalling.end
         self._play_interrupt: str | None = None
         self._playing = False
         self._dtmf_barge_in = False
@@ -125,8 +133,13 @@ class Call:
         self._digit_listeners: list[Callable[[str], None]] = []
         self.transcript: list[TranscriptSegment] = []
         self.interaction_id: str | None = None  # the call's record in the interaction history
+        self.key = key or info.call_id  # unique on this service: the dialog and the node
+        self.customer_id: str | None = None  # the customer the IVR identified
+        self.identified_by: str | None = None  # "caller_id", "account", ...
+        self._on_identified = on_identified
         self._t0 = clock()
         media.set_listeners(self._on_digit, self._on_audio)
+        self._ended.add_done_callback(lambda _f: media.stop_playback())
 
     # ---- state -------------------------------------------------------------
     @property
@@ -137,11 +150,13 @@ class Call:
     def end_cause(self) -> str | None:
         return self._ended.result() if self._ended.done() else None
 
-    def mark_ended(self, cause: str) -> None:
-        """Called by the signalling side when the dialog is gone (BYE, CANCEL, timeout)."""
-        if not self._ended.done():
-            self._ended.set_result(cause)
-            self.media.stop_playback()
+    def identify(self, customer_id: str, by: str) -> None:
+        """The IVR found who is calling: the history, the live view and the pop follow."""
+        if customer_id == self.customer_id:
+            return
+        self.customer_id, self.identified_by = customer_id, by
+        if self._on_identified is not None:
+            self._on_identified(self)
 
     async def wait_ended(self) -> str:
         return await asyncio.shield(self._ended)
@@ -155,7 +170,8 @@ class Call:
         self._check()
         task = asyncio.ensure_future(aw)
         try:
-            done, _ = await asyncio.wait({task, self._ended}, return_when=asyncio.FIRST_COMPLETED)
+            waiters: set[asyncio.Future[Any]] = {task, self._ended}
+            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             # e.g. receive_digit's wait_for timing out: an orphaned Queue.get() would swallow the next key
             task.cancel()
@@ -261,7 +277,6 @@ class Call:
     async def hangup(self, reason: str = "flow") -> None:
         if self.ended:
             return
-        self.mark_ended(reason)
         await self.signalling.hangup(reason)
 
     async def transfer(self, target: str) -> TransferResult:

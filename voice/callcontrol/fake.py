@@ -1,4 +1,4 @@
-"""In-memory stand-ins for the media and signalling ports, for tests and `voice simulate`."""
+"""In-memory stand-ins for a call's media and signalling ports, for tests and `voice simulate`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voice.call import SAMPLE_RATE, TransferResult
+from voice.callcontrol.call import SAMPLE_RATE, TransferResult
 
 
 class FakeMedia:
@@ -62,11 +62,26 @@ class FakeMedia:
 
 
 class FakeSignalling:
+    """A leg without a network: `remote_hangup(cause)` is the caller hanging up."""
+
     def __init__(self) -> None:
         self.hung_up: str | None = None
         self.transfers: list[str] = []
+        self._end: asyncio.Future[str] | None = None
+
+    @property
+    def end(self) -> asyncio.Future[str]:
+        if self._end is None:
+            self._end = asyncio.get_running_loop().create_future()
+        return self._end
+
+    def remote_hangup(self, cause: str = "bye") -> None:
+        if not self.end.done():
+            self.end.set_result(cause)
 
     async def hangup(self, reason: str) -> None:
+        if not self.end.done():
+            self.end.set_result(reason)
         self.hung_up = reason
 
     async def transfer(self, target: str) -> TransferResult:

@@ -29,9 +29,9 @@ import numpy as np
 
 if TYPE_CHECKING:
     from voice.aio.rtp import RtpSession
-    from voice.call import Call
+    from voice.callcontrol.call import Call
 
-log = logging.getLogger("voice.bridge")
+log = logging.getLogger("voice.callcontrol.bridge")
 
 AudioCallback = Callable[[np.ndarray], None]
 DigitCallback = Callable[[str], None]
@@ -39,7 +39,7 @@ Subscribe = Callable[[AudioCallback, DigitCallback], Callable[[], None]]
 
 
 @dataclass(kw_only=True)
-class Leg:
+class BridgeSide:
     """One side of a bridge: the RTP session we send on, and how to hear what it receives."""
 
     media: RtpSession
@@ -47,7 +47,7 @@ class Leg:
     name: str = ""
 
     @classmethod
-    def of_call(cls, call: Call, media: RtpSession, name: str = "caller") -> Leg:
+    def of_call(cls, call: Call, media: RtpSession, name: str = "caller") -> BridgeSide:
         """A leg owned by a Call (the IVR's caller): listen beside the Call, not instead of it."""
 
         def subscribe(on_audio: AudioCallback, on_digit: DigitCallback) -> Callable[[], None]:
@@ -63,7 +63,7 @@ class Leg:
         return cls(media=media, subscribe=subscribe, name=name)
 
     @classmethod
-    def of_session(cls, media: RtpSession, name: str = "agent") -> Leg:
+    def of_session(cls, media: RtpSession, name: str = "agent") -> BridgeSide:
         """A bare RTP session (the agent leg): the bridge owns its listeners."""
 
         def subscribe(on_audio: AudioCallback, on_digit: DigitCallback) -> Callable[[], None]:
@@ -82,7 +82,7 @@ class BridgeStats:
 class Bridge:
     """Media between `a` (the caller) and `b` (the agent) until `stop()`."""
 
-    def __init__(self, a: Leg, b: Leg, *, relay_dtmf: bool = True) -> None:
+    def __init__(self, a: BridgeSide, b: BridgeSide, *, relay_dtmf: bool = True) -> None:
         if a.media is b.media:
             raise ValueError("cannot bridge a session to itself")
         self.a, self.b = a, b
@@ -122,7 +122,7 @@ class Bridge:
             path = self.a.media.stop_recording()
         return path
 
-    def _audio_to(self, src: Leg, dst: Leg) -> AudioCallback:
+    def _audio_to(self, src: BridgeSide, dst: BridgeSide) -> AudioCallback:
         def relay(frame: np.ndarray) -> None:
             if self.running:
                 dst.media.feed(frame)
@@ -130,7 +130,7 @@ class Bridge:
 
         return relay
 
-    def _digit_to(self, src: Leg, dst: Leg) -> DigitCallback:
+    def _digit_to(self, src: BridgeSide, dst: BridgeSide) -> DigitCallback:
         def relay(digit: str) -> None:
             # Without telephone-event on src the digit was detected in-band: its tone is in the audio.
             if not (self.running and self.relay_dtmf and src.media.dtmf_payload_type is not None):
@@ -142,7 +142,7 @@ class Bridge:
 
         return relay
 
-    async def _send_digit(self, dst: Leg, digit: str) -> None:
+    async def _send_digit(self, dst: BridgeSide, digit: str) -> None:
         try:
             await dst.media.send_dtmf(digit, 100)
         except Exception:

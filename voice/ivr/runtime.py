@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from voice.call import Call
+from voice.callcontrol.call import Call
 from voice.config import Config
 
 log = logging.getLogger("voice.ivr")
