@@ -29,7 +29,7 @@ from cti.live import LiveCalls
 from cti.lookup import lookup
 from cti.queues import AgentSlot, AgentState, QueueEngine
 from cti.store import CustomerStore
-from voice.callcontrol.call import CallEnded
+from cti.ports import AgentConnection, AgentConnector
 
 log = logging.getLogger("cti.routing")
 
@@ -59,7 +59,7 @@ def _wall(ts: str | datetime | None) -> float:
 class AgentDesk:
     def __init__(self, *, store: CustomerStore, agents: AgentStore, bus: EventBus,
                  live: LiveCalls | None = None, engine: QueueEngine | None = None, recent: int = 10,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, connector: AgentConnector | None = None) -> None:
         self.store = store
         self.agents = agents
         self.bus = bus
@@ -68,6 +68,10 @@ class AgentDesk:
         self.recent = recent
         self.clock = clock  # wall time: agents' `since` comes from the shared database
         self.dial_agent: DialAgent | None = None
+        self.connector = connector
+        self._connections: dict[str, AgentConnection] = {}
+        if connector is not None:
+            self.dial_agent = self._connect
         self.on_position: PositionHook | None = None
         self.library: Any = None  # the service's FlowLibrary, for the admin page
         self._applied: dict[str, float] = {}  # agent -> `since` of the newest state applied
@@ -174,8 +178,23 @@ class AgentDesk:
 
     # ---- queues ---------------------------------------------------------------------------
     async def transfer_queue(self, call: Any, queue_name: str) -> QueueOutcome:
-        """The interpreter's `transfer_queue` hook: not ok -> the transfer's on_failure (overflow)."""
-        return await self.route_to_queue(call, queue_name, on_position=self.on_position)
+        """The interpreter's `transfer_queue` hook: not ok -> the transfer's on_failure (overflow).
+        When connected, returns once the conversation with the agent is over."""
+        outcome = await self.route_to_queue(call, queue_name, on_position=self.on_position)
+        connection = self._connections.pop(call.key, None) if hasattr(call, "key") else None
+        if outcome.ok and connection is not None and outcome.agent_id is not None:
+            try:
+                await connection.wait_finished()
+            finally:
+                await self.agent_call_ended(outcome.agent_id)
+        return outcome
+
+    async def _connect(self, call: Any, slot: AgentSlot) -> bool:
+        assert self.connector is not None
+        connection = await self.connector.connect(call, slot.sip_uri, timeout=120.0)
+        if connection.answered:
+            self._connections[call.key] = connection
+        return connection.answered
 
     async def route_to_queue(self, call: Any, queue_name: str, *, on_position: PositionHook | None = None,
                              timeout: float | None = None) -> QueueOutcome:
@@ -295,10 +314,8 @@ def position_announcer(tts: Any, text: str = "You are number {position} in line.
         pcm = await tts.render(text.format(position=position))
         try:
             await call.play(pcm, dtmf_barge_in=False)
-        except CallEnded:
-            return  # route_to_queue sees the hang-up itself
         except asyncio.CancelledError:
-            call.media.stop_playback()  # an agent is being rung: the caller hears them next
+            call.stop_playback()  # an agent is being rung: the caller hears them next
             raise
 
     return announce
