@@ -49,8 +49,8 @@ from cti.routing import AgentDesk  # noqa: E402
 from cti.store import NewInteraction  # noqa: E402
 from cti.web import DESK_KEY  # noqa: E402
 from voice.callcontrol.call import Call, CallInfo  # noqa: E402
-from voice.config import Config, CtiConfig, DatabaseConfig, HostPort, HttpConfig  # noqa: E402
 from voice.callcontrol.fake import FakeMedia, FakeSignalling  # noqa: E402
+from voice.config import Config, CtiConfig, DatabaseConfig, HostPort, HttpConfig  # noqa: E402
 
 PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"

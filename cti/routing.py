@@ -27,9 +27,9 @@ from cti.agents import AgentNotFound, AgentStore
 from cti.events import EventBus
 from cti.live import LiveCalls
 from cti.lookup import lookup
+from cti.ports import AgentConnection, AgentConnector
 from cti.queues import AgentSlot, AgentState, QueueEngine
 from cti.store import CustomerStore
-from cti.ports import AgentConnection, AgentConnector
 
 log = logging.getLogger("cti.routing")
 
