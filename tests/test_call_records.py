@@ -86,8 +86,8 @@ def test_calls_reusing_one_call_id_each_have_their_own_record(tmp_path: Path) ->
                           timeout=60, service="100", media_port=free_port(tcp=False, count=8),
                           extra=["-cid_str", "same-call-id@buggy.example"])
         assert result.successful == 5, result.describe()
-        wait_for(lambda: len(voice_rows(svc)) == 5 and all(r["status"] == "completed" for r in voice_rows(svc)),
-                 30, "five completed records")
+        wait_for(lambda: [r["status"] for r in voice_rows(svc)] == ["completed"] * 5, 30,
+                 "five completed records")
         rows = voice_rows(svc)
     assert {r["call_id"] for r in rows} == {"same-call-id@buggy.example"}
     assert len({r["idempotency_key"] for r in rows}) == 5  # the dialog's tags make each one distinct

@@ -11,15 +11,23 @@ from cti.store import CustomerStore
 T0 = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 
 
+def key(node: str, call_id: str, tags: str = "peer;ours") -> str:
+    return f"{node}:{call_id};{tags}"
+
+
 async def test_a_call_is_recorded_at_answer_and_completed_at_the_end(store: CustomerStore) -> None:
-    history = CallHistory(store)
-    iid = await history.call_started(call_id="abc@host", caller='"Anna" <sip:+49301234567@pbx>',
-                                     caller_name="Anna", dialled="100", started_at=T0)
-    # A retransmitted INVITE handled twice must not make a second record.
-    assert await history.call_started(call_id="abc@host", caller="+49301234567", caller_name=None,
-                                      dialled="100", started_at=T0) == iid
+    anna = await store.create_customer(name="Anna", identities=[("phone", "+49301234567")], attributes={})
+    history = CallHistory(store, node="n1")
+    iid = await history.call_started(key=key("n1", "abc@host"), call_id="abc@host",
+                                     caller='"Anna" <sip:+49301234567@pbx>', caller_name="Anna",
+                                     dialled="100", started_at=T0)
+    # A retransmitted INVITE handled twice (same dialog) must not make a second record.
+    assert await history.call_started(key=key("n1", "abc@host"), call_id="abc@host", caller="+49301234567",
+                                      caller_name=None, dialled="100", started_at=T0) == iid
     during = await store.get_interaction(iid)
     assert during is not None and during["status"] == "in_progress" and during["channel"] == "voice"
+    # the known number's owner gets the call at once
+    assert during["customer_id"] == anna["id"] and during["metadata"]["identified_by"] == "caller_id"
 
     await history.call_finished(
         iid, ended_at=T0 + timedelta(seconds=95), ended="caller_hangup",
@@ -34,34 +42,67 @@ async def test_a_call_is_recorded_at_answer_and_completed_at_the_end(store: Cust
              "confidence": None, "engine": None},
             {"start": 5.0, "end": 5.4, "speaker": "caller", "kind": "dtmf", "text": "1234",
              "sensitive": True},
-        ])
+        ], details={"transfers": [{"target": "queue:billing", "agent_id": "ann", "waited": 4.0}]})
     done = await store.get_interaction(iid)
     assert done is not None
     assert done["status"] == "completed" and done["disposition"] == "caller_hangup"
     assert done["ended_at"] == "2024-06-01T12:01:35Z" and done["recording"] == "recordings/calls/abc.wav"
     assert done["ivr"]["path"] == ["welcome", "menu", "billing"]
-    assert done["ivr"]["inputs"][0]["value"] == "2" and done["ivr"]["inputs"][1]["value"] == MASK
+    assert done["ivr"]["inputs"][0]["value"] == "2" and done["ivr"]["inputs"][1]["value"] == MASK == "****"
     assert [s["text"] for s in done["transcript"]] == ["Welcome", "2", MASK]
+    # what call control added is merged into the metadata, what was there stays
+    assert done["metadata"]["transfers"][0]["agent_id"] == "ann" and done["metadata"]["dialled"] == "100"
 
     found = await lookup(store, phone="030 1234567")
     assert found["found"] and found["customer"]["name"] == "Anna"
     assert found["recent_interactions"][0]["id"] == iid
 
 
+async def test_an_unknown_caller_makes_no_customer_until_the_ivr_identifies_them(
+        store: CustomerStore) -> None:
+    bob = await store.create_customer(name="Bob", identities=[("account", "778899")], attributes={})
+    history = CallHistory(store, node="n1")
+    iid = await history.call_started(key=key("n1", "x2"), call_id="x2", caller="+15550123456",
+                                     caller_name="BOB MOBILE", dialled="100", started_at=T0)
+    rec = await store.get_interaction(iid)
+    assert rec is not None and rec["customer_id"] is None
+    assert rec["metadata"]["caller_phone"] == "+15550123456" and rec["call_id"] == "x2"
+    assert await store.find_customer_id("phone", "+15550123456") is None  # no junk "Caller" customer
+    # the IVR's lookup by account found Bob: the call is Bob's from now on
+    await history.call_identified(iid, customer_id=bob["id"], by="account")
+    rec = await store.get_interaction(iid)
+    assert rec is not None and rec["customer_id"] == bob["id"]
+    assert rec["metadata"]["identified_by"] == "account"
+    timeline, _ = await store.timeline(bob["id"])
+    assert [i["id"] for i in timeline] == [iid]
+
+
 async def test_withheld_caller_gets_a_record_without_customer(store: CustomerStore) -> None:
-    history = CallHistory(store)
-    iid = await history.call_started(call_id="x1", caller="anonymous", caller_name=None, dialled="100",
-                                     started_at=T0)
+    history = CallHistory(store, node="n1")
+    iid = await history.call_started(key=key("n1", "x1"), call_id="x1", caller="anonymous", caller_name=None,
+                                     dialled="100", started_at=T0)
     rec = await store.get_interaction(iid)
     assert rec is not None and rec["customer_id"] is None
 
 
+async def test_a_reused_call_id_is_another_record(store: CustomerStore) -> None:
+    history = CallHistory(store, node="n1")
+    first = await history.call_started(key=key("n1", "dup@x", "tagA;o1"), call_id="dup@x", caller="+4930555",
+                                       caller_name=None, dialled="1", started_at=T0)
+    second = await history.call_started(key=key("n1", "dup@x", "tagB;o2"), call_id="dup@x", caller="+4930666",
+                                        caller_name=None, dialled="1", started_at=T0)
+    assert first != second
+    a, b = await store.get_interaction(first), await store.get_interaction(second)
+    assert a is not None and b is not None and a["metadata"]["caller"] == "+4930555"
+    assert b["metadata"]["caller"] == "+4930666"
+
+
 async def test_calls_left_in_progress_are_marked_interrupted(store: CustomerStore) -> None:
-    history = CallHistory(store)
-    crashed = [await history.call_started(call_id=f"c{i}", caller="+4930555", caller_name=None,
-                                          dialled="1", started_at=T0) for i in range(3)]
-    finished = await history.call_started(call_id="ok", caller="+4930555", caller_name=None, dialled="1",
-                                          started_at=T0)
+    history = CallHistory(store, node="n1")
+    crashed = [await history.call_started(key=key("n1", f"c{i}"), call_id=f"c{i}", caller="+4930555",
+                                          caller_name=None, dialled="1", started_at=T0) for i in range(3)]
+    finished = await history.call_started(key=key("n1", "ok"), call_id="ok", caller="+4930555",
+                                          caller_name=None, dialled="1", started_at=T0)
     await history.call_finished(finished, ended_at=T0, ended="hangup", ivr=None, recording=None,
                                 transcript=[])
     assert await history.mark_interrupted() == 3
@@ -75,10 +116,10 @@ async def test_calls_left_in_progress_are_marked_interrupted(store: CustomerStor
 
 async def test_a_restarting_node_marks_only_its_own_calls(store: CustomerStore) -> None:
     node_a, node_b = CallHistory(store, node="a"), CallHistory(store, node="b_%")
-    live_on_a = await node_a.call_started(call_id="same-id", caller="+4930555", caller_name=None, dialled="1",
-                                          started_at=T0)
-    crashed_on_b = await node_b.call_started(call_id="same-id", caller="+4930555", caller_name=None,
-                                             dialled="1", started_at=T0)
+    live_on_a = await node_a.call_started(key=key("a", "same-id"), call_id="same-id", caller="+4930555",
+                                          caller_name=None, dialled="1", started_at=T0)
+    crashed_on_b = await node_b.call_started(key=key("b_%", "same-id"), call_id="same-id", caller="+4930555",
+                                             caller_name=None, dialled="1", started_at=T0)
     assert live_on_a != crashed_on_b
     assert await node_b.mark_interrupted() == 1
     a, b = await store.get_interaction(live_on_a), await store.get_interaction(crashed_on_b)
