@@ -79,20 +79,70 @@ def test_a_burst_of_calls_hanging_up_at_once_leaves_one_record_each(tmp_path: Pa
     assert all(r["status"] == "completed" for r in rows)
 
 
+SDP = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+       "m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+       "a=sendrecv\r\n")
+
+
+def raw_call(sip_port: int, call_id: str, from_tag: str, rtp_port: int) -> list[str]:
+    """A minimal UAC over UDP: INVITE, ACK the 200, BYE, and the status lines it got."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((HOST, 0))
+    sock.settimeout(5)
+    lport = sock.getsockname()[1]
+    statuses: list[str] = []
+
+    def request(method: str, cseq: int, to_tag: str = "", body: str = "") -> None:
+        branch = f"z9hG4bK{from_tag}{method}{cseq}"
+        to = f"<sip:100@{HOST}:{sip_port}>" + (f";tag={to_tag}" if to_tag else "")
+        msg = (f"{method} sip:100@{HOST}:{sip_port} SIP/2.0\r\n"
+               f"Via: SIP/2.0/UDP {HOST}:{lport};branch={branch};rport\r\nMax-Forwards: 70\r\n"
+               f"From: <sip:+1555010{lport % 1000:03d}@{HOST}>;tag={from_tag}\r\nTo: {to}\r\n"
+               f"Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:uac@{HOST}:{lport}>\r\n"
+               + ("Content-Type: application/sdp\r\n" if body else "")
+               + f"Content-Length: {len(body)}\r\n\r\n{body}")
+        sock.sendto(msg.encode(), (HOST, sip_port))
+
+    def final(method: str) -> str:
+        while True:
+            data = sock.recv(65535).decode(errors="replace")
+            head = data.split("\r\n", 1)[0]
+            cseq = data.split("\r\nCSeq:", 1)[1].split("\r\n", 1)[0] if "\r\nCSeq:" in data else ""
+            provisional = head.startswith("SIP/2.0 1")
+            if data.startswith("SIP/2.0 ") and cseq.endswith(f" {method}") and not provisional:
+                statuses.append(head)
+                return data
+            if data.startswith("BYE "):  # the service hung up first: answer it
+                statuses.append("BYE from service")
+
+    try:
+        request("INVITE", 1, body=SDP.format(port=rtp_port))
+        answer = final("INVITE")
+        to_tag = answer.split("\r\nTo:", 1)[1].split("\r\n", 1)[0].split("tag=", 1)[1].strip()
+        request("ACK", 1, to_tag)
+        time.sleep(0.3)
+        request("BYE", 2, to_tag)
+        final("BYE")
+    finally:
+        sock.close()
+    return statuses
+
+
 def test_calls_reusing_one_call_id_each_have_their_own_record(tmp_path: Path) -> None:
     with running_service(tmp_path, asr=KEYS_ONLY, sip={"t1_ms": "100"}) as svc:
-        # five calls, one after the other, all with the same Call-ID (sipp -cid_str without %u)
-        result = run_sipp("uac", svc.sip_address, workdir=tmp_path / "sipp", calls=5, rate=2, limit=1,
-                          timeout=60, service="100", media_port=free_port(tcp=False, count=8),
-                          extra=["-cid_str", "same-call-id@buggy.example"])
-        assert result.successful == 5, result.describe()
+        # five calls, one after the other, all with the same Call-ID and each with its own From tag
+        # (a buggy UA, or another caller behind a proxy that reuses ids): sipp cannot, a raw UAC can
+        for n in range(5):
+            statuses = raw_call(svc.sip_port, "same-call-id@buggy.example", f"uac{n}x", free_port(tcp=False))
+            assert statuses[0] == "SIP/2.0 200 OK" and statuses[-1] == "SIP/2.0 200 OK", statuses
         wait_for(lambda: [r["status"] for r in voice_rows(svc)] == ["completed"] * 5, 30,
                  "five completed records")
         rows = voice_rows(svc)
     assert {r["call_id"] for r in rows} == {"same-call-id@buggy.example"}
     assert len({r["idempotency_key"] for r in rows}) == 5  # the dialog's tags make each one distinct
+    assert len({json.loads(r["metadata"])["caller"] for r in rows}) == 5  # nobody's record overwritten
     node = json.loads(rows[0]["metadata"])["node"]
-    assert all(r["idempotency_key"].startswith(f"call:{node}:same-call-id@buggy.example;") for r in rows)
+    assert all(r["idempotency_key"].startswith(f"call:{node}:same-call-id@buggy.example;uac") for r in rows)
 
 
 def test_delayed_offer_gets_our_offer_in_the_200_and_media_after_the_ack(tmp_path: Path) -> None:
@@ -125,7 +175,7 @@ def test_sigterm_drains_then_says_goodbye_and_records_shutdown(tmp_path: Path) -
         assert voice_rows(svc)[0]["status"] == "in_progress"
         heard_before = len(caller_ep.received)
         # after the drain time, the caller hears the goodbye and gets the service's BYE
-        wait_for(lambda: caller.process.poll() is not None, 20, "sipp to get the BYE and exit")
+        wait_for(lambda: caller.proc.poll() is not None, 20, "sipp to get the BYE and exit")
         result = caller.stop()
         assert result.ok, result.describe()
         assert len(caller_ep.received) > heard_before + 50  # > 1 s more audio: the goodbye
