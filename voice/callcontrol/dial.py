@@ -87,6 +87,7 @@ class OutboundDial:
         core = self.link.core
         offer = build_offer(self.media_host, rtp.local_port, int(time.time()) & 0x7FFFFFFF, 1, self.codecs)
         info = self.caller.info
+        # The leg is attached before the flush: an INVITE that fails at once reports it there.
         sip = core.invite(self.uri, from_user=info.caller or "anonymous", from_display=info.caller_name,
                           sdp_offer=offer, now=self.link.endpoint.now(), extra_headers=self.extra_headers,
                           credentials=self.credentials)

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from voice.callcontrol.call import TransferResult
 from voice.sip import events as ev
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("voice.callcontrol")
 
 CODECS = ("PCMU", "PCMA")
+T = TypeVar("T")
 
 
 def local_address_for(peer_host: str, configured: str | None, listen_host: str) -> str:
@@ -60,9 +61,10 @@ class SipLink:
     def core(self) -> SipCore:
         return self.endpoint.core
 
-    def __call__(self, action: Callable[[float], object]) -> None:
-        action(self.endpoint.now())
+    def __call__(self, action: Callable[[float], T]) -> T:
+        result = action(self.endpoint.now())
         self.endpoint.flush()
+        return result
 
 
 class Leg:
