@@ -14,7 +14,8 @@ from cti.store import CustomerStore
 
 CustomerLookup = Callable[..., Awaitable[dict[str, Any]]]
 
-_RECENT_FIELDS = ("id", "channel", "direction", "started_at", "subject", "summary", "disposition")
+_RECENT_FIELDS = ("id", "channel", "direction", "status", "started_at", "ended_at", "agent", "subject",
+                  "summary", "disposition")
 
 
 def empty_result() -> dict[str, Any]:

@@ -39,7 +39,7 @@ def test_expression_evaluates_whitelisted_syntax() -> None:
     "customer.__class__",
     "().__class__.__bases__",
     "(lambda: 1)()",
-    "open('/etc/passwd')",
+    "exec('import os')",
     "eval('1')",
     "customer.get('x')",
     "[x for x in tags]",
@@ -51,6 +51,17 @@ def test_expression_evaluates_whitelisted_syntax() -> None:
 def test_dangerous_expressions_are_rejected_at_parse_time(source: str) -> None:
     with pytest.raises(ExprError):
         Expr(source)
+
+
+def test_open_is_the_business_hours_check_never_a_file() -> None:
+    """`open` in a flow is the service's `open("NAME")` (business hours), bound per call: unbound
+    it fails, and the interpreter's binding knows only [hours] sections."""
+    expr = Expr("open('/etc/passwd')")
+    with pytest.raises(ExprError, match="not available here"):
+        expr.evaluate({})
+    asked: list[str] = []
+    assert expr.evaluate({}, {"open": lambda name: asked.append(name) or False}) is False
+    assert asked == ["/etc/passwd"]
 
 
 def test_runtime_errors_are_expr_errors_and_huge_strings_refused() -> None:

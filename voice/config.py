@@ -10,10 +10,13 @@ import configparser
 import ipaddress
 import re
 import socket
+import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from voice.hours import BusinessHours, parse_hours
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -86,6 +89,7 @@ class IvrConfig:
     recordings: Path = Path("recordings/calls")
     tts: str = "flite"
     tts_voice: str = "slt"
+    timezone: str = "UTC"  # the zone of `now` in flow expressions
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,6 +149,7 @@ class Config:
     cti: CtiConfig = CtiConfig()
     queues: QueuesConfig = QueuesConfig()
     log_level: str = "info"
+    hours: dict[str, BusinessHours] = field(default_factory=dict)  # [hours NAME] sections
 
 
 def parse_host_port(text: str, default_port: int) -> HostPort:
@@ -220,6 +225,15 @@ def _port_range(text: str) -> tuple[int, int]:
     return lo, hi
 
 
+def _timezone(text: str) -> str:
+    name = text.strip()
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r} (e.g. UTC, Europe/Berlin, America/New_York)") from None
+    return name
+
+
 def _networks(text: str) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(p, strict=False) for p in _split_list(text))
 
@@ -265,6 +279,7 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
         "recordings": (lambda s: Path(s.strip()), "recordings"),
         "tts": (_choice("flite", "espeak-ng"), "tts"),
         "tts_voice": (str.strip, "tts_voice"),
+        "timezone": (_timezone, "timezone"),
     },
     "asr": {
         "engine": (_choice("auto", "vosk", "pocketsphinx", "none"), "engine"),
@@ -304,7 +319,15 @@ def load_config(path: str | Path | None) -> Config:
         raise ConfigError(f"{source}: not a valid INI file: {exc}") from None
 
     values: dict[str, dict[str, Any]] = {}
+    hours: dict[str, BusinessHours] = {}
     for section in parser.sections():
+        if section.startswith("hours "):
+            name = section[len("hours "):].strip()
+            try:
+                hours[name] = parse_hours(name, dict(parser.items(section)))
+            except ValueError as exc:
+                raise ConfigError(f"{source}: [{section}] {exc}") from None
+            continue
         if section not in _KEYS:
             raise ConfigError(
                 f"{source}: unknown section [{section}] (known: {', '.join(sorted(_KEYS))})"
@@ -353,4 +376,5 @@ def load_config(path: str | Path | None) -> Config:
         cti=build("cti", CtiConfig),
         queues=build("queues", QueuesConfig),
         log_level=values.get("log", {}).get("level", "info"),
+        hours=hours,
     )

@@ -9,6 +9,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -318,12 +319,50 @@ async def lookup(it: FlowInterpreter, flow: Flow, node: Node) -> str | None:
         # The call is this customer's from now on: its record, the live view and the agent's pop.
         it.call.identify(str(customer["id"]), "caller_id" if by == "caller" else str(by))
     attributes = {**(customer.get("attributes") or {}), **(result.get("attributes") or {})}
+    # This very call is in the history already: "the last contact" means the ones before it.
+    own = it.call.interaction_id
+
+    def earlier(i: dict[str, Any]) -> bool:
+        if own is not None:
+            return i.get("id") != own
+        return not (i.get("channel") == "voice" and i.get("status") == "in_progress")  # ours, on its way
+
+    recent = [i for i in result.get("recent_interactions") or [] if earlier(i)]
+    contexts = [interaction_context(i, it.wall_clock()) for i in recent]
+    last_on: dict[str, dict[str, Any]] = {}
+    for c in contexts:
+        last_on.setdefault(str(c["channel"]), c)
     it.vars[into] = {**customer, "found": bool(result.get("found")), "attributes": attributes,
-                     "recent_interactions": list(result.get("recent_interactions") or [])}
+                     "recent_interactions": recent, "last": contexts[0] if contexts else None,
+                     "last_on": last_on}
     if failed and args.get("on_error"):
         return str(args["on_error"])
     target = args.get("found") if it.vars[into]["found"] else args.get("not_found")
     return target or node.next
+
+
+OPEN_STATUSES = frozenset({"open", "pending", "in_progress", "waiting", "new"})
+
+
+def interaction_context(item: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """`customer.last` / `customer.last_on.chat`: what a flow may ask of an earlier contact."""
+    started = _when(item.get("ended_at")) or _when(item.get("started_at"))
+    status = str(item.get("status") or "")
+    return {"id": item.get("id"), "channel": item.get("channel"), "summary": item.get("summary"),
+            "subject": item.get("subject"), "agent": item.get("agent"),
+            "disposition": item.get("disposition"),
+            "status": "open" if status in OPEN_STATUSES else "closed",
+            "age": round((now - started).total_seconds()) if started is not None else None}
+
+
+def _when(text: Any) -> datetime | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _render_json(it: FlowInterpreter, value: Any) -> Any:

@@ -45,6 +45,9 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "upper": _upper,
     "digits": _digits,
 }
+# Functions whose answer depends on the service (bound per call by the interpreter):
+# open("support") is whether the `[hours support]` business hours are open now.
+SERVICE_FUNCTIONS = frozenset({"open"})
 CONSTANTS = {"true": True, "false": False, "null": None, "none": None, "True": True, "False": False,
              "None": None}
 
@@ -124,10 +127,9 @@ class Expr:
         elif isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name):
                 raise ExprError("only plain function calls are allowed, e.g. len(x) (no methods)")
-            if node.func.id not in FUNCTIONS:
-                raise ExprError(
-                    f"function {node.func.id!r} is not allowed (allowed: {', '.join(sorted(FUNCTIONS))})"
-                )
+            if node.func.id not in FUNCTIONS and node.func.id not in SERVICE_FUNCTIONS:
+                allowed = ", ".join(sorted({*FUNCTIONS, *SERVICE_FUNCTIONS}))
+                raise ExprError(f"function {node.func.id!r} is not allowed (allowed: {allowed})")
             if node.keywords:
                 raise ExprError("keyword arguments are not allowed")
             for a in node.args:
@@ -138,9 +140,11 @@ class Expr:
             raise ExprError(f"{type(node).__name__} is not allowed in an expression")
 
     # ---- evaluation ------------------------------------------------------
-    def evaluate(self, variables: Mapping[str, Any]) -> Any:
+    def evaluate(self, variables: Mapping[str, Any],
+                 functions: Mapping[str, Callable[..., Any]] | None = None) -> Any:
+        """The value; `functions` binds SERVICE_FUNCTIONS (unbound ones fail with ExprError)."""
         try:
-            return self._eval(self._tree, variables)
+            return self._eval(self._tree, _Scope(variables, functions or {}))
         except ExprError:
             raise
         except Exception as exc:  # ZeroDivisionError, TypeError on bad operand types...
@@ -195,8 +199,31 @@ class Expr:
             return [self._eval(e, v) for e in node.elts]
         if isinstance(node, ast.Call):
             assert isinstance(node.func, ast.Name)
-            return FUNCTIONS[node.func.id](*(self._eval(a, v) for a in node.args))
+            bound = v.functions if isinstance(v, _Scope) else {}
+            fn = FUNCTIONS.get(node.func.id) or bound.get(node.func.id)
+            if fn is None:
+                raise ExprError(f"{node.func.id}() is not available here")
+            return fn(*(self._eval(a, v) for a in node.args))
         raise ExprError(f"{type(node).__name__} is not allowed")  # unreachable after _check
+
+
+class _Scope(Mapping[str, Any]):
+    """The variables of one evaluation, with the service functions bound for it."""
+
+    def __init__(self, variables: Mapping[str, Any], functions: Mapping[str, Callable[..., Any]]) -> None:
+        self.variables, self.functions = variables, functions
+
+    def __getitem__(self, key: str) -> Any:
+        return self.variables[key]
+
+    def __iter__(self) -> Any:
+        return iter(self.variables)
+
+    def __len__(self) -> int:
+        return len(self.variables)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.variables.get(key, default)
 
 
 def _item(container: Any, key: Any) -> Any:

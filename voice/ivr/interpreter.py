@@ -14,14 +14,17 @@ import copy
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+import zoneinfo
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from voice.callcontrol.call import SAMPLE_RATE, Call, CallEnded, TranscriptSegment
+from voice.hours import BusinessHours, now_view
 from voice.ivr.expr import Expr, ExprError
 from voice.ivr.model import Flow, Node, Prompt, PromptItem, Settings
 from voice.ivr.prompts import PromptFiles
@@ -82,6 +85,9 @@ class FlowInterpreter:
         transfer_queue: Callable[[Call, str], Awaitable[Any]] | None = None,
         on_event: EventHook | None = None,
         log_record: bool = True,
+        hours: Mapping[str, BusinessHours] | None = None,
+        timezone: str = "UTC",
+        wall_clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.flow = flow
         self.call = call
@@ -94,6 +100,10 @@ class FlowInterpreter:
         self.transfer_queue = transfer_queue
         self.on_event = on_event
         self.log_record = log_record
+        self.hours = dict(hours or {})
+        self.zone = zoneinfo.ZoneInfo(timezone)
+        self.wall_clock = wall_clock or (lambda: datetime.now(UTC))
+        self.functions = {"open": self.is_open}
         self.own_http: Any = None  # session opened on demand when none was given
         self.sensitive: set[str] = set(flow.sensitive)
         info = call.info
@@ -197,9 +207,20 @@ class FlowInterpreter:
             return  # the end of the main flow: hang up
 
     # ---- variables -----------------------------------------------------------
+    def is_open(self, name: Any) -> bool:
+        """`open("support")`: the `[hours support]` section says the line is open now."""
+        hours = self.hours.get(str(name))
+        if hours is None:
+            raise ExprError(f"open({name!r}): no [hours {name}] section in the configuration")
+        return hours.is_open(self.wall_clock())
+
+    def _refresh_now(self) -> None:
+        self.vars["now"] = now_view(self.wall_clock().astimezone(self.zone))
+
     def evaluate(self, expr: Expr) -> Any:
+        self._refresh_now()
         try:
-            return expr.evaluate(self.vars)
+            return expr.evaluate(self.vars, self.functions)
         except ExprError as exc:
             log.warning("call %s node %s: %s", self.call.info.call_id, self._node_name(), exc)
             return None
@@ -209,6 +230,7 @@ class FlowInterpreter:
 
     def text(self, template: Template) -> tuple[str, str]:
         """(spoken text, masked text for logs)."""
+        self._refresh_now()
         return template.render(self.vars, self.sensitive)
 
     def mask(self, var: str | None, value: str) -> str:
@@ -223,7 +245,7 @@ class FlowInterpreter:
         return text
 
     def public_variables(self) -> dict[str, Any]:
-        hidden = self.sensitive | {"call_id"}
+        hidden = self.sensitive | {"call_id", "now"}
         return {k: v for k, v in self.vars.items() if k not in hidden and not k.startswith("_")}
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from voice.ivr.expr import Expr
 from voice.ivr.templates import Template
 
-BUILTIN_VARS = frozenset({"caller", "caller_name", "dialled", "call_id", "flow", "last_node"})
+BUILTIN_VARS = frozenset({"caller", "caller_name", "dialled", "call_id", "flow", "last_node", "now"})
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -54,7 +54,8 @@ class IvrRuntime:
         interpreter = FlowInterpreter(
             flow, call, tts=self.tts, speech=self.speech, lookup=self.lookup, http=self.http,
             recordings_dir=self.config.ivr.recordings, prompts_dir=self.config.ivr.prompts,
-            transfer_queue=self.transfer_queue, on_event=on_event)
+            transfer_queue=self.transfer_queue, on_event=on_event, hours=self.config.hours,
+            timezone=self.config.ivr.timezone)
         try:
             record = await interpreter.run()
         finally:

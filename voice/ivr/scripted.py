@@ -42,6 +42,7 @@ async def run_script_async(flow: Flow, steps: list[Step], *, tmp_path: Path, spe
                            tts: Tts | None = None, caller: str = "+15550100", **kw: Any) -> ScriptRun:
     loop = asyncio.get_running_loop()
     call, media, signalling = make_call(caller=caller, realtime=1.0)
+    call.interaction_id = kw.pop("interaction_id", None)
     listener = TextListener() if speech else None
     tts = tts or FakeTts()
     events: list[tuple[float, str, dict[str, Any]]] = []
