@@ -141,7 +141,7 @@ class InboundAnswer:
                 await leg.hangup("flow_end")
             cause = await call.wait_ended()
             path = leg.rtp.stop_recording() if recording and leg.rtp is not None else None
-            self.lifecycle.publish(CallFinished(call=call, cause=cause, ivr=ivr,
+            self.lifecycle.publish(CallFinished(call=call, cause=cause, ivr=ivr, node=self.settings.node,
                                                 recording=str(path) if path else None))
 
     async def _wait_confirmed(self) -> bool:

@@ -51,6 +51,7 @@ class CallFinished:
     ivr: dict[str, Any] | None = None
     recording: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    node: str = ""
 
 
 LifecycleEvent = CallAnswered | CallIdentified | CallTransferred | CallFinished
@@ -78,15 +79,16 @@ class Lifecycle:
 
 
 def log_lifecycle(event: LifecycleEvent) -> None:
-    """One line when a call is answered and one when it ends: ids and causes, no personal data."""
+    """A line per step of a call: ids and causes, no personal data (no numbers, no names). The
+    start line, with the interaction id, comes from the recorder once the record exists."""
     call = event.call
     if isinstance(event, CallAnswered):
-        log.info("call answered key=%s call_id=%s node=%s", call.key, call.info.call_id, event.node)
+        log.debug("call answered key=%s call_id=%s node=%s", call.key, call.info.call_id, event.node)
     elif isinstance(event, CallIdentified):
         log.info("call identified key=%s interaction=%s by=%s", call.key, call.interaction_id, event.by)
     elif isinstance(event, CallTransferred):
         log.info("call transferred key=%s target=%s ok=%s agent=%s waited=%.1fs talk=%.1fs", call.key,
                  event.target, event.ok, event.agent_id, event.waited, event.talk_seconds)
     elif isinstance(event, CallFinished):
-        log.info("call ended key=%s call_id=%s interaction=%s cause=%s duration=%.1fs", call.key,
-                 call.info.call_id, call.interaction_id, event.cause, call.elapsed())
+        log.info("call ended call_id=%s interaction=%s node=%s cause=%s duration=%.1fs key=%s",
+                 call.info.call_id, call.interaction_id, event.node, event.cause, call.elapsed(), call.key)

@@ -79,6 +79,8 @@ class CallRecorder:
             key=call.key, call_id=info.call_id, caller=info.caller, caller_name=info.caller_name,
             dialled=info.dialled, node=event.node, started_at=datetime.fromtimestamp(info.started_at, UTC),
             customer_id=call.customer_id)
+        log.info("call started call_id=%s interaction=%s node=%s key=%s", info.call_id, call.interaction_id,
+                 event.node, call.key)
 
     async def _identified(self, event: CallIdentified) -> None:
         if event.call.interaction_id is not None:
