@@ -17,14 +17,16 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ForeignKey, Integer, String, Text, delete, func, or_, select, update
+from sqlalchemy import ForeignKey, String, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cti.db import Database
-from cti.models import Base, Customer, Identity, Interaction, JsonType, UtcDateTime, utcnow
+from cti.models import Base, Customer, Identity, Interaction, InteractionNote, JsonType, UtcDateTime, utcnow
 from cti.queues import AgentState
-from cti.store import customer_dict, iso
+from cti.store import customer_dict, iso, note_dict
+
+__all__ = ["Agent", "AgentSession", "AgentStore", "InteractionNote"]
 
 AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SESSION_HOURS = 12
@@ -51,17 +53,6 @@ class AgentSession(Base):
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
-
-
-class InteractionNote(Base):
-    __tablename__ = "interaction_notes"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    interaction_id: Mapped[str] = mapped_column(ForeignKey("interactions.id", ondelete="CASCADE"), index=True)
-    agent_id: Mapped[str | None] = mapped_column(String(64))
-    text: Mapped[str] = mapped_column(Text)
-    disposition: Mapped[str | None] = mapped_column(String(100))
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 
 class AgentExists(Exception):
@@ -198,6 +189,22 @@ class AgentStore:
                 state=AgentState.RINGING.value, call_id=call_id))
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
+    async def accept(self, agent_id: str, call_id: str) -> datetime | None:
+        """ringing for `call_id` -> on_call; the new `since`, or None when this call is not (or no
+        longer) offered to the agent. An agent already on this call stays as they are."""
+        now = utcnow()
+        async with self.db.write() as s, s.begin():
+            result = await s.execute(update(Agent).where(
+                Agent.id == agent_id, Agent.call_id == call_id,
+                Agent.state == AgentState.RINGING.value).values(state=AgentState.ON_CALL.value,
+                                                                state_since=now))
+            if result.rowcount:  # type: ignore[attr-defined]
+                return now
+            agent = await s.get(Agent, agent_id)
+            if agent is not None and agent.state == AgentState.ON_CALL.value and agent.call_id == call_id:
+                return agent.state_since
+        return None
+
     async def release(self, agent_id: str, call_id: str, state: AgentState, *,
                       keep_since: bool = False) -> None:
         """ringing -> `state` if the agent still rings for this call (an offer withdrawn or refused)."""
@@ -238,8 +245,7 @@ class AgentStore:
         async with self.db.read() as s:
             rows = (await s.execute(select(InteractionNote).where(
                 InteractionNote.interaction_id == interaction_id).order_by(InteractionNote.id))).scalars()
-            return [{"id": n.id, "agent_id": n.agent_id, "text": n.text, "disposition": n.disposition,
-                     "created_at": iso(n.created_at)} for n in rows]
+            return [note_dict(n) for n in rows]
 
     # ---- customer search (agent page) ----------------------------------------------------
     async def search_customers(self, query: str, limit: int = 20) -> list[dict[str, Any]]:

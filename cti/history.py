@@ -82,9 +82,10 @@ class CallHistory:
     async def call_finished(self, interaction_id: str, *, ended_at: datetime, ended: str,
                             ivr: dict[str, Any] | None, recording: str | None,
                             transcript: list[dict[str, Any]]) -> None:
-        """Complete the interaction: how it ended, the IVR record, the recording, the transcript."""
+        """Complete the interaction: how it ended (`outcome`; an agent's disposition stays), the IVR
+        record, the recording, the transcript."""
         await self.store.finish_interaction(
-            interaction_id, ended_at=ended_at, status="completed", disposition=ended,
+            interaction_id, ended_at=ended_at, status="completed", outcome=ended,
             ivr=mask_ivr(ivr), recording=recording, transcript=[segment_from_dict(d) for d in transcript],
         )
 

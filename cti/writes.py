@@ -199,9 +199,13 @@ def by_idempotency_key(conn: Connection, key: str) -> IngestResult | None:
 
 
 def finish(conn: Connection, interaction_id: str, ended_at: datetime, status: str, disposition: str | None,
-           ivr: dict[str, Any] | None, recording: str | None, transcript: Sequence[Segment]) -> None:
-    result = conn.execute(update(INTERACTIONS).where(INTERACTIONS.c.id == interaction_id).values(
-        ended_at=ended_at, status=status, disposition=disposition, ivr=ivr, recording=recording))
+           ivr: dict[str, Any] | None, recording: str | None, transcript: Sequence[Segment],
+           outcome: str | None = None) -> None:
+    values: dict[str, Any] = {"ended_at": ended_at, "status": status, "ivr": ivr, "recording": recording,
+                              "outcome": outcome}
+    if disposition is not None:  # None keeps what an agent saved during the call
+        values["disposition"] = disposition
+    result = conn.execute(update(INTERACTIONS).where(INTERACTIONS.c.id == interaction_id).values(**values))
     if result.rowcount == 0:
         raise NotFound(interaction_id)
     last = conn.execute(select(func.max(SEGMENTS.c.seq)).where(SEGMENTS.c.interaction_id == interaction_id)
