@@ -165,6 +165,8 @@ class CallerHold:
         self._ringing = False
         if self._playing == "ringback":
             self._interrupt()
+        elif self._due() and self._position is not None:
+            self._prepare(self._position)  # an announcement skipped while ringing is said now
 
     async def close(self) -> None:
         for task in self._rendering.values():
@@ -221,15 +223,16 @@ class CallerHold:
     def _next(self) -> tuple[str, np.ndarray]:
         if self._ringing and self.ringback is not None:
             return "ringback", self.ringback
+        seconds = len(self.music) / SAMPLE_RATE
         if self._due():
             assert self._position is not None
             speech = self._speech.get(self._position)
             if speech is not None and len(speech):
                 return "position", speech
             self._prepare(self._position)
-        seconds = len(self.music) / SAMPLE_RATE
-        if self._position is not None and self.voice is not None and self.interval > 0 and not self._ringing:
-            seconds = max(MIN_SLICE, self._said_at + self.interval - self._loop.time())
+            seconds = MIN_SLICE  # until the speech is rendered (it interrupts the music then)
+        elif self._position is not None and self.voice is not None and self.interval > 0 and not self._ringing:
+            seconds = self._said_at + self.interval - self._loop.time()  # > 0: not due yet
         start = self._music_at % len(self.music)
         end = min(len(self.music), start + max(1, int(seconds * SAMPLE_RATE)))
         return "music", self.music[start:end]
@@ -245,7 +248,7 @@ class CallerHold:
             finally:
                 self._playing = self._saying = None
             if kind == "music":
-                played = min(len(pcm), int((self._loop.time() - began) * SAMPLE_RATE))
+                played = min(len(pcm), round((self._loop.time() - began) * SAMPLE_RATE))
                 self._music_at = (self._music_at % len(self.music) + played) % len(self.music)
             elif kind == "position":
                 self._said, self._said_at = position, self._loop.time()
