@@ -342,8 +342,16 @@ class AgentDesk:
         await self._state_changed(slot.id, AgentState.RINGING, slot.since, call_id)
         await self.publish_screen_pop(slot.id, await self.build_screen_pop(call, slot.id, spec.name))
         dial = asyncio.ensure_future(self.connector.connect(call, slot.sip_uri, timeout=spec.ring_timeout))
-        done, _ = await asyncio.wait({dial, ended}, timeout=spec.ring_timeout + RING_GRACE,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait({dial, ended}, timeout=spec.ring_timeout + RING_GRACE,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the transfer itself is cancelled (shutdown): stop ringing
+            dial.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await dial
+            with contextlib.suppress(Exception):
+                await self.agents.release(slot.id, call_id, AgentState.AVAILABLE, keep_since=True)
+            raise
         connection: AgentConnection | None = None
         why = f"your phone did not answer within {spec.ring_timeout:g} s"
         if dial in done:

@@ -231,7 +231,8 @@ class CallerHold:
                 return "position", speech
             self._prepare(self._position)
             seconds = MIN_SLICE  # until the speech is rendered (it interrupts the music then)
-        elif self._position is not None and self.voice is not None and self.interval > 0 and not self._ringing:
+        elif (self._position is not None and self.voice is not None and self.interval > 0
+              and not self._ringing):
             seconds = self._said_at + self.interval - self._loop.time()  # > 0: not due yet
         start = self._music_at % len(self.music)
         end = min(len(self.music), start + max(1, int(seconds * SAMPLE_RATE)))

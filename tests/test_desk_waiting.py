@@ -279,3 +279,50 @@ def test_a_timed_out_caller_moves_to_the_overflow_queue(tmp_path: Path) -> None:
             await db.dispose()
 
     virtual(scenario)
+
+
+def test_a_transfer_cancelled_while_the_agent_rings_cancels_the_ringing_and_frees_the_agent(
+        tmp_path: Path) -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        db = open_database(f"sqlite+aiosqlite:///{tmp_path / 'voice.db'}")
+        await migrate(db)
+        agents = AgentStore(db)
+        await agents.create_agent(agent_id="ann", name="Ann", sip_uri="sip:ann@127.0.0.1",
+                                  skills=["support"], password=None)
+        connector = FakeConnector({"ann": None}, talk=None)  # rings on
+        desk = AgentDesk(store=CustomerStore(db), agents=agents, bus=EventBus(), connector=connector,
+                         clock=loop.time)
+        await desk.start()
+        try:
+            await desk.set_agent_state("ann", AgentState.AVAILABLE)
+            call = FakeCall("cancel-1")
+            routed = asyncio.ensure_future(desk.transfer_queue(call, "support"))
+            await asyncio.sleep(3)
+            assert (await agents.get_agent("ann"))["state"] == "ringing"  # type: ignore[index]
+            routed.cancel()  # e.g. the service stops at once
+            with pytest.raises(asyncio.CancelledError):
+                await routed
+            assert connector.cancelled == ["ann"]  # the INVITE is CANCELled
+            ann = await agents.get_agent("ann")
+            assert ann is not None and ann["state"] == "available" and ann["call_id"] is None
+            heard = len(call.heard)
+            await asyncio.sleep(5)
+            assert len(call.heard) == heard  # the hold music stopped too
+
+            # cancelled during the conversation: the agent's leg is hung up, the agent wraps up
+            connector.answer_after["ann"] = 0.0
+            call = FakeCall("cancel-2")
+            routed = asyncio.ensure_future(desk.transfer_queue(call, "support"))
+            while not connector.connections:
+                await asyncio.sleep(0.1)
+            routed.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await routed
+            assert connector.connections[0].hung_up
+            assert (await agents.get_agent("ann"))["state"] == "wrap_up"  # type: ignore[index]
+        finally:
+            await desk.close()
+            await db.dispose()
+
+    virtual(scenario)
