@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import sys
@@ -48,8 +49,10 @@ def position_text(position: int) -> str:
 
 
 # ---- sounds ------------------------------------------------------------------------------------
+@functools.cache
 def hold_music(seconds_per_chord: float = 2.0) -> np.ndarray:
-    """A calm 16-second loop (C, Am, F, G): a soft pad under an arpeggio; no silent stretch."""
+    """A calm 16-second loop (C, Am, F, G): a soft pad under an arpeggio; no silent stretch.
+    Computed once per process (read-only: every waiting caller shares it)."""
     chords = [(261.63, 329.63, 392.00), (220.00, 261.63, 329.63), (174.61, 220.00, 261.63),
               (196.00, 246.94, 293.66)] * 2
     n = int(seconds_per_chord * SAMPLE_RATE)
@@ -71,15 +74,19 @@ def hold_music(seconds_per_chord: float = 2.0) -> np.ndarray:
     x = np.concatenate(out)
     x = x / np.abs(x).max() * 0.25  # about -12 dBFS peak: music on hold should not shout
     out_pcm: np.ndarray = np.round(x * 32767).astype(np.int16)
+    out_pcm.flags.writeable = False
     return out_pcm
 
 
+@functools.cache
 def ringback(seconds: float = 6.0) -> np.ndarray:
     """North American ringback: 440 + 480 Hz, 2 s on, 4 s off (one cadence per 6 s)."""
     t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     tone = (np.sin(2 * np.pi * 440 * t) + np.sin(2 * np.pi * 480 * t)) * 0.2
     tone[(t % 6.0) >= 2.0] = 0.0
-    return np.round(tone * 32767).astype(np.int16)
+    pcm: np.ndarray = np.round(tone * 32767).astype(np.int16)
+    pcm.flags.writeable = False
+    return pcm
 
 
 def load_music(path: Path) -> np.ndarray:
@@ -239,6 +246,14 @@ class CallerHold:
         return "music", self.music[start:end]
 
     async def _run(self) -> None:
+        try:
+            await self._play_until_closed()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # call control misbehaving must not take the queue transfer down with it
+            log.exception("call %s: hold audio stopped", self.call.key)
+
+    async def _play_until_closed(self) -> None:
         while not self.call.ended:
             kind, pcm = self._next()
             position = self._position

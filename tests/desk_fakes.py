@@ -166,9 +166,13 @@ class FakeConnector:
             after = self.answer_after.get(agent)
             ring = asyncio.ensure_future(self._ring(after))
             ended = asyncio.ensure_future(call.wait_ended())
-            done, _ = await asyncio.wait({ring, ended}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            ring.cancel()
-            ended.cancel()
+            try:
+                done, _ = await asyncio.wait({ring, ended}, timeout=timeout,
+                                             return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ring.cancel()
+                ended.cancel()
+                await asyncio.gather(ring, ended, return_exceptions=True)
             if call.ended:
                 return FakeConnection(answered=False, status=487, reason="Request Terminated")
             if ring not in done:
