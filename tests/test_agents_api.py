@@ -134,8 +134,9 @@ async def test_a_queued_call_pops_on_the_agents_screen_rings_out_to_the_next_and
             other = await client.post("/agent/api/accept", json={"call_id": "not-this-one"})
             assert other.status == 409 and (await other.json())["error"]["field"] == "call_id"
             saved = await client.post("/agent/api/notes", json={
-                "call_id": "call-1@test", "text": "Refund sent again", "disposition": "resolved"})
+                "call_id": call.key, "text": "Refund sent again", "disposition": "resolved"})
             assert saved.status == 201, await saved.text()
+            assert (await saved.json())["interaction_id"] == interaction_id
             # a new tab while talking: hello carries the call
             async with client.ws_connect("/api/v1/agents/bob/events") as tab:
                 hello = await next_of(tab, "hello")

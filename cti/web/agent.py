@@ -137,7 +137,10 @@ async def post_note(request: web.Request) -> web.Response:
     desk = request.app[DESK_KEY]
     interaction_id = body.get("interaction_id")
     if not interaction_id and isinstance(body.get("call_id"), str):
-        interaction_id = await desk.agents.interaction_for_call(body["call_id"])
+        # the pop's call_id is the call's key (live on some node) or, from other clients, the Call-ID
+        live = desk.live.get(body["call_id"])
+        interaction_id = (live.interaction_id if live else None) or \
+            await desk.agents.interaction_for_call(body["call_id"])
     if not isinstance(interaction_id, str) or not interaction_id:
         raise invalid("interaction_id", "no interaction for this call")
     try:
