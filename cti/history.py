@@ -97,10 +97,11 @@ class CallHistory:
     async def call_finished(self, interaction_id: str, *, ended_at: datetime, ended: str,
                             ivr: dict[str, Any] | None, recording: str | None,
                             transcript: list[dict[str, Any]], details: dict[str, Any] | None = None) -> None:
-        """Complete the interaction: how it ended, the IVR record, the recording, the transcript,
-        and what call control adds (queue transfers: agent, wait and talk time)."""
+        """Complete the interaction: how it ended (`outcome`; an agent's disposition stays), the IVR
+        record, the recording, the transcript, and what call control adds (queue transfers: agent,
+        wait and talk time) into its metadata."""
         await self.store.finish_interaction(
-            interaction_id, ended_at=ended_at, status="completed", disposition=ended,
+            interaction_id, ended_at=ended_at, status="completed", outcome=ended,
             ivr=mask_ivr(ivr), recording=recording, transcript=[segment_from_dict(d) for d in transcript],
             metadata=details or None,
         )

@@ -65,6 +65,7 @@ class Service:
         self.ivr: Any = None
         self.desk: Any = None  # cti.routing.AgentDesk: queues, agents, screen pops
         self.speech: Any = None  # voice.asr.SpeechRecognizer
+        self.tts: Any = None  # voice.tts.Tts
 
     # ---- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -138,8 +139,10 @@ class Service:
         from cti.http import STORE_KEY, build_api
         from cti.lookup import make_lookup
         from cti.web import DESK_KEY
+        from voice.ivr.runtime import make_tts
 
-        app = build_api(self.config, connector=self)
+        self.tts = make_tts(self.config)
+        app = build_api(self.config, connector=self, voice=self.tts)
         self.http_runner = web.AppRunner(app, access_log=None)
         await self.http_runner.setup()  # runs cleanup_ctx startup: database open and migrated
         store = app[STORE_KEY]
@@ -181,12 +184,9 @@ class Service:
         from voice.ivr.runtime import IvrRuntime
 
         self.ivr = IvrRuntime(self.config, lookup=self.lookup, desk=self.desk, speech=self.speech,
-                              transfer_queue=self._transfer_queue)
+                              transfer_queue=self._transfer_queue, tts=self.tts)
         if self.desk is not None:
-            from cti.routing import position_announcer
-
             self.desk.library = self.ivr.library
-            self.desk.on_position = position_announcer(self.ivr.tts)
         self._background.extend(self.ivr.start())
         self._run_flow = self.ivr.run_call
 
