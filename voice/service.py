@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from cti.ports import AgentConnection, CallView
+    from cti.routing import QueueOutcome
 
 log = logging.getLogger("voice")
 
@@ -201,11 +202,10 @@ class Service:
         """`transfer: queue:NAME`: wait in the queue and talk to an agent (the desk does both);
         the flow goes on when the agent hangs up first."""
         assert self.desk is not None
-        outcome = await self.desk.transfer_queue(DeskCall(call), queue)
+        outcome: QueueOutcome = await self.desk.transfer_queue(DeskCall(call), queue)
         self.lifecycle.publish(CallTransferred(
-            call=call, target=f"queue:{queue}", ok=bool(outcome.ok), agent_id=outcome.agent_id,
-            waited=float(outcome.waited), talk_seconds=float(getattr(outcome, "talk_seconds", 0.0) or 0.0),
-            hangup_by=getattr(outcome, "hangup_by", None)))
+            call=call, target=f"queue:{outcome.queue}", ok=outcome.ok, agent_id=outcome.agent_id,
+            waited=outcome.waited, talk_seconds=outcome.talk_seconds or 0.0, hangup_by=outcome.hangup_by))
         return outcome
 
     # ---- SIP events ---------------------------------------------------------------------
