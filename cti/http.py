@@ -261,4 +261,8 @@ def build_api(config: Config, *, schema: str | None = None) -> web.Application:
     from cti.web import setup as setup_agent_side  # imported here: cti.web imports this module
 
     setup_agent_side(app, config, schema=schema)
+    from cti import ops, reports_api
+
+    reports_api.setup(app)
+    ops.setup(app)  # after the agent side: its startup reads the desk
     return app

@@ -124,6 +124,8 @@ class Config:
     cti: CtiConfig = CtiConfig()
     queues: QueuesConfig = QueuesConfig()
     log_level: str = "info"
+    log_format: str = "text"  # text | json (one JSON object per line)
+    sip_trace: str = "no"  # no | headers | full: every SIP message in the log (voice.sip.trace)
 
 
 def parse_host_port(text: str, default_port: int) -> HostPort:
@@ -262,7 +264,11 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
         "ring_timeout": (lambda s: float(_int_range(5, 300)(s)), "ring_timeout"),
         "no_answer": (_choice("away", "available"), "no_answer"),
     },
-    "log": {"level": (_choice("debug", "info", "warning", "error"), "level")},
+    "log": {
+        "level": (_choice("debug", "info", "warning", "error"), "level"),
+        "format": (_choice("text", "json"), "format"),
+        "sip_trace": (_choice("no", "headers", "full"), "sip_trace"),
+    },
 }
 
 
@@ -329,4 +335,6 @@ def load_config(path: str | Path | None) -> Config:
         cti=build("cti", CtiConfig),
         queues=build("queues", QueuesConfig),
         log_level=values.get("log", {}).get("level", "info"),
+        log_format=values.get("log", {}).get("format", "text"),
+        sip_trace=values.get("log", {}).get("sip_trace", "no"),
     )

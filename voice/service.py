@@ -223,11 +223,11 @@ class Service:
                 log.warning("registration to %s failed (%s)", event.registration.registrar, event.status)
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("aiosqlite", "asyncio", "alembic", "sqlalchemy"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def setup_logging(level: str, fmt: str = "text", sip_trace: str = "no") -> None:
+    from voice import logs, sipwire
+
+    logs.setup_logging(level, fmt)
+    sipwire.configure(sip_trace)
 
 
 async def serve(config: Config) -> None:
@@ -242,7 +242,9 @@ async def serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print(f"voice: ready (SIP {config.sip.listen}, HTTP {config.http.listen.host}:{service.http_port})",
+    from voice.firstrun import ready_message
+
+    print(ready_message(config, service.http_port, service.endpoint.udp_port if service.endpoint else None),
           flush=True)
     await stop.wait()
     log.info("stopping")
@@ -255,7 +257,10 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"voice: configuration error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(config.log_level)
+    from voice.firstrun import with_api_key
+
+    config = with_api_key(config)  # the first run generates one (data/api_key) when none is configured
+    setup_logging(config.log_level, config.log_format, config.sip_trace)
     try:
         asyncio.run(serve(config))
     except OSError as exc:
