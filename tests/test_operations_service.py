@@ -42,8 +42,9 @@ def json_lines(svc: RunningService) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
     workdir = tmp_path_factory.mktemp("ops")
-    with running_service(workdir, sip={"t1_ms": 50}, asr={"engine": "none"},
-                         log={"format": "json", "sip_trace": "headers"}) as service:
+    with running_service(
+        workdir, sip={"t1_ms": 50}, asr={"engine": "none"}, log={"format": "json", "sip_trace": "headers"}
+    ) as service:
         yield service
 
 
@@ -79,7 +80,9 @@ def test_a_real_call_in_logs_metrics_search_and_cdr(svc: RunningService, tmp_pat
     ok = sample_value(families, "voice_sip_responses_total", {"direction": "out", "code": "200"})
     assert ok is not None and ok >= 1
     steps = [s.value for f in families for s in f.samples if s.name == "voice_flow_steps_total"]
-    assert sample_value(families, "voice_flow_steps_total", {"flow": "main"}) and sum(steps) >= len(end["path"])
+    assert sample_value(families, "voice_flow_steps_total", {"flow": "main"}) and sum(steps) >= len(
+        end["path"]
+    )
     assert get(svc, "/healthz")[0] == 200
     status, ready = get(svc, "/readyz")
     assert status == 200 and json.loads(ready)["checks"]["database"] == "ok"

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from cti.http import CONFIG_KEY, json_response
+from cti.seclog import security_event
 from cti.web.agent import page
 from cti.web.auth import (
     ADMIN_COOKIE,
@@ -44,6 +45,7 @@ async def admin_login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     key = matching_api_key(request, str(form.get("key", "")))
     if key is None:
+        security_event("login_failed", request.remote or "?", who="admin")
         raise web.HTTPFound("/admin/login?failed=1")
     resp = web.HTTPFound("/admin")
     set_cookie(resp, request, ADMIN_COOKIE, admin_token(key), max_age=ADMIN_HOURS * 3600)

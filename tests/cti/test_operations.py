@@ -40,19 +40,42 @@ async def ops(target: Target, tmp_path: Path) -> AsyncIterator[Api]:
         await client.close()
 
 
-async def call(api: Api, *, phone: str, at: datetime, ivr: dict[str, Any], call_id: str,
-               meta: dict[str, Any] | None = None, seconds: float = 30.0, recording: str | None = None,
-               transcript: tuple[Segment, ...] = ()) -> str:
+async def call(
+    api: Api,
+    *,
+    phone: str,
+    at: datetime,
+    ivr: dict[str, Any],
+    call_id: str,
+    meta: dict[str, Any] | None = None,
+    seconds: float = 30.0,
+    recording: str | None = None,
+    transcript: tuple[Segment, ...] = (),
+) -> str:
     """A finished voice call, written the way cti.history writes one."""
     store = api.store
-    result = await store.ingest(NewInteraction(
-        channel="voice", direction="inbound", started_at=at, identities=[("phone", phone)],
-        status="in_progress", subject="Call to 100",
-        metadata={"caller": phone, "caller_name": None, "dialled": "100", **(meta or {})},
-        call_id=call_id, idempotency_key=f"call:{call_id}"))
-    await store.finish_interaction(result.interaction_id, ended_at=at + timedelta(seconds=seconds),
-                                   status="completed", disposition=ivr.get("ended"), ivr=ivr,
-                                   recording=recording, transcript=list(transcript))
+    result = await store.ingest(
+        NewInteraction(
+            channel="voice",
+            direction="inbound",
+            started_at=at,
+            identities=[("phone", phone)],
+            status="in_progress",
+            subject="Call to 100",
+            metadata={"caller": phone, "caller_name": None, "dialled": "100", **(meta or {})},
+            call_id=call_id,
+            idempotency_key=f"call:{call_id}",
+        )
+    )
+    await store.finish_interaction(
+        result.interaction_id,
+        ended_at=at + timedelta(seconds=seconds),
+        status="completed",
+        disposition=ivr.get("ended"),
+        ivr=ivr,
+        recording=recording,
+        transcript=list(transcript),
+    )
     return result.interaction_id
 
 
@@ -82,27 +105,51 @@ async def test_health_and_readiness_without_a_key(ops: Api) -> None:
 
 
 async def test_metrics_parse_and_count_requests(ops: Api) -> None:
-    status, _ = await ops.call("POST", "/api/v1/interactions", json={
-        "channel": "chat", "direction": "inbound", "started_at": "2026-03-02T10:00:00Z",
-        "customer": {"email": "m@example.com"}})
+    status, _ = await ops.call(
+        "POST",
+        "/api/v1/interactions",
+        json={
+            "channel": "chat",
+            "direction": "inbound",
+            "started_at": "2026-03-02T10:00:00Z",
+            "customer": {"email": "m@example.com"},
+        },
+    )
     assert status == 201
     await ops.call("GET", "/api/v1/customers/00000000-0000-0000-0000-000000000000")
     resp = await ops.client.get("/metrics")
     assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/plain")
     families = list(text_string_to_metric_families(await resp.text()))
     names = {f.name for f in families}
-    for expected in ("voice_calls_active", "voice_calls", "voice_sip_requests", "voice_sip_responses",
-                     "voice_rtp_packets_sent", "voice_rtp_packets_received", "voice_rtp_packets_late",
-                     "voice_rtp_send_lateness_seconds", "voice_flow_steps", "voice_speech_recognitions",
-                     "voice_speech_recognition_seconds", "voice_queue_waiting",
-                     "voice_queue_longest_wait_seconds", "voice_agents", "voice_ingest_requests",
-                     "voice_ingest_request_seconds", "voice_database_errors", "voice_http_requests"):
+    for expected in (
+        "voice_calls_active",
+        "voice_calls",
+        "voice_sip_requests",
+        "voice_sip_responses",
+        "voice_rtp_packets_sent",
+        "voice_rtp_packets_received",
+        "voice_rtp_packets_late",
+        "voice_rtp_send_lateness_seconds",
+        "voice_flow_steps",
+        "voice_speech_recognitions",
+        "voice_speech_recognition_seconds",
+        "voice_queue_waiting",
+        "voice_queue_longest_wait_seconds",
+        "voice_agents",
+        "voice_ingest_requests",
+        "voice_ingest_request_seconds",
+        "voice_database_errors",
+        "voice_http_requests",
+    ):
         assert expected in names, expected
     ingested = sample_value(families, "voice_ingest_requests_total", {"status": "2xx"})
     assert ingested is not None and ingested >= 1
     # the route template, not the path with the id in it
-    not_found = sample_value(families, "voice_http_requests_total",
-                             {"route": "/api/v1/customers/{id}", "method": "GET", "status": "4xx"})
+    not_found = sample_value(
+        families,
+        "voice_http_requests_total",
+        {"route": "/api/v1/customers/{id}", "method": "GET", "status": "4xx"},
+    )
     assert not_found is not None and not_found >= 1
     assert not any("00000000-0000" in str(s.labels) for f in families for s in f.samples)
     assert sample_value(families, "voice_agents", {"state": "available"}) == 0
@@ -111,10 +158,22 @@ async def test_metrics_parse_and_count_requests(ops: Api) -> None:
 async def test_search_finds_calls_by_phone_customer_channel_call_id_and_time(ops: Api) -> None:
     ids = []
     for i in range(5):
-        ids.append(await call(ops, phone="+4930111111", at=T0 + timedelta(minutes=i), call_id=f"c-{i}",
-                              ivr={"flow": "main", "path": path("welcome"), "ended": "hangup"}))
-    other = await call(ops, phone="+4930222222", at=T0, call_id="c-other",
-                       ivr={"flow": "main", "path": path("welcome"), "ended": "hangup"})
+        ids.append(
+            await call(
+                ops,
+                phone="+4930111111",
+                at=T0 + timedelta(minutes=i),
+                call_id=f"c-{i}",
+                ivr={"flow": "main", "path": path("welcome"), "ended": "hangup"},
+            )
+        )
+    other = await call(
+        ops,
+        phone="+4930222222",
+        at=T0,
+        call_id="c-other",
+        ivr={"flow": "main", "path": path("welcome"), "ended": "hangup"},
+    )
     status, body = await ops.call("GET", "/api/v1/interactions", params={"call_id": "c-3"})
     assert status == 200 and [i["id"] for i in body["interactions"]] == [ids[3]]
     assert body["interactions"][0]["call_id"] == "c-3"
@@ -122,24 +181,40 @@ async def test_search_finds_calls_by_phone_customer_channel_call_id_and_time(ops
     # by phone (national format, normalized), newest first, two pages of 3 + 2
     status, body = await ops.call("GET", "/api/v1/interactions", params={"phone": "030 111111", "limit": "3"})
     assert status == 200 and [i["id"] for i in body["interactions"]] == ids[4:1:-1]
-    status, page2 = await ops.call("GET", "/api/v1/interactions",
-                                   params={"phone": "030 111111", "limit": "3", "cursor": body["next_cursor"]})
+    status, page2 = await ops.call(
+        "GET",
+        "/api/v1/interactions",
+        params={"phone": "030 111111", "limit": "3", "cursor": body["next_cursor"]},
+    )
     assert [i["id"] for i in page2["interactions"]] == [ids[1], ids[0]] and page2["next_cursor"] is None
 
     customer_id = body["interactions"][0]["customer_id"]
-    status, body = await ops.call("GET", "/api/v1/interactions", params={
-        "customer_id": customer_id, "since": "2026-03-02T09:01:00Z", "until": "2026-03-02T10:03:00+01:00"})
+    status, body = await ops.call(
+        "GET",
+        "/api/v1/interactions",
+        params={
+            "customer_id": customer_id,
+            "since": "2026-03-02T09:01:00Z",
+            "until": "2026-03-02T10:03:00+01:00",
+        },
+    )
     assert status == 200 and [i["id"] for i in body["interactions"]] == [ids[2], ids[1]]
     status, body = await ops.call("GET", "/api/v1/interactions", params={"channel": "voice"})
     assert status == 200 and {i["id"] for i in body["interactions"]} == {*ids, other}
     status, body = await ops.call("GET", "/api/v1/interactions", params={"phone": "+4930999999"})
     assert status == 200 and body == {"interactions": [], "next_cursor": None}
 
-    for params, field in (({"since": "yesterday"}, "since"), ({"since": "2026-03-02T09:00:00"}, "since"),
-                          ({"limit": "0"}, "limit"), ({"channel": "fax"}, "channel"),
-                          ({"customer_id": "nope"}, "customer_id"), ({"phone": "abc"}, "phone"),
-                          ({"cursor": "!!"}, "cursor"), ({"colour": "red"}, "colour"),
-                          ({"since": "2026-03-03T00:00:00Z", "until": "2026-03-02T00:00:00Z"}, "until")):
+    for params, field in (
+        ({"since": "yesterday"}, "since"),
+        ({"since": "2026-03-02T09:00:00"}, "since"),
+        ({"limit": "0"}, "limit"),
+        ({"channel": "fax"}, "channel"),
+        ({"customer_id": "nope"}, "customer_id"),
+        ({"phone": "abc"}, "phone"),
+        ({"cursor": "!!"}, "cursor"),
+        ({"colour": "red"}, "colour"),
+        ({"since": "2026-03-03T00:00:00Z", "until": "2026-03-02T00:00:00Z"}, "until"),
+    ):
         status, body = await ops.call("GET", "/api/v1/interactions", params=params)
         assert status == 422 and body["error"]["field"] == field, (params, body)
     resp = await ops.client.get("/api/v1/interactions")
@@ -147,21 +222,53 @@ async def test_search_finds_calls_by_phone_customer_channel_call_id_and_time(ops
 
 
 async def test_cdr_csv_and_summary(ops: Api) -> None:
-    contained = await call(ops, phone="+4930111111", at=T0, call_id="a",
-                           ivr={"flow": "main", "path": path("welcome", "main_menu", "billing", "goodbye"),
-                                "ended": "hangup"})
-    with_agent = await call(ops, phone="+4930111112", at=T0 + timedelta(minutes=1), call_id="b", seconds=100,
-                            ivr={"flow": "main", "path": path("welcome", "main_menu", "support"),
-                                 "ended": "transfer", "transfer_target": "queue:support"},
-                            meta={"agent_id": "alice", "wait_seconds": 12.0, "talk_seconds": 80.0})
-    abandoned = await call(ops, phone="+4930111113", at=T0 + timedelta(minutes=2), call_id="=c", seconds=40,
-                           ivr={"flow": "main", "path": path("welcome", "main_menu", "support"),
-                                "ended": "caller_hangup", "transfers_failed": ["queue:support"]})
-    await call(ops, phone="+4930111114", at=T0 + timedelta(days=2), call_id="later",
-               ivr={"flow": "main", "path": path("welcome"), "ended": "caller_hangup"})
+    contained = await call(
+        ops,
+        phone="+4930111111",
+        at=T0,
+        call_id="a",
+        ivr={"flow": "main", "path": path("welcome", "main_menu", "billing", "goodbye"), "ended": "hangup"},
+    )
+    with_agent = await call(
+        ops,
+        phone="+4930111112",
+        at=T0 + timedelta(minutes=1),
+        call_id="b",
+        seconds=100,
+        ivr={
+            "flow": "main",
+            "path": path("welcome", "main_menu", "support"),
+            "ended": "transfer",
+            "transfer_target": "queue:support",
+        },
+        meta={"agent_id": "alice", "wait_seconds": 12.0, "talk_seconds": 80.0},
+    )
+    abandoned = await call(
+        ops,
+        phone="+4930111113",
+        at=T0 + timedelta(minutes=2),
+        call_id="=c",
+        seconds=40,
+        ivr={
+            "flow": "main",
+            "path": path("welcome", "main_menu", "support"),
+            "ended": "caller_hangup",
+            "transfers_failed": ["queue:support"],
+        },
+    )
+    await call(
+        ops,
+        phone="+4930111114",
+        at=T0 + timedelta(days=2),
+        call_id="later",
+        ivr={"flow": "main", "path": path("welcome"), "ended": "caller_hangup"},
+    )
 
-    resp = await ops.client.get("/api/v1/reports/calls.csv", headers=ops.headers,
-                                params={"since": "2026-03-02T00:00:00Z", "until": "2026-03-03T00:00:00Z"})
+    resp = await ops.client.get(
+        "/api/v1/reports/calls.csv",
+        headers=ops.headers,
+        params={"since": "2026-03-02T00:00:00Z", "until": "2026-03-03T00:00:00Z"},
+    )
     assert resp.status == 200 and resp.content_type == "text/csv"
     rows = list(csv.DictReader(io.StringIO(await resp.text())))
     assert [r["interaction_id"] for r in rows] == [contained, with_agent, abandoned]
@@ -175,13 +282,18 @@ async def test_cdr_csv_and_summary(ops: Api) -> None:
     assert third["outcome"] == "abandoned" and third["queue"] == "support"
     assert third["call_id"] == "'=c"  # not a spreadsheet formula
 
-    status, report = await ops.call("GET", "/api/v1/reports/summary",
-                                    params={"since": "2026-03-02T00:00:00Z", "until": "2026-03-03T00:00:00Z"})
+    status, report = await ops.call(
+        "GET",
+        "/api/v1/reports/summary",
+        params={"since": "2026-03-02T00:00:00Z", "until": "2026-03-03T00:00:00Z"},
+    )
     assert status == 200
     totals = report["totals"]
     assert totals["calls"] == 3 and totals["contained"] == 1 and totals["agent"] == 1
     assert totals["abandoned"] == 1 and totals["containment_rate"] == round(1 / 3, 4)
-    assert totals["abandonment_rate"] == 0.5 and totals["asa_seconds"] == 12.0 and totals["aht_seconds"] == 80.0
+    assert (
+        totals["abandonment_rate"] == 0.5 and totals["asa_seconds"] == 12.0 and totals["aht_seconds"] == 80.0
+    )
     assert totals["service_level"] == 0.5
     assert [d["day"] for d in report["days"]] == ["2026-03-02"]
     nodes = report["flows"][0]["nodes"]
@@ -200,20 +312,47 @@ async def test_export_and_delete_a_customer_with_recordings(ops: Api, tmp_path: 
     outside = tmp_path / "keep.wav"
     for f in (call_wav, voicemail, outside):
         f.write_bytes(b"RIFF")
-    status, customer = await ops.call("POST", "/api/v1/customers", json={
-        "name": "Dana Scully", "phone": "+4930123456", "email": "dana@example.com", "account": "ACC-9",
-        "attributes": {"tier": "gold"}})
+    status, customer = await ops.call(
+        "POST",
+        "/api/v1/customers",
+        json={
+            "name": "Dana Scully",
+            "phone": "+4930123456",
+            "email": "dana@example.com",
+            "account": "ACC-9",
+            "attributes": {"tier": "gold"},
+        },
+    )
     assert status == 201
-    first = await call(ops, phone="+4930123456", at=T0, call_id="x1", recording=str(call_wav),
-                       ivr={"flow": "main", "path": path("welcome"), "ended": "hangup",
-                            "recordings": [str(voicemail), str(outside)]},
-                       transcript=(Segment(start=0, end=1, speaker="caller", kind="speech", text="hello there"),))
-    await ops.store.db.run_write(lambda conn: conn.execute(insert(InteractionNote.__table__), {
-        "interaction_id": first, "agent_id": "alice", "text": "wants a callback", "created_at": T0}))
+    first = await call(
+        ops,
+        phone="+4930123456",
+        at=T0,
+        call_id="x1",
+        recording=str(call_wav),
+        ivr={
+            "flow": "main",
+            "path": path("welcome"),
+            "ended": "hangup",
+            "recordings": [str(voicemail), str(outside)],
+        },
+        transcript=(Segment(start=0, end=1, speaker="caller", kind="speech", text="hello there"),),
+    )
+    await ops.store.db.run_write(
+        lambda conn: conn.execute(
+            insert(InteractionNote.__table__),
+            {"interaction_id": first, "agent_id": "alice", "text": "wants a callback", "created_at": T0},
+        )
+    )
     # someone else's interaction stays
     status, _ = await ops.call("POST", "/api/v1/customers", json={"name": "Fox", "phone": "+4930999000"})
-    other = await call(ops, phone="+4930999000", at=T0, call_id="y1",
-                       ivr={"flow": "main", "path": path("welcome"), "ended": "hangup"})
+    other = await call(
+        ops,
+        phone="+4930999000",
+        at=T0,
+        call_id="y1",
+        ivr={"flow": "main", "path": path("welcome"), "ended": "hangup"},
+    )
 
     status, exported = await ops.call("GET", f"/api/v1/customers/{customer['id']}/export")
     assert status == 200
@@ -225,11 +364,16 @@ async def test_export_and_delete_a_customer_with_recordings(ops: Api, tmp_path: 
 
     status, body = await ops.call("DELETE", f"/api/v1/customers/{customer['id']}")
     assert status == 200
-    assert body["interactions"] == 1 and body["segments"] == 1 and body["notes"] == 1 and body["identities"] == 3
+    assert (
+        body["interactions"] == 1 and body["segments"] == 1 and body["notes"] == 1 and body["identities"] == 3
+    )
     assert body["recordings_removed"] == 2 and body["recordings_not_found"] == 1
     assert not call_wav.exists() and not voicemail.exists() and outside.exists()  # never outside recordings/
-    for url in (f"/api/v1/customers/{customer['id']}", f"/api/v1/interactions/{first}",
-                f"/api/v1/customers/{customer['id']}/export"):
+    for url in (
+        f"/api/v1/customers/{customer['id']}",
+        f"/api/v1/interactions/{first}",
+        f"/api/v1/customers/{customer['id']}/export",
+    ):
         status, _ = await ops.call("GET", url)
         assert status == 404, url
     status, _ = await ops.call("DELETE", f"/api/v1/customers/{customer['id']}")
