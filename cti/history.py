@@ -13,7 +13,7 @@ from typing import Any
 from cti.identity import IdentityError, normalize_phone
 from cti.store import CustomerStore, NewInteraction, Segment
 
-MASK = "***"
+MASK = "****"  # the one mask: the same as voice.ivr.templates.MASK
 
 
 def mask_ivr(ivr: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -170,6 +170,9 @@ def setup(app: web.Application) -> None:
             metrics.remove_desk(id(app))
 
     app.cleanup_ctx.append(ops_ctx)
+    from cti.web import wallboard
+
+    wallboard.setup(app)
     app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
