@@ -77,19 +77,39 @@ def call_ended(outcome: str) -> None:
 
 
 # ---- SIP (reported by voice.sipwire from the SipEndpoint) -------------------------------------
+_SIP_METHOD_BYTES = frozenset(m.encode() for m in SIP_METHODS)
+_sip_children: dict[tuple[str, bytes], Any] = {}  # (direction, method or code) -> counter child
+
+
 def sip_message(direction: str, first_line: bytes) -> None:
-    """Count one SIP message from its start line (`direction` is "in" or "out")."""
-    if first_line.startswith(b"SIP/2.0 "):
-        code = first_line[8:11]
-        SIP_RESPONSES.labels(direction, code.decode() if code.isdigit() else "other").inc()
-        return
-    method = first_line.split(b" ", 1)[0].decode("ascii", "replace")
-    SIP_REQUESTS.labels(direction, method if method in SIP_METHODS else "other").inc()
+    """Count one SIP message from its start line (`direction` is "in" or "out").
+
+    Called for every message: the counter child is looked up in a dict (label resolution costs
+    several times more); keys are known methods and 3-digit codes only, so the dict stays small."""
+    response = first_line.startswith(b"SIP/2.0 ")
+    key = first_line[8:11] if response else first_line.split(b" ", 1)[0]
+    child = _sip_children.get((direction, key))
+    if child is None:
+        if response:
+            valid = len(key) == 3 and key.isdigit()
+            child = SIP_RESPONSES.labels(direction, key.decode() if valid else "other")
+        else:
+            valid = key in _SIP_METHOD_BYTES
+            child = SIP_REQUESTS.labels(direction, key.decode() if valid else "other")
+        if valid:
+            _sip_children[(direction, key)] = child
+    child.inc()
 
 
 # ---- flows and speech ---------------------------------------------------------------------
+_flow_children: dict[str, Any] = {}
+
+
 def flow_step(flow: str) -> None:
-    FLOW_STEPS.labels(flow).inc()
+    child = _flow_children.get(flow)
+    if child is None:
+        child = _flow_children[flow] = FLOW_STEPS.labels(flow)  # flows: a handful of files
+    child.inc()
 
 
 def speech_recognized(engine: str, status: str, seconds: float | None) -> None:

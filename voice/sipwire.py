@@ -51,7 +51,7 @@ def _first_line(data: bytes) -> bytes:
 
 
 def received(data: bytes, source: Any) -> None:
-    if not data.strip():
+    if data[:1] in (b"\r", b"\n", b"") and not data.strip():
         return  # a CRLF keep-alive (RFC 5626)
     line = _first_line(data)
     if not line.startswith(b"SIP/2.0 ") and not line.endswith(b"SIP/2.0"):
