@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.engine import Connection
 
 from cti import writes
@@ -75,6 +75,25 @@ def search(conn: Connection, f: Filters, limit: int,
               "agent": r.agent, "subject": r.subject, "summary": r.summary, "disposition": r.disposition,
               "call_id": r.call_id} for r in rows]
     return items, encode_cursor(rows[-1].started_at, rows[-1].id) if more and rows else None
+
+
+CALL_FACTS = ("offered_at", "answered_at", "queue", "agent_id", "wait_seconds", "talk_seconds", "outcome")
+
+
+def add_call_facts(conn: Connection, interaction_id: str, facts: dict[str, Any]) -> bool:
+    """Merge what call control knows about a call into its interaction's metadata (one
+    transaction); False when there is no such interaction. Unknown keys are an error."""
+    unknown = set(facts) - set(CALL_FACTS)
+    if unknown:
+        raise ValueError(f"not a call fact: {sorted(unknown)} (known: {', '.join(CALL_FACTS)})")
+    if "outcome" in facts and facts["outcome"] not in OUTCOMES:
+        raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}")
+    row = conn.execute(select(T.c["metadata"]).where(T.c.id == interaction_id)).first()
+    if row is None:
+        return False
+    clean = {k: (iso(v) if isinstance(v, datetime) else v) for k, v in facts.items() if v is not None}
+    conn.execute(update(T).where(T.c.id == interaction_id).values({"metadata": {**(row[0] or {}), **clean}}))
+    return True
 
 
 def customers_with_phone(conn: Connection, phone: str) -> tuple[str, ...]:

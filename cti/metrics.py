@@ -76,6 +76,11 @@ def call_ended(outcome: str) -> None:
     CALLS_TOTAL.labels(outcome if outcome in CALL_OUTCOMES else "other").inc()
 
 
+def call_refused(outcome: str = "rejected") -> None:
+    """A call that was never answered (refused, cancelled while ringing): counted, never active."""
+    CALLS_TOTAL.labels(outcome if outcome in CALL_OUTCOMES else "other").inc()
+
+
 # ---- SIP (reported by voice.sipwire from the SipEndpoint) -------------------------------------
 _SIP_METHOD_BYTES = frozenset(m.encode() for m in SIP_METHODS)
 _sip_children: dict[tuple[str, bytes], Any] = {}  # (direction, method or code) -> counter child

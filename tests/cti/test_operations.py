@@ -389,3 +389,41 @@ async def test_export_and_delete_a_customer_with_recordings(ops: Api, tmp_path: 
     text = str(audit)
     for personal in ("Dana", "+4930123456", "dana@example.com", "ACC-9", "hello", "callback"):
         assert personal not in text
+
+
+async def test_call_facts_from_call_control_reach_the_cdr(ops: Api) -> None:
+    from cti.history import CallHistory
+
+    history = CallHistory(ops.store)
+    interaction = await call(
+        ops,
+        phone="+4930555000",
+        at=T0,
+        call_id="facts",
+        ivr={
+            "flow": "main",
+            "path": path("welcome", "to_support"),
+            "ended": "transfer",
+            "transfer_target": "queue:support",
+        },
+    )
+    answered = T0 + timedelta(seconds=2)
+    assert await history.add_call_facts(
+        interaction,
+        answered_at=answered,
+        queue="support",
+        agent_id="ann",
+        wait_seconds=14.5,
+        talk_seconds=61.0,
+        outcome="agent",
+    )
+    assert not await history.add_call_facts("00000000-0000-0000-0000-000000000000", queue="x")
+    with pytest.raises(ValueError, match="not a call fact"):
+        await history.add_call_facts(interaction, colour="red")
+    resp = await ops.client.get("/api/v1/reports/calls.csv", headers=ops.headers)
+    [row] = list(csv.DictReader(io.StringIO(await resp.text())))
+    assert row["answer"] == "2026-03-02T09:00:02Z" and row["agent"] == "ann" and row["queue"] == "support"
+    assert row["wait_seconds"] == "14.5" and row["talk_seconds"] == "61.0" and row["outcome"] == "agent"
+    status, item = await ops.call("GET", f"/api/v1/interactions/{interaction}")
+    assert status == 200
+    assert item["metadata"]["caller"] == "+4930555000"  # merged, not replaced
