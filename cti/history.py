@@ -106,6 +106,14 @@ class CallHistory:
             metadata=details or None,
         )
 
+    async def add_call_facts(self, interaction_id: str, **facts: Any) -> bool:
+        """What the CDR and the reports need from call control, merged into the interaction's
+        metadata: offered_at / answered_at (datetimes), queue, agent_id, wait_seconds (queued until
+        an agent answered or the caller left), talk_seconds, outcome (cti.cdr.OUTCOMES)."""
+        from cti.cdr import add_call_facts
+
+        return await self.store.db.run_write(add_call_facts, interaction_id, facts)
+
     async def mark_interrupted(self) -> int:
         """At service start: calls left in progress by a previous run become `interrupted`."""
         return await self.store.mark_interrupted("voice", key_prefix=self.key_prefix)

@@ -20,6 +20,7 @@ from cti.db import Database, migrate, open_database
 from cti.identity import IDENTITY_KINDS, IdentityError, normalize_identity
 from cti.lookup import lookup
 from cti.openapi import openapi_document
+from cti.seclog import security_event
 from cti.store import CustomerStore, IdentityConflict, NotFound, decode_cursor
 from cti.validation import ApiError, invalid, parse_customer, parse_ingest
 from voice.config import Config
@@ -77,6 +78,7 @@ def auth_middleware(api_keys: tuple[str, ...]) -> Any:
             for key in keys:
                 ok |= hmac.compare_digest(given, key)
             if scheme.lower() != "bearer" or not ok:
+                security_event("api_key_rejected", request.remote or "?", given="yes" if given else "no")
                 raise ApiError(401, "missing or wrong API key (Authorization: Bearer <key>)", "Authorization",
                                ) from None
         return await handler(request)
@@ -273,4 +275,8 @@ def build_api(config: Config, *, schema: str | None = None, connector: AgentConn
     if voice is not None:
         app[VOICE_KEY] = voice
     setup_agent_side(app, config, schema=schema)
+    from cti import ops, reports_api
+
+    reports_api.setup(app)
+    ops.setup(app)  # after the agent side: its startup reads the desk
     return app

@@ -166,6 +166,8 @@ class Config:
     queue: dict[str, QueueConfig] = field(default_factory=dict)  # [queue NAME] sections by NAME
     log_level: str = "info"
     hours: dict[str, BusinessHours] = field(default_factory=dict)  # [hours NAME] sections
+    log_format: str = "text"  # text | json (one JSON object per line)
+    sip_trace: str = "no"  # no | headers | full: every SIP message in the log (voice.sip.trace)
 
 
 def parse_host_port(text: str, default_port: int) -> HostPort:
@@ -338,7 +340,11 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
         "overflow": (_queue_target, "overflow"),
         "service_level_seconds": (lambda s: float(_int_range(1, 3600)(s)), "service_level_seconds"),
     },
-    "log": {"level": (_choice("debug", "info", "warning", "error"), "level")},
+    "log": {
+        "level": (_choice("debug", "info", "warning", "error"), "level"),
+        "format": (_choice("text", "json"), "format"),
+        "sip_trace": (_choice("no", "headers", "full"), "sip_trace"),
+    },
 }
 # [queue NAME]: the [queues] keys for one queue, plus the skill that serves it.
 _QUEUE_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {
@@ -449,4 +455,6 @@ def load_config(path: str | Path | None) -> Config:
         queue=_queue_sections(source, values, queues),
         log_level=values.get("log", {}).get("level", "info"),
         hours=hours,
+        log_format=values.get("log", {}).get("format", "text"),
+        sip_trace=values.get("log", {}).get("sip_trace", "no"),
     )

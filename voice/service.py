@@ -16,6 +16,7 @@ from voice.aio.rtp import RtpPortPool
 from voice.aio.sip import SipEndpoint
 from voice.callcontrol import (
     AnswerSettings,
+    CallMetrics,
     Call,
     CallRecorder,
     CallTransferred,
@@ -51,11 +52,14 @@ class Service:
     def __init__(self, config: Config, *, run_flow: FlowRunner | None = None) -> None:
         self.config = config
         self._run_flow = run_flow
+        self._run_flow_given = run_flow is not None
         self.endpoint: SipEndpoint | None = None
         self.core: SipCore | None = None
         self.switch: Switch | None = None
         self.pool = RtpPortPool(config.rtp.port_min, config.rtp.port_max)
-        self.lifecycle = Lifecycle([log_lifecycle])
+        self.call_metrics = CallMetrics()
+        self.lifecycle = Lifecycle([log_lifecycle, self.call_metrics])
+        self.lifecycle.subscribe_refusals(self.call_metrics)
         self.recorder: CallRecorder | None = None
         self.registration: Registration | None = None
         self.http_runner: web.AppRunner | None = None
@@ -93,6 +97,7 @@ class Service:
         log.info("node %s: SIP listening on %s (%s), RTP ports %d-%d, trusted %s", cfg.node.id, listen,
                  "+".join(cfg.sip.transports), cfg.rtp.port_min, cfg.rtp.port_max,
                  ", ".join(str(n) for n in cfg.sip.trusted))
+        self._readiness()
         if cfg.register is not None:
             reg = cfg.register
             self.registration = Registration(self.core, registrar=reg.registrar, username=reg.username,
@@ -125,6 +130,29 @@ class Service:
             await self.speech.aclose()
         if self.http_runner is not None:
             await self.http_runner.cleanup()
+
+    def _readiness(self) -> None:
+        """What /readyz reports besides the database: SIP listening, speech workers up."""
+        from cti.ops import add_readiness_check
+
+        assert self.http_runner is not None
+        app = self.http_runner.app
+
+        def sip() -> str | None:
+            ep = self.endpoint
+            if ep is None or not (ep.udp_port or ep.tcp_port):
+                return "SIP not listening"
+            if self.switch is not None and self.switch.draining:
+                return "draining: not taking new calls"
+            return None
+
+        def speech() -> str | None:
+            if self.config.asr.engine == "none" or self._run_flow_given:
+                return None
+            return None if self.speech is not None else "speech workers not running (keys only)"
+
+        add_readiness_check(app, "sip", sip)
+        add_readiness_check(app, "speech", speech)
 
     def _media_host(self, peer_host: str) -> str:
         return local_address_for(peer_host, self.config.sip.public_address, self.config.sip.listen.host)
@@ -222,11 +250,11 @@ class Service:
                 log.warning("registration to %s failed (%s)", event.registration.registrar, event.status)
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("aiosqlite", "asyncio", "alembic", "sqlalchemy"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def setup_logging(level: str, fmt: str = "text", sip_trace: str = "no") -> None:
+    from voice import logs, sipwire
+
+    logs.setup_logging(level, fmt)
+    sipwire.configure(sip_trace)
 
 
 async def serve(config: Config) -> None:
@@ -253,7 +281,9 @@ async def serve(config: Config) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
-    print(f"voice: ready (SIP {config.sip.listen}, HTTP {config.http.listen.host}:{service.http_port})",
+    from voice.firstrun import ready_message
+
+    print(ready_message(config, service.http_port, service.endpoint.udp_port if service.endpoint else None),
           flush=True)
     await stop.wait()
     log.info("stopping: draining calls for up to %d s (signal again to stop at once)",
@@ -273,7 +303,10 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"voice: configuration error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(config.log_level)
+    from voice.firstrun import with_api_key
+
+    config = with_api_key(config)  # the first run generates one (data/api_key) when none is configured
+    setup_logging(config.log_level, config.log_format, config.sip_trace)
     try:
         asyncio.run(serve(config))
     except OSError as exc:

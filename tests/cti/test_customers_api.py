@@ -55,7 +55,7 @@ async def test_customer_errors(api: Api) -> None:
     assert st == 422
     st, err = await api.call("GET", "/api/v1/customers", params={"shoe": "44"})
     assert st == 422 and err["error"]["field"] == "shoe"
-    st, err = await api.call("DELETE", f"/api/v1/customers/{first['id']}")
+    st, err = await api.call("PUT", f"/api/v1/customers/{first['id']}")
     assert st == 405 and err["error"]["status"] == 405
 
 

@@ -79,7 +79,7 @@ class CallRecorder:
             key=call.key, call_id=info.call_id, caller=info.caller, caller_name=info.caller_name,
             dialled=info.dialled, node=event.node, started_at=datetime.fromtimestamp(info.started_at, UTC),
             customer_id=call.customer_id)
-        log.info("call started call_id=%s interaction=%s node=%s key=%s", info.call_id, call.interaction_id,
+        log.debug("call recorded call_id=%s interaction=%s node=%s key=%s", info.call_id, call.interaction_id,
                  event.node, call.key)
 
     async def _identified(self, event: CallIdentified) -> None:
@@ -90,6 +90,12 @@ class CallRecorder:
     async def _finished(self, event: CallFinished) -> None:
         call = event.call
         details = self._details.pop(call.key, {})
+        queued = [t for t in details.get("transfers", []) if str(t["target"]).startswith("queue:")]
+        if queued:  # the CDR's queue facts: the agent who took the call, else the last queue tried
+            last = next((t for t in reversed(queued) if t["ok"]), queued[-1])
+            details.update(queue=str(last["target"]).removeprefix("queue:"), agent_id=last["agent_id"],
+                           wait_seconds=last["waited"],
+                           talk_seconds=last["talk_seconds"] if last["ok"] else None)
         if call.interaction_id is None:
             log.error("call %s ended without its record (the create failed); nothing to complete", call.key)
             return
