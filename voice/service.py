@@ -16,8 +16,8 @@ from voice.aio.rtp import RtpPortPool
 from voice.aio.sip import SipEndpoint
 from voice.callcontrol import (
     AnswerSettings,
-    CallMetrics,
     Call,
+    CallMetrics,
     CallRecorder,
     CallTransferred,
     DeskCall,
