@@ -61,8 +61,9 @@ class CallHistory:
 
     async def call_started(self, *, key: str, call_id: str, caller: str, caller_name: str | None,
                            dialled: str, started_at: datetime, node: str | None = None,
-                           customer_id: str | None = None) -> str:
-        """Create the inbound voice interaction (status in_progress); returns its id.
+                           customer_id: str | None = None, interaction_id: str | None = None) -> str:
+        """Create the inbound voice interaction (status in_progress); returns its id (the one
+        given as `interaction_id` unless this dialog already has a record).
 
         `key` is the call's unique id on its node (Call-ID and both dialog tags): a Call-ID reused
         by another caller is another record. The interaction goes to the customer who owns the
@@ -85,6 +86,7 @@ class CallHistory:
             channel="voice", direction="inbound", started_at=started_at, identities=identities,
             name=None, status="in_progress", subject=f"Call to {dialled}", metadata=metadata,
             call_id=call_id, idempotency_key=f"call:{key}",  # key: "<node>:<Call-ID>;<tags>"
+            id=interaction_id,
         ))
         if customer_id is not None:
             await self.store.attach_interaction(result.interaction_id, customer_id)

@@ -159,7 +159,7 @@ def ingest_batch(conn: Connection, items: Sequence[NewInteraction]) -> list[Inge
                 if pair not in known:
                     known[pair] = customer_id
                     new_identities.append({"customer_id": customer_id, "kind": pair[0], "value": pair[1]})
-        interaction_id = new_id()
+        interaction_id = item.id or new_id()
         rows_out.append({
             "id": interaction_id, "customer_id": customer_id, "channel": item.channel,
             "direction": item.direction, "status": item.status, "started_at": item.started_at,

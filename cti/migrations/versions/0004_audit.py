@@ -1,7 +1,7 @@
 """The audit log: who did what to which record, when (no personal data in it).
 
 Revision ID: ops_0003_audit
-Revises: 0002_agents
+Revises: desk_0003_outcome
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from cti.models import UtcDateTime
 
 revision = "ops_0003_audit"
-down_revision = "0002_agents"
+down_revision = "desk_0003_outcome"
 branch_labels = None
 depends_on = None
 
