@@ -40,6 +40,9 @@ class ReorderBuffer(Generic[T]):
 
     def push(self, seq: int, item: T, now: float) -> list[T]:
         """Add one packet; returns the packets now deliverable, in sequence order."""
+        if seq == self._expected and not self._held:  # in order with nothing waiting: the usual case
+            self._expected = (seq + 1) & 0xFFFF
+            return [item]
         if self._expected is None:
             self._expected = seq
         d = seq_diff(seq, self._expected)
@@ -66,6 +69,12 @@ class ReorderBuffer(Generic[T]):
         while self._held and now - min(t for t, _ in self._held.values()) >= self.max_delay:
             out += self._skip_gap()
         return out
+
+    def deadline(self) -> float | None:
+        """When `poll` next gives up on a gap (None while nothing is held)."""
+        if not self._held:
+            return None
+        return min(t for t, _ in self._held.values()) + self.max_delay
 
     def _drain(self) -> list[T]:
         out: list[T] = []
