@@ -389,6 +389,11 @@ class MediaSession:
         while len(self._live) > FEED_MAX:
             self._live.popleft()
 
+    @property
+    def live_frames(self) -> int:
+        """Frames queued by feed() and not sent yet (at most FEED_MAX)."""
+        return len(self._live)
+
     def send_dtmf(self, digit: str, duration_ms: int, now: float) -> int:
         """Send one key press; returns the id its `DtmfSent` will carry. RFC 4733 events when
         negotiated (updates every 50 ms, 3 end packets, marker on the first; digits queue one
