@@ -237,13 +237,15 @@ async def test_ipv6_remote_on_an_ipv4_socket_fails_cleanly(pool: RtpPortPool) ->
         a.close()
 
 
-async def test_names_are_refused_before_any_lookup(pool: RtpPortPool, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_names_are_refused_before_any_lookup(pool: RtpPortPool,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 10 item 1: `c=IN IP4 localhost` resolved by every sendto. Now neither the SDP answer
     path nor the media session looks a name up."""
     lookups: list[Any] = []
     for name in ("getaddrinfo", "gethostbyname", "gethostbyname_ex"):
         monkeypatch.setattr(socket, name, lambda *args, **kw: lookups.append(args))
-    offer = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 localhost\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+    offer = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 localhost\r\nt=0 0\r\n"
+             b"m=audio 4000 RTP/AVP 0\r\n")
     with pytest.raises(SdpError, match="'localhost' is not an IP address"):
         negotiate(SessionDescription.parse(offer))
     a = await pool.open_session(HOST)
