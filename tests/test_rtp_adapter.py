@@ -258,3 +258,20 @@ async def test_names_are_refused_before_any_lookup(pool: RtpPortPool,
     finally:
         a.close()
     assert lookups == []
+
+
+async def test_a_refused_configure_starts_nothing_and_a_later_one_works(pool: RtpPortPool) -> None:
+    s, port, transport = await sink()
+    a = await pool.open_session(HOST)
+    try:
+        with pytest.raises(ValueError, match="G729"):
+            a.configure(remote=(HOST, port), payload_type=18, codec="G729", dtmf_payload_type=None)
+        with pytest.raises(ValueError, match="direction"):
+            a.configure(remote=(HOST, port), payload_type=0, codec="PCMU", dtmf_payload_type=None, direction="x")
+        assert a._phase is None and a.core.clock is None
+        configure(a, port)
+        await wait_until(lambda: len(s.rtp()) >= 3)
+        assert a._phase is not None and a.stats["late_wakeups"] <= 1
+    finally:
+        a.close()
+        transport.close()

@@ -170,9 +170,11 @@ class MediaSession:
         self._rtcp_remote: Address | None = None
         self._sent_since_report = False
         self.remote_report: dict[str, float] = {}
-        self.counters: dict[str, float] = {
-            "packets_received": 0, "bytes_received": 0, "dropped_foreign": 0, "malformed": 0,
-            "ignored": 0, "late_wakeups": 0, "skipped_frames": 0, "max_lateness_ms": 0.0}
+        self.counters: dict[str, int] = {"dropped_foreign": 0, "malformed": 0, "ignored": 0,
+                                         "late_wakeups": 0, "skipped_frames": 0}
+        self._packets_received = 0
+        self._bytes_received = 0
+        self._max_lateness = 0.0  # seconds
 
     # ---- negotiation -------------------------------------------------------------------------
     def configure(self, *, remote: tuple[Any, ...], payload_type: int, codec: str,
@@ -244,7 +246,7 @@ class MediaSession:
         t = min(self.clock.deadline(), self._next_rtcp)
         if self._dtmf is not None:
             t = min(t, self._dtmf[0].next_deadline() or t)
-        held = self._reorder.deadline()
+        held = self._reorder.deadline() if self._reorder.held else None
         return t if held is None else min(t, held)
 
     @property
@@ -283,21 +285,21 @@ class MediaSession:
             return
         if self._dtmf is not None:
             self._dtmf_due(now)
-        if now >= clock.t0 + clock.n * clock.period:
-            counters = self.counters
-            lateness_ms = clock.lateness(now) * 1000
-            if lateness_ms > counters["max_lateness_ms"]:
-                counters["max_lateness_ms"] = lateness_ms
-            if lateness_ms > 5:
-                counters["late_wakeups"] += 1
-            due = clock.due(now)
-            for _ in range(due.send):
+        lateness = now - (clock.t0 + clock.n * clock.period)
+        if lateness >= 0:  # this runs 50 times a second per call: the common case stays short
+            if lateness > self._max_lateness:
+                self._max_lateness = lateness
+            if lateness > 0.005:
+                self.counters["late_wakeups"] += 1
+            count = clock.take(now)
+            send = count if count <= clock.max_catchup else clock.max_catchup
+            for _ in range(send):
                 self._send_frame()
-            if due.skipped:
-                counters["skipped_frames"] += due.skipped
-                self.sender.advance(due.skipped)
+            if count > send:
+                self.counters["skipped_frames"] += count - send
+                self.sender.advance(count - send)
                 self.sender.gap()
-        if len(self._reorder):
+        if self._reorder.held:
             for pkt in self._reorder.poll(now):
                 self._deliver(pkt, now)
         if self._inband_frames:
@@ -316,7 +318,8 @@ class MediaSession:
             return
         pb = self._playback
         if pb is not None:
-            payload = pb.encoded(self.codec)[pb.pos:pb.pos + FRAME_SAMPLES]
+            data = pb.data if pb.codec == self.codec else pb.encoded(self.codec)
+            payload = data[pb.pos:pb.pos + FRAME_SAMPLES]
             if self._recorder is not None and self._recorder.both:
                 ours = pb.pcm[pb.pos:pb.pos + FRAME_SAMPLES]
             pb.pos += FRAME_SAMPLES
@@ -454,8 +457,8 @@ class MediaSession:
             self._rx_ssrc = pkt.ssrc
             self._rfc4733.reset()  # event identity is (SSRC, timestamp): a new source starts afresh
         self.rx_stats.update(pkt.ssrc, pkt.sequence, pkt.timestamp, now)
-        self.counters["packets_received"] += 1
-        self.counters["bytes_received"] += len(pkt.payload)
+        self._packets_received += 1
+        self._bytes_received += len(pkt.payload)
         for p in self._reorder.push(pkt.sequence, pkt, now):
             self._deliver(p, now)
 
@@ -569,17 +572,17 @@ class MediaSession:
             "ssrc": self.ssrc,
             "packets_sent": self.sender.packets,
             "bytes_sent": self.sender.octets,
-            "packets_received": int(c["packets_received"]),
-            "bytes_received": int(c["bytes_received"]),
+            "packets_received": self._packets_received,
+            "bytes_received": self._bytes_received,
             "lost": max(0, s.lost),
             "jitter_ms": round(s.jitter_ms, 3),
-            "dropped_foreign": int(c["dropped_foreign"]),
+            "dropped_foreign": c["dropped_foreign"],
             "late": self._reorder.late,
-            "malformed": int(c["malformed"]),
-            "ignored": int(c["ignored"]),
-            "late_wakeups": int(c["late_wakeups"]),
-            "skipped_frames": int(c["skipped_frames"]),
-            "max_lateness_ms": round(c["max_lateness_ms"], 3),
+            "malformed": c["malformed"],
+            "ignored": c["ignored"],
+            "late_wakeups": c["late_wakeups"],
+            "skipped_frames": c["skipped_frames"],
+            "max_lateness_ms": round(self._max_lateness * 1000, 3),
             "latched": self._latch.latched if self._latch is not None else None,
             "remote": dict(self.remote_report),
         }
