@@ -267,7 +267,8 @@ async def test_a_refused_configure_starts_nothing_and_a_later_one_works(pool: Rt
         with pytest.raises(ValueError, match="G729"):
             a.configure(remote=(HOST, port), payload_type=18, codec="G729", dtmf_payload_type=None)
         with pytest.raises(ValueError, match="direction"):
-            a.configure(remote=(HOST, port), payload_type=0, codec="PCMU", dtmf_payload_type=None, direction="x")
+            a.configure(remote=(HOST, port), payload_type=0, codec="PCMU", dtmf_payload_type=None,
+                        direction="x")
         assert a._phase is None and a.core.clock is None
         configure(a, port)
         await wait_until(lambda: len(s.rtp()) >= 3)
