@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import struct
 import weakref
 from collections import deque
 from collections.abc import Iterable
@@ -64,6 +65,8 @@ from voice.rtp.rtcp import (
 )
 
 Datagram = tuple[bytes, Address, bool]  # (data, destination, True: from our RTCP port)
+Media = tuple[int, int, bytes]  # a received packet as the reorder buffer holds it: (type, timestamp, payload)
+_SEQ_TS_SSRC = struct.Struct("!HII")
 
 RTCP_INTERVAL = 5.0  # RFC 3550 6.2: the recommended minimum
 FEED_MAX = 3  # live frames queued by feed(): 60 ms at most
@@ -155,7 +158,7 @@ class MediaSession:
         self._dtmf: tuple[Rfc4733Sender, int] | None = None  # the event being sent, its request id
         self._dtmf_queue: deque[tuple[str, int, int]] = deque()  # (digit, duration_ms, request id)
         # receive side
-        self._reorder: ReorderBuffer[RtpPacket] = ReorderBuffer()
+        self._reorder: ReorderBuffer[Media] = ReorderBuffer()
         self._rx_ssrc: int | None = None
         self._rfc4733 = Rfc4733Receiver()
         self._rfc4733_seen = False
@@ -300,8 +303,8 @@ class MediaSession:
                 self.sender.advance(count - send)
                 self.sender.gap()
         if self._reorder.held:
-            for pkt in self._reorder.poll(now):
-                self._deliver(pkt, now)
+            for media in self._reorder.poll(now):
+                self._deliver(media, now)
         if self._inband_frames:
             detect_inband((self,), now)
         if now >= self._next_rtcp:
@@ -440,31 +443,37 @@ class MediaSession:
         if rtcp or (len(data) >= 2 and 192 <= data[1] <= 223):  # RFC 5761 rtcp-mux on the RTP port
             self._receive_rtcp(data, addr, now)
             return
-        try:
-            pkt = RtpPacket.parse(data)
-        except PacketError:
-            self.counters["malformed"] += 1
-            return
-        if not latch.accept(addr, pkt.ssrc, pkt.sequence, pkt.payload_type):
+        if len(data) > 12 and data[0] == 0x80:  # no padding, extension or CSRC: nearly every packet
+            seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
+            pt, payload = data[1] & 0x7F, data[12:]
+        else:
+            try:
+                pkt = RtpPacket.parse(data)
+            except PacketError:
+                self.counters["malformed"] += 1
+                return
+            pt, seq, ts, ssrc, payload = pkt.payload_type, pkt.sequence, pkt.timestamp, pkt.ssrc, pkt.payload
+        if not latch.accept(addr, ssrc, seq, pt):
             self.counters["dropped_foreign"] += 1
             return
         if not self._receiving:
             self.counters["ignored"] += 1
             return
-        if pkt.ssrc != self._rx_ssrc:  # new stream (peer restarted or was re-bridged)
+        if ssrc != self._rx_ssrc:  # new stream (peer restarted or was re-bridged)
             for old in self._reorder.reset():
                 self._deliver(old, now)
-            self._rx_ssrc = pkt.ssrc
+            self._rx_ssrc = ssrc
             self._rfc4733.reset()  # event identity is (SSRC, timestamp): a new source starts afresh
-        self.rx_stats.update(pkt.ssrc, pkt.sequence, pkt.timestamp, now)
+        self.rx_stats.update(ssrc, seq, ts, now)
         self._packets_received += 1
-        self._bytes_received += len(pkt.payload)
-        for p in self._reorder.push(pkt.sequence, pkt, now):
-            self._deliver(p, now)
+        self._bytes_received += len(payload)
+        for media in self._reorder.push(seq, (pt, ts, payload), now):
+            self._deliver(media, now)
 
-    def _deliver(self, pkt: RtpPacket, now: float) -> None:
-        if pkt.payload_type == self.dtmf_payload_type:
-            digit = self._rfc4733.receive(pkt.payload, pkt.timestamp)
+    def _deliver(self, media: Media, now: float) -> None:
+        pt, timestamp, payload = media
+        if pt == self.dtmf_payload_type:
+            digit = self._rfc4733.receive(payload, timestamp)
             if not self._rfc4733_seen:
                 self._rfc4733_seen = True
                 self._inband = None  # the peer signals keys out of band: trust that from now on
@@ -474,10 +483,10 @@ class MediaSession:
                     return  # the same key already heard in the audio just before its first event
                 self._events.append(DigitReceived(digit=digit, inband=False))
             return
-        if pkt.payload_type != self.payload_type:
+        if pt != self.payload_type:
             self.counters["ignored"] += 1  # comfort noise (13) or an unnegotiated type
             return
-        pcm = g711.decode(pkt.payload, self.codec)
+        pcm = g711.decode(payload, self.codec)
         if len(pcm) != FRAME_SAMPLES or len(self._rx_pending):
             # other ptimes (10, 30 ms): re-cut into 20 ms frames
             pcm = np.concatenate([self._rx_pending, pcm])
