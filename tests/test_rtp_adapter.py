@@ -173,7 +173,7 @@ async def test_failing_sendto_stops_the_session_logs_once_reports_once(
         await asyncio.sleep(0.05)
         sent = a.stats["packets_sent"]
         assert a.core._latch is not None
-        a.core._latch._send_to = bad
+        a.core._latch.send_to = bad
         await asyncio.sleep(0.3)  # 15 frame times
         assert len(reasons) == 1 and "sendto" in reasons[0]
         assert a.failure == reasons[0] and a.stats["failed"] == reasons[0]

@@ -44,11 +44,11 @@ class SourceLatch:
         self.latched: Address | None = None
         # Where we send: spelled as the socket gave it (a dual-stack socket needs the mapped form),
         # or as configured. Compared only in normalized form.
-        self._send_to: Address = (expected[0], expected[1])
+        self.send_to: Address = (expected[0], expected[1])  # the latched source, else the SDP address
         self._raw: object = None  # the source exactly as last accepted once latched: a cheap check
         self._candidate: tuple[Address, int, int, int] | None = None  # (addr, ssrc, last seq, count)
         if previous is not None and previous.latched is not None:
-            self.latched, self._send_to, self._raw = previous.latched, previous._send_to, previous._raw
+            self.latched, self.send_to, self._raw = previous.latched, previous.send_to, previous._raw
 
     def accept(self, addr: tuple[Any, ...], ssrc: int, seq: int, payload_type: int) -> bool:
         """True if the packet is from our peer; may latch. `addr` as the socket reports it."""
@@ -78,10 +78,5 @@ class SourceLatch:
 
     def _latch(self, src: Address, addr: tuple[Any, ...]) -> None:
         self.latched = src
-        self._send_to = (addr[0], src[1])
+        self.send_to = (addr[0], src[1])
         self._raw = addr
-
-    @property
-    def send_to(self) -> Address:
-        """Where our media goes: the latched source, else the SDP address."""
-        return self._send_to

@@ -84,6 +84,16 @@ class RtpSender:
         """We stopped sending (hold, stall): the next packet starts a talkspurt."""
         self.marker_next = True
 
+    def frame(self, payload_type: int, payload: bytes) -> bytes:
+        """The packet of this frame time, which then passes: `build` + `advance`, in one call
+        because it runs 50 times a second per call."""
+        m, self.marker_next = self.marker_next, False
+        seq, ts = self.seq, self.ts
+        self.seq, self.ts = (seq + 1) & 0xFFFF, (ts + FRAME_SAMPLES) & 0xFFFFFFFF
+        self.packets += 1
+        self.octets += len(payload)
+        return _HEADER.pack(0x80, (0x80 if m else 0) | payload_type, seq, ts, self.ssrc) + payload
+
     def build(self, payload_type: int, payload: bytes, *, timestamp: int | None = None,
               marker: bool | None = None) -> bytes:
         """Serialize the next packet (seq + 1); `timestamp` overrides for RFC 4733 events."""

@@ -295,6 +295,10 @@ class MediaSession:
             if lateness > 0.005:
                 self.counters["late_wakeups"] += 1
             count = clock.take(now)
+            if count == 1:
+                self._send_frame()
+                self._tick_rest(now)
+                return
             send = count if count <= clock.max_catchup else clock.max_catchup
             for _ in range(send):
                 self._send_frame()
@@ -302,6 +306,9 @@ class MediaSession:
                 self.counters["skipped_frames"] += count - send
                 self.sender.advance(count - send)
                 self.sender.gap()
+        self._tick_rest(now)
+
+    def _tick_rest(self, now: float) -> None:
         if self._reorder.held:
             for media in self._reorder.poll(now):
                 self._deliver(media, now)
@@ -326,9 +333,8 @@ class MediaSession:
             if self._recorder is not None and self._recorder.both:
                 ours = pb.pcm[pb.pos:pb.pos + FRAME_SAMPLES]
             pb.pos += FRAME_SAMPLES
-            if len(payload) < FRAME_SAMPLES:
-                payload += self._silence[: FRAME_SAMPLES - len(payload)]
             if pb.pos >= len(pb.pcm):
+                payload += self._silence[: FRAME_SAMPLES - len(payload)]
                 self._playback = None
                 self._finished(pb, True)
         elif live is not None:
@@ -337,11 +343,11 @@ class MediaSession:
         else:
             payload = self._silence
         if self._sending and self._latch is not None:
-            self._out.append((sender.build(self.payload_type, payload), self._latch.send_to, False))
+            self._out.append((sender.frame(self.payload_type, payload), self._latch.send_to, False))
             self._sent_since_report = True
         else:
             sender.gap()  # on hold: the first packet after it starts a talkspurt (marker)
-        sender.advance()
+            sender.advance()
         if self._recorder is not None:
             self._record_tick(ours)
 
