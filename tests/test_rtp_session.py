@@ -636,3 +636,14 @@ def test_codec_change_mid_prompt_reencodes_the_rest() -> None:
     pkts = [RtpPacket.parse(d[0]) for d in a.datagrams_to_send()]
     assert [p.payload_type for p in pkts] == [0, 0, 8, 8]
     assert b"".join(p.payload for p in pkts[2:]) == g711.encode(prompt[320:], "PCMA")
+
+
+def test_the_core_imports_no_io() -> None:
+    """voice/rtp stays sans-IO: importing the session pulls in no asyncio, sockets or files."""
+    import subprocess
+    import sys
+
+    code = ("import sys, voice.rtp.session; "
+            "print(sorted(m for m in ('asyncio', 'socket', 'soundfile', 'threading') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"

@@ -299,3 +299,11 @@ def dtmf_frequencies(digit: str) -> tuple[float, float]:
     raise ValueError(f"not a DTMF digit: {digit!r}")
 
 
+def key_tone(digit: str, ms: int, amplitude: float = 0.25, sample_rate: int = 8000) -> npt.NDArray[np.int16]:
+    """The dual tone of a key as int16 PCM, both components at `amplitude` (what
+    voice.audio.dtmf_tone makes, here without that module's file and asyncio imports)."""
+    low, high = dtmf_frequencies(digit)
+    n = np.arange(sample_rate * ms // 1000)
+    x = amplitude * (np.sin(2 * np.pi * low * n / sample_rate) + np.sin(2 * np.pi * high * n / sample_rate))
+    out: npt.NDArray[np.int16] = np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16)
+    return out

@@ -33,9 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from voice.audio import dtmf_tone
 from voice.rtp import g711
-from voice.rtp.dtmf import GoertzelDetector, Rfc4733Receiver, Rfc4733Sender
+from voice.rtp.dtmf import GoertzelDetector, Rfc4733Receiver, Rfc4733Sender, key_tone
 from voice.rtp.events import (
     AudioReceived,
     DigitReceived,
@@ -411,7 +410,7 @@ class MediaSession:
         negotiated (updates every 50 ms, 3 end packets, marker on the first; digits queue one
         after the other), else the dual tone in-band, which replaces a playing prompt."""
         if self.dtmf_payload_type is None:
-            return self.play(dtmf_tone(digit, duration_ms), _dtmf=True)
+            return self.play(key_tone(digit, duration_ms), _dtmf=True)
         Rfc4733Sender(digit, duration_ms, start=now, timestamp=0)  # ValueError for a bad digit now
         ident = self._new_id()
         if self.stopped:
