@@ -84,7 +84,7 @@ class SourceThrottle:
     def _source(self, host: str, now: float) -> _Source:
         src = self._sources.get(host)
         if src is None:
-            src = self._sources[host] = _Source(tokens=float(self.settings.invite_burst), refilled=now)
+            src = self._sources[host] = _Source(tokens=float(self.settings.invite_burst), refilled=now, seen=now)
             self._expire(now)
         else:
             self._sources.move_to_end(host)
@@ -118,8 +118,9 @@ class SourceThrottle:
             return Decision(Verdict.BLOCKED, retry_after=_ceil(src.blocked_until - now))
         if s.invite_rate <= 0:
             return Decision(Verdict.ALLOW)
-        src.tokens = min(float(s.invite_burst), src.tokens + (now - src.refilled) * s.invite_rate)
-        src.refilled = now
+        if now > src.refilled:  # a clock that steps back never takes tokens away
+            src.tokens = min(float(s.invite_burst), src.tokens + (now - src.refilled) * s.invite_rate)
+            src.refilled = now
         if src.flood_until > now:
             return Decision(Verdict.FLOOD, retry_after=_ceil(src.flood_until - now))
         if src.tokens < 1.0:
