@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from voice.sip.throttle import ThrottleSettings
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -68,6 +70,10 @@ class HttpConfig:
     listen: HostPort = HostPort(host="127.0.0.1", port=8080)
     api_keys: tuple[str, ...] = ()
     max_body: int = 1024 * 1024
+    # Agent and admin sign-in throttling: failures per source address and per account in a window.
+    signin_failures: int = 5
+    signin_window: float = 300.0
+    signin_block: float = 300.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,6 +129,7 @@ class Config:
     asr: AsrConfig = AsrConfig()
     cti: CtiConfig = CtiConfig()
     queues: QueuesConfig = QueuesConfig()
+    throttle: ThrottleSettings = ThrottleSettings()
     log_level: str = "info"
 
 
@@ -187,6 +194,16 @@ def _int_range(lo: int, hi: int) -> Callable[[str], int]:
     return check
 
 
+def _float_range(lo: float, hi: float) -> Callable[[str], float]:
+    def check(text: str) -> float:
+        n = float(text)
+        if not lo <= n <= hi:  # NaN fails too
+            raise ValueError(f"expected a number from {lo:g} to {hi:g}, found {text.strip()!r}")
+        return n
+
+    return check
+
+
 def _port_range(text: str) -> tuple[int, int]:
     m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", text)
     if not m:
@@ -232,6 +249,9 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
         "listen": (lambda s: parse_host_port(s, 8080), "listen"),
         "api_keys": (lambda s: tuple(_split_list(s)), "api_keys"),
         "max_body": (_int_range(1024, 1 << 30), "max_body"),
+        "signin_failures": (_int_range(0, 1000), "signin_failures"),
+        "signin_window": (lambda s: float(_int_range(1, 86400)(s)), "signin_window"),
+        "signin_block": (lambda s: float(_int_range(1, 86400)(s)), "signin_block"),
     },
     "database": {"url": (str.strip, "url")},
     "ivr": {
@@ -261,6 +281,16 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
         "timeout": (lambda s: float(_int_range(5, 86400)(s)), "timeout"),
         "ring_timeout": (lambda s: float(_int_range(5, 300)(s)), "ring_timeout"),
         "no_answer": (_choice("away", "available"), "no_answer"),
+    },
+    "throttle": {
+        "invite_rate": (_float_range(0.0, 100000.0), "invite_rate"),
+        "invite_burst": (_int_range(1, 1000000), "invite_burst"),
+        "flood_block": (lambda s: float(_int_range(1, 86400)(s)), "flood_block"),
+        "auth_failures": (_int_range(0, 100000), "auth_failures"),
+        "auth_window": (lambda s: float(_int_range(1, 86400)(s)), "auth_window"),
+        "block_time": (lambda s: float(_int_range(1, 604800)(s)), "block_time"),
+        "exempt": (_networks, "exempt"),
+        "max_sources": (_int_range(100, 10000000), "max_sources"),
     },
     "log": {"level": (_choice("debug", "info", "warning", "error"), "level")},
 }
@@ -328,5 +358,6 @@ def load_config(path: str | Path | None) -> Config:
         asr=asr,
         cti=build("cti", CtiConfig),
         queues=build("queues", QueuesConfig),
+        throttle=build("throttle", ThrottleSettings),
         log_level=values.get("log", {}).get("level", "info"),
     )
