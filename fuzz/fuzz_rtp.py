@@ -12,9 +12,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from voice.rtp import rtcp  # noqa: E402
-from voice.rtp.dtmf import Rfc4733Receiver, TelephoneEvent  # noqa: E402
-from voice.rtp.packet import PacketError, RtpPacket, is_rtcp  # noqa: E402
+from voice.rtp import rtcp
+from voice.rtp.dtmf import Rfc4733Receiver, TelephoneEvent
+from voice.rtp.packet import PacketError, RtpPacket, is_rtcp
 
 
 def test_one_input(data: bytes) -> None:

@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from voice.sip.sdp import SdpError, SessionDescription, negotiate  # noqa: E402
+from voice.sip.sdp import SdpError, SessionDescription, negotiate
 
 
 def test_one_input(data: bytes) -> None:

@@ -15,7 +15,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from voice.sip.message import Request, SipParseError, StreamParser, parse_message  # noqa: E402
+from voice.sip.message import Request, SipParseError, StreamParser, parse_message
+
 
 def _check_text(message: Request | object) -> None:
     headers = getattr(message, "headers", None)

@@ -12,10 +12,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from voice.sip.core import CallPolicy, LocalIdentity, SipCore  # noqa: E402
-from voice.sip.digest import DigestVerifier  # noqa: E402
-from voice.sip.message import SipParseError, parse_message  # noqa: E402
-from voice.sip.transaction import Address, TimerValues  # noqa: E402
+from voice.sip.core import CallPolicy, LocalIdentity, SipCore
+from voice.sip.digest import DigestVerifier
+from voice.sip.message import SipParseError, parse_message
+from voice.sip.transaction import Address, TimerValues
 
 _SOURCE = Address("192.0.2.7", 5070, "udp")
 _VERIFIER = DigestVerifier("fuzz.test", {"alice": "secret"}, secret=b"f" * 32)

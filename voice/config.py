@@ -129,7 +129,7 @@ class Config:
     asr: AsrConfig = AsrConfig()
     cti: CtiConfig = CtiConfig()
     queues: QueuesConfig = QueuesConfig()
-    throttle: ThrottleSettings = ThrottleSettings()
+    throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
     log_level: str = "info"
 
 

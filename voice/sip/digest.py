@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from voice.sip.uri import SipUri
 
-__all__ = ["Challenge", "DigestError", "DigestVerifier", "authorization", "parse_auth_params", "same_resource"]
+__all__ = ["Challenge", "DigestError", "DigestVerifier", "authorization", "parse_auth_params",
+           "same_resource"]
 
 
 class DigestError(ValueError):

@@ -84,7 +84,8 @@ class SourceThrottle:
     def _source(self, host: str, now: float) -> _Source:
         src = self._sources.get(host)
         if src is None:
-            src = self._sources[host] = _Source(tokens=float(self.settings.invite_burst), refilled=now, seen=now)
+            burst = float(self.settings.invite_burst)
+            src = self._sources[host] = _Source(tokens=burst, refilled=now, seen=now)
             self._expire(now)
         else:
             self._sources.move_to_end(host)
