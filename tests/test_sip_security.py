@@ -168,22 +168,30 @@ def test_untrusted_calls_are_logged_and_counted(caplog: pytest.LogCaptureFixture
 def test_invite_flood_gets_503_retry_after_without_provisional_and_options_still_answered() -> None:
     core = make_core(policy=CallPolicy(trusted=[ipaddress.ip_network("127.0.0.0/8")],
                                        throttle=SourceThrottle(ThrottleSettings(
-                                           invite_rate=10, invite_burst=20, flood_block=5))))
+                                           invite_rate=10, invite_burst=20, flood_block=5,
+                                           refusals_per_second=15))))
     flooder = Peer(core)
-    statuses: list[int] = []
+    statuses: list[int | None] = []
     refusals: list[Response] = []
     for n in range(60):
         flooder.send(flooder.request("INVITE", body=SDP_OFFER, call_id=f"flood{n}@x"))
         rs = flooder.responses()
-        statuses.append(rs[0].status)
+        statuses.append(rs[0].status if rs else None)
         refusals += [r for r in rs if r.status == 503]
-    assert statuses == [100] * 20 + [503] * 40
+    # 20 taken (the burst), 15 refused with 503 (this second's answers), the rest dropped unparsed.
+    assert statuses == [100] * 20 + [503] * 15 + [None] * 25
+    assert core.stats["shed"] == 25 and core.stats["parse_errors"] == 0
     assert all(r.headers.get("Retry-After") == "5" and r.to.tag for r in refusals)
     # Refused statelessly: no transaction or call is kept for them.
     assert len(core.calls) == 20 and len(core._server_tx) == 20
     flooder.send(flooder.request("OPTIONS"))
     assert [r.status for r in flooder.responses()] == [200]
-    flooder.advance(5.5)  # the block is over and the bucket refilled
+    flooder.advance(1.0)  # a new second: the retransmission of a dropped INVITE gets its 503
+    flooder.sent()
+    flooder.send(flooder.request("INVITE", body=SDP_OFFER, call_id="flood59@x"))
+    assert [r.status for r in flooder.responses()] == [503]
+    flooder.advance(5.0)  # the block is over and the bucket refilled
+    flooder.sent()
     flooder.send(flooder.request("INVITE", body=SDP_OFFER, call_id="after@x"))
     assert [r.status for r in flooder.responses()] == [100]
 

@@ -291,6 +291,7 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
         "block_time": (lambda s: float(_int_range(1, 604800)(s)), "block_time"),
         "exempt": (_networks, "exempt"),
         "max_sources": (_int_range(100, 10000000), "max_sources"),
+        "refusals_per_second": (_int_range(1, 100000), "refusals_per_second"),
     },
     "log": {"level": (_choice("debug", "info", "warning", "error"), "level")},
 }

@@ -112,7 +112,8 @@ class SipCore:
         self._client_tx: dict[TxKey, NonInviteClientTransaction | InviteClientTransaction] = {}
         # Calls by (Call-ID, local tag): inbound ones from their INVITE, outbound ones (our From tag) too.
         self.calls: dict[tuple[str, str], DialogCall] = {}
-        self.stats = {"received": 0, "parse_errors": 0, "sent": 0, "throttled": 0, "auth_failed": 0}
+        self.stats = {"received": 0, "parse_errors": 0, "sent": 0, "throttled": 0, "shed": 0,
+                      "auth_failed": 0}
         self.now = 0.0  # time of the latest receive() or handle_timer()
 
     # ---- adapter surface --------------------------------------------------
@@ -145,6 +146,9 @@ class SipCore:
         self.now = now
         if not data.strip(b"\r\n"):
             return  # keepalive (RFC 5626 4.4.1)
+        if data[:7] == b"INVITE " and self.policy.throttle.shed(source.host, now):
+            self.stats["shed"] += 1  # a refused source over its answers for this second: not even parsed
+            return
         try:
             message = parse_message(data)
         except SipParseError as exc:
