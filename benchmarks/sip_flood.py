@@ -169,7 +169,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=600.0, help="INVITEs per second")
     ap.add_argument("--max-calls", type=int, default=50, help="[sip] max_calls of the service")
     ap.add_argument("--probe-ms", type=float, default=20.0, help="OPTIONS probe interval")
-    ap.add_argument("--settle", type=float, default=40.0, help="seconds after the flood before 'after'")
+    ap.add_argument("--settle", type=float, default=40.0, help="seconds after each flood before 'after'")
+    ap.add_argument("--rounds", type=int, default=2, help="floods in a row (memory must not grow per round)")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON object too")
     args = ap.parse_args()
@@ -191,29 +192,30 @@ def main() -> None:
         probe.start()
         time.sleep(3.0)
         result["rss_before_kb"] = rss_kb(svc.pid)
-        probe.phase = "during"
         peak = result["rss_before_kb"]
         flood_s = args.invites / args.rate
-        started = time.monotonic()
-        with sipp_background(scenario, svc.sip_address, workdir=work / "sipp", calls=args.invites,
-                             rate=args.rate, timeout=flood_s + 60, limit=args.invites) as sipp:
-            while sipp.proc.poll() is None and time.monotonic() - started < flood_s + 60:
+        floods = []
+        result["rss_after_kb"] = []
+        for n in range(args.rounds):
+            probe.phase = "during"
+            started = time.monotonic()
+            with sipp_background(scenario, svc.sip_address, workdir=work / f"sipp{n}", calls=args.invites,
+                                 rate=args.rate, timeout=flood_s + 60, limit=args.invites) as sipp:
+                while sipp.proc.poll() is None and time.monotonic() - started < flood_s + 60:
+                    peak = max(peak, rss_kb(svc.pid))
+                    time.sleep(0.2)
+                floods.append(sipp.stop())
+            result.setdefault("flood_wall_s", []).append(round(time.monotonic() - started, 1))
+            probe.phase = "after"
+            settle_end = time.monotonic() + args.settle
+            while time.monotonic() < settle_end:
                 peak = max(peak, rss_kb(svc.pid))
-                time.sleep(0.2)
-            flood = sipp.stop()
-        result["flood_wall_s"] = round(time.monotonic() - started, 1)
-        probe.phase = "after"
-        settle_end = time.monotonic() + args.settle
-        while time.monotonic() < settle_end:
-            peak = max(peak, rss_kb(svc.pid))
-            time.sleep(0.5)
+                time.sleep(0.5)
+            result["rss_after_kb"].append(rss_kb(svc.pid))
         result["rss_peak_kb"] = peak
-        result["rss_after_kb"] = rss_kb(svc.pid)
         probe.stop()
         log = svc.log
-    result["sipp_counts"] = flood.counts
-    result["sipp_successful"] = flood.successful
-    result["sipp_failed"] = flood.failed
+    result["sipp_counts"] = [f.counts for f in floods]
     result["log_lines"] = len(log.splitlines())
     result["security_lines"] = sum(" SECURITY " in ln for ln in log.splitlines())
     result["tracebacks"] = log.count("Traceback")
@@ -224,16 +226,18 @@ def main() -> None:
             "p50_ms": round(pct(rtts, 50), 2), "p99_ms": round(pct(rtts, 99), 2),
             "max_ms": round(max(rtts), 2) if rtts else None,
             "mean_ms": round(statistics.fmean(rtts), 2) if rtts else None}
-    print(f"INVITE flood: {args.invites} INVITEs at {args.rate:g}/s from one address "
+    print(f"INVITE flood: {args.rounds} x {args.invites} INVITEs at {args.rate:g}/s from one address "
           f"(sipp, took {result['flood_wall_s']} s), service max_calls {args.max_calls}")
-    print(f"sipp: {flood.successful} calls completed, {flood.failed} refused/failed; per message: "
-          + ", ".join(f"{k}={v}" for k, v in sorted(flood.counts.items()) if v))
+    for n, flood in enumerate(floods, 1):
+        print(f"sipp round {n}: per message: "
+              + ", ".join(f"{k}={v}" for k, v in sorted(flood.counts.items()) if v))
     for phase in ("before", "during", "after"):
         o = result[f"options_{phase}"]
         print(f"OPTIONS {phase:>6}: {o['probes']} probes, {o['lost']} lost, p50 {o['p50_ms']} ms, "
               f"p99 {o['p99_ms']} ms, max {o['max_ms']} ms")
+    after = ", ".join(f"{kb / 1024:.1f}" for kb in result["rss_after_kb"])
     print(f"RSS: before {result['rss_before_kb'] / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB, "
-          f"after {args.settle:g} s {result['rss_after_kb'] / 1024:.1f} MiB")
+          f"{args.settle:g} s after each round {after} MiB")
     print(f"service log: {result['log_lines']} lines, {result['security_lines']} SECURITY, "
           f"{result['tracebacks']} tracebacks")
     if args.json:

@@ -131,6 +131,7 @@ def test_password_guessing_blocks_the_source_even_for_the_right_password(
     right = authorization(challenge, method="INVITE", uri=RURI, username="alice", password="wonder", nc=9)
     assert [r.status for r in invite_with(guesser, right)] == [403]  # blocked: no 100, no call
     assert core.events() == []
+    assert core._server_tx == {} and core.calls == {}  # every refusal was stateless: nothing kept
     lines = [r.getMessage() for r in caplog.records if r.name == "voice.security"]
     failed = [ln for ln in lines if ln.startswith("SECURITY event=auth_failed src=203.0.113.9 user=alice")]
     assert len(failed) == 5 and all("reason=wrong_password" in ln for ln in failed)
@@ -204,7 +205,7 @@ def test_no_media_port_gets_503_before_any_provisional() -> None:
     peer.send(peer.request("INVITE", body=SDP_OFFER))
     (response,) = peer.responses()
     assert (response.status, response.headers.get("Retry-After")) == (503, "7")
-    assert core.events() == [] and core.calls == {}
+    assert core.events() == [] and core.calls == {} and core._server_tx == {}
     free["ports"] = True
     peer.send(peer.request("INVITE", body=SDP_OFFER, call_id="second@x"))
     assert [r.status for r in peer.responses()] == [100]

@@ -253,8 +253,15 @@ class SipCore:
             return
         if request.method == "INVITE" and not request.to.tag and self._refused_source(request, source, now):
             return
-        tx = self._new_server_tx(request, source, key)
         rejection = self._uas_checks(request)
+        if rejection is None and request.method == "INVITE" and not request.to.tag:
+            refusal = self._invite_refusal(request, source, now)
+            if refusal is not None:
+                # Refused before any call exists, statelessly (as Kamailio's sl_send_reply): a
+                # retransmitted INVITE gets a new answer, and a flood of them leaves no state behind.
+                self._reply_stateless(request, source, *refusal)
+                return
+        tx = self._new_server_tx(request, source, key)
         if rejection is not None:
             status, reason, headers = rejection
             self.respond(tx, status, reason, now=now, headers=headers)
@@ -333,17 +340,16 @@ class SipCore:
         return None
 
     # ---- initial INVITE -------------------------------------------------------
-    def _new_invite(self, request: Request, tx: ServerTransaction, source: Address, now: float) -> None:
-        """Policy (trust or digest), then capacity, then 100 Trying: a refusal is the first and only
-        response, never preceded by a provisional one."""
-        assert isinstance(tx, InviteServerTransaction)
+    def _invite_refusal(self, request: Request, source: Address,
+                        now: float) -> tuple[int, str, list[tuple[str, str]]] | None:
+        """Policy (trust or digest), then capacity: the refusal of a new INVITE, if any. It is the
+        first and only response, never preceded by a provisional one."""
         policy = self.policy
         if not policy.is_trusted(source.host):
             if policy.verifier is None:
                 security_event("untrusted_call", source.host, to=request.request_uri.user or "")
                 self._failed(source, now)
-                self.respond(tx, 403, "Forbidden (not a trusted source)", now=now)
-                return
+                return 403, "Forbidden (not a trusted source)", []
             auth = request.headers.get("Authorization")
             verifier = policy.verifier
             user = verifier.verify(auth, method="INVITE", now=now, uri=request.uri) if auth else None
@@ -354,16 +360,16 @@ class SipCore:
                     security_event("auth_failed", source.host, user=_auth_user(auth),
                                    reason=verifier.last_reason)
                     self._failed(source, now)
-                self.respond(tx, 401, "Unauthorized", now=now,
-                             headers=[("WWW-Authenticate", c) for c in verifier.challenges(now, stale=stale)])
-                return
+                return 401, "Unauthorized", [("WWW-Authenticate", c) for c in verifier.challenges(now, stale)]
             policy.throttle.succeeded(source.host)
         full = self.active_calls() >= policy.max_calls
         if full or (policy.has_capacity is not None and not policy.has_capacity()):
-            self.respond(tx, 503, "Service Unavailable (no call slot)" if full else
-                         "Service Unavailable (no media port)", now=now,
-                         headers=[("Retry-After", str(policy.retry_after))])
-            return
+            reason = "Service Unavailable (no call slot)" if full else "Service Unavailable (no media port)"
+            return 503, reason, [("Retry-After", str(policy.retry_after))]
+        return None
+
+    def _new_invite(self, request: Request, tx: ServerTransaction, source: Address, now: float) -> None:
+        assert isinstance(tx, InviteServerTransaction)
         self.respond(tx, 100, "Trying", now=now)
         local_tag = new_tag()
         dialog = Dialog.from_invite(request, local_tag=local_tag, peer=source,
