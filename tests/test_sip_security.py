@@ -237,3 +237,17 @@ def test_replay_table_is_bounded_and_never_lets_a_replay_through() -> None:
     creds = authorization(later, method="INVITE", uri=RURI, username="alice", password="wonder")
     assert verifier.verify(creds, method="INVITE", now=400.5, uri=RURI) == "alice"
     assert verifier.remembered == 1  # expired nonces pruned
+
+
+def test_options_flood_is_answered_without_growing_the_transaction_table() -> None:
+    core = make_core()
+    core.MAX_SERVER_TRANSACTIONS = 300  # type: ignore[misc]
+    peer = Peer(core, host="198.51.100.9")
+    answered = 0
+    for n in range(1000):
+        peer.send(peer.request("OPTIONS", call_id=f"scan{n}@x"))
+        answered += sum(r.status == 200 for r in peer.responses())
+    assert answered == 1000
+    assert len(core._server_tx) == 300
+    peer.advance(40.0)  # Timer J: the stateful ones expire too
+    assert core._server_tx == {}

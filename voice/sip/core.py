@@ -99,6 +99,7 @@ class LocalIdentity:
 
 class SipCore:
     RING_TIMEOUT = 180.0  # seconds an inbound call may stay unanswered
+    MAX_SERVER_TRANSACTIONS = 10000  # past this, out-of-dialog OPTIONS are answered statelessly
 
     def __init__(self, identity: LocalIdentity, policy: CallPolicy | None = None,
                  timers: TimerValues | None = None) -> None:
@@ -254,6 +255,12 @@ class SipCore:
         if request.method == "INVITE" and not request.to.tag and self._refused_source(request, source, now):
             return
         rejection = self._uas_checks(request)
+        if (rejection is None and request.method == "OPTIONS" and not request.to.tag
+                and len(self._server_tx) >= self.MAX_SERVER_TRANSACTIONS):
+            # An OPTIONS flood must not grow the transaction table (each lives 64*T1): past the
+            # bound, OPTIONS are answered statelessly (8.2.7), so monitoring still gets its 200.
+            self._reply_stateless(request, source, 200, "OK", self.capabilities())
+            return
         if rejection is None and request.method == "INVITE" and not request.to.tag:
             refusal = self._invite_refusal(request, source, now)
             if refusal is not None:
