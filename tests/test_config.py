@@ -50,6 +50,7 @@ def test_example_documents_every_key() -> None:
         ("[throttle]\nexempt = 10.0.0.0/40\n", "[throttle] exempt:"),
         ("[throttle]\nblok_time = 5\n", "[throttle] unknown key 'blok_time'"),
         ("[http]\nsignin_failures = many\n", "[http] signin_failures:"),
+        ("[sip]\ndigest_algorithms = SHA-1\n", "[sip] digest_algorithms: expected one of sha-256, md5"),
     ],
 )
 def test_bad_config_names_file_key_and_problem(tmp_path: Path, body: str, message: str) -> None:
@@ -102,3 +103,6 @@ def test_throttle_settings_load(tmp_path: Path) -> None:
             t.max_sources) == (2.5, 4, 30.0, 3, 20.0, 900.0, 500)
     assert t.exempt == (ipaddress.ip_network("192.0.2.0/24"),)
     assert (cfg.http.signin_failures, cfg.http.signin_window, cfg.http.signin_block) == (2, 60.0, 120.0)
+    path.write_text("[sip]\ndigest_algorithms = md5\n")
+    assert load_config(path).sip.digest_algorithms == ("MD5",)
+    assert load_config(None).sip.digest_algorithms == ("SHA-256", "MD5")

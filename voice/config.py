@@ -43,6 +43,7 @@ class SipConfig:
     public_address: str | None = None
     domain: str = "voice.local"
     auth_users: dict[str, str] = field(default_factory=dict)
+    digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")  # challenges offered, most preferred first
     user_agent: str = "voice/0.1"
     max_calls: int = 1000
     t1_ms: int = 500
@@ -174,6 +175,10 @@ def _bool(text: str) -> bool:
     raise ValueError(f"expected yes or no, found {text!r}")
 
 
+def _empty(what: str) -> tuple[str, ...]:
+    raise ValueError(f"expected {what}")
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def check(text: str) -> str:
         t = text.strip().lower()
@@ -229,6 +234,8 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
         "public_address": (lambda s: str(ipaddress.ip_address(s.strip())), "public_address"),
         "domain": (str.strip, "domain"),
         "auth_users": (_mapping, "auth_users"),
+        "digest_algorithms": (lambda s: tuple(_choice("sha-256", "md5")(p).upper() for p in _split_list(s))
+                              or _empty("at least one algorithm"), "digest_algorithms"),
         "user_agent": (str.strip, "user_agent"),
         "max_calls": (_int_range(1, 100000), "max_calls"),
         "t1_ms": (_int_range(10, 5000), "t1_ms"),
