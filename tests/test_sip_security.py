@@ -251,3 +251,22 @@ def test_options_flood_is_answered_without_growing_the_transaction_table() -> No
     assert len(core._server_tx) == 300
     peer.advance(40.0)  # Timer J: the stateful ones expire too
     assert core._server_tx == {}
+
+
+def test_calls_that_ended_leave_nothing_in_the_core() -> None:
+    """A flood's accepted calls, once ended, leave no call, transaction or timer behind (the ring
+    timeout of an ended call used to keep it referenced for RING_TIMEOUT, 180 s)."""
+    core = make_core(policy=CallPolicy(trusted=[ipaddress.ip_network("127.0.0.0/8")], max_calls=10))
+    peer = Peer(core)
+    for round_ in range(3):
+        for n in range(200):
+            peer.now += 0.002
+            peer.send(peer.request("INVITE", body=SDP_OFFER, call_id=f"r{round_}c{n}@x"))
+            for event in core.events():
+                if isinstance(event, ev.IncomingCall):
+                    event.call.reject(486, "Busy Here", peer.now)
+            core.outgoing()
+        peer.advance(40.0)  # 64*T1 (32 s): transactions and dialogs expire
+        core.outgoing()
+        assert core.calls == {} and core._server_tx == {} and core._ring_timers == {}
+        assert core.get_timer() is None and len(core.timers._heap) == 0

@@ -32,7 +32,7 @@ from voice.sip.outbound import OutboundCall
 from voice.sip.security import security_event
 from voice.sip.session import CallState, DialogCall, InboundCall
 from voice.sip.throttle import SourceThrottle, Verdict
-from voice.sip.timers import TimerHeap
+from voice.sip.timers import Timer, TimerHeap
 from voice.sip.transaction import (
     Address,
     InviteClientTransaction,
@@ -113,6 +113,7 @@ class SipCore:
         self._client_tx: dict[TxKey, NonInviteClientTransaction | InviteClientTransaction] = {}
         # Calls by (Call-ID, local tag): inbound ones from their INVITE, outbound ones (our From tag) too.
         self.calls: dict[tuple[str, str], DialogCall] = {}
+        self._ring_timers: dict[tuple[str, str], Timer] = {}
         self.stats = {"received": 0, "parse_errors": 0, "sent": 0, "throttled": 0, "shed": 0,
                       "auth_failed": 0}
         self.now = 0.0  # time of the latest receive() or handle_timer()
@@ -387,12 +388,17 @@ class SipCore:
         self.calls[(request.call_id, local_tag)] = call
         # A call the application never answers or rejects must not ring forever (a PBX's no-answer
         # timeout): after RING_TIMEOUT it gets 480 and its state goes away.
-        self.timers.schedule(now + self.RING_TIMEOUT,
-                             lambda t: call.reject(480, "Temporarily Unavailable (not answered)", t), "ring")
+        self._ring_timers[(request.call_id, local_tag)] = self.timers.schedule(
+            now + self.RING_TIMEOUT,
+            lambda t: call.reject(480, "Temporarily Unavailable (not answered)", t), "ring")
         self._events.append(ev.IncomingCall(call=call))
 
     def forget_call(self, call: DialogCall) -> None:
-        self.calls.pop((call.dialog.call_id, call.dialog.local_tag), None)
+        key = (call.dialog.call_id, call.dialog.local_tag)
+        self.calls.pop(key, None)
+        ring = self._ring_timers.pop(key, None)
+        if ring is not None:
+            ring.cancel()  # an ended call must not stay referenced for the rest of RING_TIMEOUT
 
     def emit(self, event: ev.Event) -> None:
         self._events.append(event)
