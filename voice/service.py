@@ -31,8 +31,8 @@ from voice.config import Config, ConfigError, load_config
 from voice.sip import events as ev
 from voice.sip.core import CallPolicy, LocalIdentity, SipCore
 from voice.sip.digest import DigestVerifier
-from voice.sip.throttle import SourceThrottle
 from voice.sip.register import Registration
+from voice.sip.throttle import SourceThrottle
 from voice.sip.transaction import TimerValues
 
 if TYPE_CHECKING:
