@@ -148,8 +148,10 @@ async def menu(it: FlowInterpreter, flow: Flow, node: Node) -> str | None:
             chosen = next((o for o in live if turn.digit in o.dtmf), None)
             it.note_input("dtmf", turn.digit, "match" if chosen else "nomatch")
         elif turn.speech is not None:
-            heard = turn.speech.option or turn.speech.text
-            if turn.speech.status == "match" or heard:
+            # Only what the recognizer matched (grammar option, confidence >= [asr] min_confidence)
+            # chooses: the text of a nomatch is a guess, and a caller is never routed on a guess.
+            if turn.speech.status == "match":
+                heard = turn.speech.option or turn.speech.text
                 chosen = next((o for o in live if heard.lower().strip() in o.words), None) or next(
                     (o for o in live if _matches(heard, o.words)), None)
             it.note_input("speech", turn.speech.text, "match" if chosen else "nomatch",

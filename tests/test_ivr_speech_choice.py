@@ -1,0 +1,100 @@
+"""What a menu or collect does with the recognizer's answer: never route on a guess.
+
+A result the recognizer did not match (status nomatch: confidence under [asr] min_confidence,
+or no grammar option) is a no-match with its prompt and retries, whatever its text says.
+A match under the node's `confirm_below` is confirmed before the flow acts on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tests.test_ivr_interpreter import flow_of
+from voice.asr.base import SpeechResult
+from voice.call import TranscriptSegment
+from voice.ivr.harness import FakeTts, make_call
+from voice.ivr.interpreter import FlowInterpreter
+from voice.ivr.record import CallRecord
+from voice.ivr.vtime import run_virtual
+
+MENU = """
+    start: menu
+    settings: {timeout: 3, attempts: 2}
+    nodes:
+      menu:
+        menu:
+          prompt: Say billing or representative.
+          no_match: Sorry, I did not get that.
+          options:
+            - {dtmf: "1", words: [billing], goto: billing}
+            - {dtmf: "0", words: [representative, agent], goto: agent}
+          on_failure: bye
+      billing:
+        hangup: Billing.
+      agent:
+        hangup: Connecting you to an agent.
+      bye:
+        hangup: Goodbye.
+    """
+
+
+class ReplayListener:
+    """Answers each listen() with the next prepared SpeechResult, as the recognizer would."""
+
+    def __init__(self, results: Sequence[SpeechResult]) -> None:
+        self.results = list(results)
+        self.options_seen: list[list[str] | None] = []
+
+    async def listen(self, call: Any, *, options: Sequence[str] | None = None, no_input_timeout: float = 5.0,
+                     **_: Any) -> SpeechResult:
+        self.options_seen.append(list(options) if options is not None else None)
+        await asyncio.sleep(0.3)
+        if not self.results:
+            await asyncio.sleep(no_input_timeout)
+            return SpeechResult(status="noinput")
+        res = self.results.pop(0)
+        call.add_segment(TranscriptSegment(start=res.start, end=res.end, speaker="caller", kind="speech",
+                                           text=res.text, confidence=res.confidence, engine=res.engine))
+        return res
+
+
+def run_flow(tmp_path: Path, text: str, results: Sequence[SpeechResult]) -> tuple[CallRecord, list[str]]:
+    flow = flow_of(tmp_path, text)
+
+    async def scenario() -> tuple[CallRecord, list[str]]:
+        call, _media, _sig = make_call(realtime=1.0)
+        interp = FlowInterpreter(flow, call, tts=FakeTts(), speech=ReplayListener(results),
+                                 recordings_dir=tmp_path / "calls", prompts_dir=tmp_path / "prompts")
+        record = await interp.run()
+        return record, [p.get("text", "") for p in record.prompts]
+
+    return run_virtual(scenario())
+
+
+def test_a_nomatch_under_min_confidence_is_not_routed_on_its_text(tmp_path: Path) -> None:
+    """The issue 11 bug: a talker saying no menu word went to the agent queue as "representative"
+    at confidence 0.116, because menu() picked an option from the raw text of a nomatch."""
+    guess = SpeechResult(status="nomatch", text="representative", confidence=0.116, engine="whisper")
+    record, prompts = run_flow(tmp_path, MENU, [guess, guess])
+    assert record.nodes[-1] == "bye", record.nodes
+    assert "agent" not in record.nodes
+    assert [i["status"] for i in record.inputs] == ["nomatch", "nomatch"]
+    assert "Sorry, I did not get that." in prompts  # the no-match prompt, then the retry
+
+
+def test_a_matched_option_routes(tmp_path: Path) -> None:
+    heard = SpeechResult(status="match", text="agent", option="agent", confidence=0.9, engine="whisper")
+    record, _ = run_flow(tmp_path, MENU, [heard])
+    assert record.nodes[-1] == "agent"
+    assert record.inputs[0]["status"] == "match" and record.inputs[0]["confidence"] == 0.9
+
+
+def test_a_nomatch_then_a_match_uses_the_retry(tmp_path: Path) -> None:
+    guess = SpeechResult(status="nomatch", text="billing", confidence=0.2, engine="whisper")
+    heard = SpeechResult(status="match", text="billing", option="billing", confidence=0.8, engine="whisper")
+    record, prompts = run_flow(tmp_path, MENU, [guess, heard])
+    assert record.nodes[-1] == "billing"
+    assert [i["status"] for i in record.inputs] == ["nomatch", "match"]
