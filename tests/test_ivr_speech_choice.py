@@ -95,6 +95,88 @@ def test_a_matched_option_routes(tmp_path: Path) -> None:
 def test_a_nomatch_then_a_match_uses_the_retry(tmp_path: Path) -> None:
     guess = SpeechResult(status="nomatch", text="billing", confidence=0.2, engine="whisper")
     heard = SpeechResult(status="match", text="billing", option="billing", confidence=0.8, engine="whisper")
-    record, prompts = run_flow(tmp_path, MENU, [guess, heard])
+    record, _ = run_flow(tmp_path, MENU, [guess, heard])
     assert record.nodes[-1] == "billing"
     assert [i["status"] for i in record.inputs] == ["nomatch", "match"]
+
+
+CONFIRM_MENU = MENU.replace("          on_failure: bye\n", "          on_failure: bye\n          confirm_below: 0.6\n", 1)
+YES = SpeechResult(status="match", text="yes", option="yes", confidence=0.9, engine="whisper")
+NO = SpeechResult(status="match", text="no", option="no", confidence=0.9, engine="whisper")
+
+
+def test_a_choice_heard_under_confirm_below_is_confirmed_before_acting(tmp_path: Path) -> None:
+    unsure = SpeechResult(status="match", text="billing", option="billing", confidence=0.45, engine="whisper",
+                          alternatives=(("building", 0.2),))
+    record, prompts = run_flow(tmp_path, CONFIRM_MENU, [unsure, YES])
+    assert "I heard billing, is that right?" in prompts
+    assert record.nodes[-1] == "billing"
+    first = record.inputs[0]
+    assert first["status"] == "match" and first["confidence"] == 0.45
+    assert first["nbest"] == [["billing", 0.45], ["building", 0.2]]  # the record keeps the n-best
+
+
+def test_a_no_to_the_confirmation_asks_again(tmp_path: Path) -> None:
+    unsure = SpeechResult(status="match", text="billing", option="billing", confidence=0.45, engine="whisper")
+    sure = SpeechResult(status="match", text="agent", option="agent", confidence=0.95, engine="whisper")
+    record, prompts = run_flow(tmp_path, CONFIRM_MENU, [unsure, NO, sure])
+    assert prompts.count("Say billing or representative.") == 2
+    assert "I heard agent, is that right?" not in prompts  # 0.95 >= 0.6: acted on at once
+    assert record.nodes[-1] == "agent"
+
+
+def test_a_confident_choice_is_not_confirmed(tmp_path: Path) -> None:
+    sure = SpeechResult(status="match", text="billing", option="billing", confidence=0.8, engine="whisper")
+    record, prompts = run_flow(tmp_path, CONFIRM_MENU, [sure])
+    assert not any(p.startswith("I heard") for p in prompts)
+    assert record.nodes[-1] == "billing"
+
+
+COLLECT = """
+    start: account
+    settings: {timeout: 3, attempts: 2}
+    nodes:
+      account:
+        collect:
+          prompt: Say your account number.
+          into: account
+          min: 4
+          max: 4
+          speech: true
+          confirm_below: 0.6
+          on_failure: bye
+        next: done
+      done:
+        hangup: "Thanks, {account}."
+      bye:
+        hangup: Goodbye.
+    """
+
+
+def test_collect_confirms_spoken_digits_heard_with_low_confidence(tmp_path: Path) -> None:
+    unsure = SpeechResult(status="match", text="one two three four", confidence=0.5, engine="whisper")
+    record, prompts = run_flow(tmp_path, COLLECT, [unsure, YES])
+    assert "I heard 1 2 3 4, is that right?" in prompts
+    assert record.nodes[-1] == "done" and "Thanks, 1234." in prompts
+
+
+def test_collect_ignores_the_text_of_a_nomatch(tmp_path: Path) -> None:
+    guess = SpeechResult(status="nomatch", text="one two three four", confidence=0.1, engine="whisper")
+    record, _ = run_flow(tmp_path, COLLECT, [guess, guess])
+    assert record.nodes[-1] == "bye"
+    assert [i["status"] for i in record.inputs] == ["nomatch", "nomatch"]
+
+
+def test_confirm_below_is_validated_with_file_and_line(tmp_path: Path) -> None:
+    import textwrap
+
+    from voice.ivr.library import FlowLibrary
+
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "f.yaml").write_text(textwrap.dedent(CONFIRM_MENU.replace("0.6", "1.5")))
+    (flows / "g.yaml").write_text(textwrap.dedent(COLLECT.replace("          speech: true\n", "")))
+    lib = FlowLibrary(flows, prompts_dir=tmp_path, default_flow="f", routes={})
+    errors = [str(e) for e in lib.load()]
+    assert any("f.yaml:13:" in e and "confirm_below" in e and "0 to 1" in e and "1.5" in e for e in errors), errors
+    assert any("g.yaml:" in e and "needs speech: true" in e for e in errors), errors

@@ -18,7 +18,7 @@ import numpy as np
 
 from voice.asr.base import SpeechResult
 from voice.asr.endpoint import Endpointer, NoInput, SpeechEnded, SpeechStarted
-from voice.asr.engine import EngineError, EngineResult, resolve_engine
+from voice.asr.engine import EngineError, EngineResult, spec_from_config
 from voice.asr.matching import match_option
 from voice.asr.pool import PoolSession, RecognizerPool
 from voice.call import CallEnded, TranscriptSegment
@@ -54,9 +54,9 @@ class SpeechRecognizer:
 
     @classmethod
     async def start(cls, cfg: AsrConfig) -> SpeechRecognizer:
-        """Resolve the engine from config (auto -> vosk or pocketsphinx), start the pool and wait
+        """Resolve the engine from config (auto -> vosk, whisper or pocketsphinx), start the pool and wait
         for every worker to load its model."""
-        spec = resolve_engine(cfg.engine, cfg.vosk_model, cfg.language)
+        spec = spec_from_config(cfg)
         pool = RecognizerPool(spec, cfg.workers)
         await pool.start()
         return cls(
@@ -139,6 +139,7 @@ class SpeechRecognizer:
             matched = option is not None
         else:
             matched = bool(eres.text)
+        # the single gate between a guess and a choice: a flow acts only on status "match"
         ok = matched and eres.confidence >= self.min_confidence
         call.add_segment(
             TranscriptSegment(
@@ -159,6 +160,7 @@ class SpeechRecognizer:
             start=utt.start,
             end=utt.stop,
             engine=engine,
+            alternatives=eres.alternatives,
         )
 
 
