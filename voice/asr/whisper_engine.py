@@ -48,7 +48,8 @@ WINDOW_MARGIN = 100  # feature frames (1 s) of padding after the utterance
 MIN_WINDOW = 500
 PUNCTUATION = (".", ",", "?", "!")
 EXTRA_WORD = 0.6  # confidence kept per word the caller said beyond the option ("billing please")
-NEAR_WEIGHT = 0.5  # a lone word the free decode spells differently keeps 50-100 % of the confidence
+MAX_NEAR = 0.5  # the free decode's spelling of a lone word counts as support up to half its letters off
+NEAR_WEIGHT = 0.5  # kept (times 1 - distance) when the free decode heard nothing or something else
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
@@ -341,10 +342,13 @@ def _agreement(free_words: list[str], choice: str) -> float:
     found = match_option(free_words, [choice])
     if found is not None:
         return float(EXTRA_WORD ** (len(free_words) - found.n_words))
+    if not free_words:
+        return NEAR_WEIGHT
     if len(free_words) <= n_option + 1:
         free = " ".join(free_words)
-        ratio = edit_distance(free, choice) / max(1, len(free), len(choice)) if free else 1.0
-        return 1.0 - NEAR_WEIGHT * ratio
+        ratio = edit_distance(free, choice) / max(len(free), len(choice))
+        # "code" for "coat" is support; "front left" for "one" is another phrase
+        return 1.0 - ratio if ratio <= MAX_NEAR else NEAR_WEIGHT * (1.0 - ratio)
     return float(EXTRA_WORD ** (len(free_words) - n_option))
 
 
