@@ -100,7 +100,8 @@ def test_a_nomatch_then_a_match_uses_the_retry(tmp_path: Path) -> None:
     assert [i["status"] for i in record.inputs] == ["nomatch", "match"]
 
 
-CONFIRM_MENU = MENU.replace("          on_failure: bye\n", "          on_failure: bye\n          confirm_below: 0.6\n", 1)
+CONFIRM_MENU = MENU.replace("          on_failure: bye\n",
+                            "          on_failure: bye\n          confirm_below: 0.6\n", 1)
 YES = SpeechResult(status="match", text="yes", option="yes", confidence=0.9, engine="whisper")
 NO = SpeechResult(status="match", text="no", option="no", confidence=0.9, engine="whisper")
 
@@ -178,5 +179,6 @@ def test_confirm_below_is_validated_with_file_and_line(tmp_path: Path) -> None:
     (flows / "g.yaml").write_text(textwrap.dedent(COLLECT.replace("          speech: true\n", "")))
     lib = FlowLibrary(flows, prompts_dir=tmp_path, default_flow="f", routes={})
     errors = [str(e) for e in lib.load()]
-    assert any("f.yaml:13:" in e and "confirm_below" in e and "0 to 1" in e and "1.5" in e for e in errors), errors
+    assert any("f.yaml:13:" in e and "confirm_below" in e and "0 to 1" in e and "1.5" in e
+               for e in errors), errors
     assert any("g.yaml:" in e and "needs speech: true" in e for e in errors), errors
