@@ -170,3 +170,20 @@ async def test_a_call_at_a_menu_through_the_pool(recognizer: SpeechRecognizer) -
     assert seg.text == "tuesday" and seg.confidence == pytest.approx(result.confidence, abs=0.001)
     [stats] = await recognizer.pool.stats()
     assert stats["model_loads"] == 1 and stats["decodes"] == 1
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_utterances_that_end_together_are_decoded_together(recognizer: SpeechRecognizer) -> None:
+    """The pool's shared queue: a free worker takes every waiting utterance of one grammar."""
+    pool = recognizer.pool
+    assert not pool.streaming
+    before = sum(s["decodes"] for s in await pool.stats())
+    sessions = []
+    for _, path in human.DIGITS[:4]:
+        session = pool.open(DIGITS)
+        session.send(human.load_8k(path))
+        sessions.append(session)
+    results = await asyncio.wait_for(asyncio.gather(*(s.finish() for s in sessions)), 60)
+    assert [r.text for r in results] == DIGITS[:4]
+    assert max(r.batch for r in results) > 1  # at least two shared an encoder pass
+    assert sum(s["decodes"] for s in await pool.stats()) == before + 4

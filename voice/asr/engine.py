@@ -46,6 +46,7 @@ class EngineResult:
     audio_seconds: float = 0.0
     # other readings, best first, as (text, confidence): the n-best kept in the IVR record
     alternatives: tuple[tuple[str, float], ...] = ()
+    batch: int = 1  # utterances decoded together in the pass that produced this result
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,6 +80,18 @@ class EngineStream(ABC):
 
 class SpeechEngine(ABC):
     name: str = ""
+    streaming: bool = True  # decodes as audio arrives; False: decodes whole ended utterances
+
+    def decode_utterances(
+        self, pcms: Sequence[np.ndarray], options: Sequence[str] | None
+    ) -> list[EngineResult]:
+        """Decode whole utterances (8 kHz int16) that share one grammar; default: one stream each."""
+        out = []
+        for pcm in pcms:
+            stream = self.open_stream(options)
+            stream.accept(pcm)
+            out.append(stream.finish())
+        return out
 
     @abstractmethod
     def open_stream(self, options: Sequence[str] | None) -> EngineStream:

@@ -20,7 +20,7 @@ from voice.asr.base import SpeechResult
 from voice.asr.endpoint import Endpointer, NoInput, SpeechEnded, SpeechStarted
 from voice.asr.engine import EngineError, EngineResult, spec_from_config
 from voice.asr.matching import match_option
-from voice.asr.pool import PoolSession, RecognizerPool
+from voice.asr.pool import PoolSession, RecognizerPool, UtteranceSession
 from voice.call import CallEnded, TranscriptSegment
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ class _Utterance:
         self.t0 = call.elapsed()  # call time of the first frame we see
         self.pre_roll: collections.deque[np.ndarray] = collections.deque(maxlen=PRE_ROLL_FRAMES)
         self.chunk: list[np.ndarray] = []
-        self.session: PoolSession | None = None
+        self.session: PoolSession | UtteranceSession | None = None
         self.result: asyncio.Future[EngineResult] | None = None
         self.outcome: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.start = 0.0

@@ -36,6 +36,7 @@ from voice.asr.whisper_models import resolve_model_dir
 log = logging.getLogger(__name__)
 
 MAX_SECONDS = 30.0  # Whisper's window; the endpointer's max_speech is far below it
+MIN_SAMPLES = 800  # under 100 ms of audio: nothing a person said
 MAX_NEW_TOKENS = 48  # a menu answer or a sentence; bounds a runaway decode
 # Calibration (benchmarks/asr.py, development set: ktuberling words, Asterisk prompts):
 # in grammar mode in-grammar answers score a per-token probability of 0.6-0.99, speech
@@ -85,6 +86,7 @@ class Hypotheses:
 
 class WhisperEngine(SpeechEngine):
     name = "whisper"
+    streaming = False
 
     def __init__(
         self,
@@ -147,6 +149,17 @@ class WhisperEngine(SpeechEngine):
                 raise EngineError(f"no grammar option has a word: {list(options)}")
         return _WhisperStream(self, list(options) if options is not None else None)
 
+    def decode_utterances(
+        self, pcms: Sequence[np.ndarray], options: Sequence[str] | None
+    ) -> list[EngineResult]:
+        short = [len(p) < MIN_SAMPLES for p in pcms]
+        todo = [p for p, s in zip(pcms, short, strict=True) if not s]
+        hyps = iter(self.decode_batch(todo, options) if todo else [])
+        return [
+            _engine_result("", 0.0, len(p) / 8000) if s else self.result(next(hyps), options, len(p) / 8000)
+            for p, s in zip(pcms, short, strict=True)
+        ]
+
     # ---- decoding --------------------------------------------------------------------------
     def _base_suppress(self) -> list[int]:
         t = self.tokenizer
@@ -206,6 +219,7 @@ class WhisperEngine(SpeechEngine):
         text that compresses more than 2.4x) are decoded again in the full 30 s window.
         """
         frames = max(self.window_frames(len(p)) for p in pcms)
+        self.decodes += len(pcms)
         out = self._decode(pcms, options, frames)
         full = int(self.model.feature_extractor.nb_max_frames)
         loops = [i for i, h in enumerate(out) if frames < full and _loops(h.free.text)]
@@ -225,11 +239,9 @@ class WhisperEngine(SpeechEngine):
         encoded = self.model.model.encode(ctranslate2.StorageView.from_array(feats), to_cpu=False)
         free = self._generate(encoded, len(pcms), self._free_suppress, MAX_NEW_TOKENS)
         if options is None:
-            self.decodes += len(pcms)
             return [Hypotheses(constrained=None, free=f) for f in free]
         suppress, longest = self.grammar_suppress(options)
         constrained = self._generate(encoded, len(pcms), suppress, longest + 2)
-        self.decodes += len(pcms)
         return [Hypotheses(constrained=c, free=f) for c, f in zip(constrained, free, strict=True)]
 
     def _generate(self, encoded: Any, n: int, suppress: list[int], max_new: int) -> list[Decoded]:
@@ -390,7 +402,7 @@ class _WhisperStream(EngineStream):
         t = time.thread_time()
         w = time.perf_counter()
         audio_seconds = self.samples / 8000
-        if self.samples < 800:  # under 100 ms: nothing a person said
+        if self.samples < MIN_SAMPLES:
             return _engine_result("", 0.0, audio_seconds)
         hyp = self.engine.decode_batch([self.audio()], self.options)[0]
         res = self.engine.result(hyp, self.options, audio_seconds)
