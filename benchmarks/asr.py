@@ -44,6 +44,7 @@ from voice.testing import FakeMedia, FakeSignalling
 COMPLETE_TIMEOUT = 0.5  # [asr] complete_timeout_ms default
 MIN_CONF = 0.3
 DECODE_TOTAL: list[float] = []
+DECODE_CPU: list[float] = []
 DEV_EXCLUDED = {"palmtree", "fallingstar", "moonwalker", "sphynx", "broccolli", "ufo", "earring"}
 
 
@@ -69,7 +70,7 @@ def decode(
     """(text, confidence, seconds after the end of audio, audio seconds; plus total decode seconds
     in DECODE_TOTAL), fed in 100 ms chunks as the listener does. A streaming engine spends most of
     its time while the caller speaks: latency is finish(), the real-time factor counts it all."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     stream = engine.open_stream(options)
     for i in range(0, len(pcm), 800):
         stream.accept(pcm[i : i + 800])
@@ -77,6 +78,7 @@ def decode(
     res = stream.finish()
     end = time.perf_counter()
     DECODE_TOTAL.append(end - t0)
+    DECODE_CPU.append(time.process_time() - c0)  # every thread of this process: the decode's CPU
     return res.text, res.confidence, end - t, res.audio_seconds
 
 
@@ -84,6 +86,7 @@ def grammar_row(name: str, engine: SpeechEngine, items: list[tuple[str, Path]], 
     right = wrong = 0
     walls, audio = [], 0.0
     DECODE_TOTAL.clear()
+    DECODE_CPU.clear()
     for ref, path in items:
         text, conf, wall, secs = decode(engine, human.load_8k(path), options)
         walls.append(wall)
@@ -92,7 +95,8 @@ def grammar_row(name: str, engine: SpeechEngine, items: list[tuple[str, Path]], 
         right += accepted and normalize(text) == normalize(ref)
         wrong += accepted and normalize(text) != normalize(ref)
     return (f"{name:<34} right {right:>2}/{len(items):<2} wrong accepted {wrong}  "
-            f"latency p50 {statistics.median(walls) * 1000:4.0f} ms  RTF {sum(DECODE_TOTAL) / audio:.3f}"
+            f"latency p50 {statistics.median(walls) * 1000:4.0f} ms  RTF {sum(DECODE_TOTAL) / audio:.3f}  "
+            f"CPU p50 {statistics.median(DECODE_CPU) * 1000:4.0f} ms"
             f"  ({load()})")
 
 
@@ -113,6 +117,7 @@ def free_row(name: str, engine: SpeechEngine, items: list[tuple[str, Path]]) -> 
     edits = words = 0
     walls, audio = [], 0.0
     DECODE_TOTAL.clear()
+    DECODE_CPU.clear()
     for ref, path in items:
         text, _, wall, secs = decode(engine, human.load_8k(path), None)
         e, n = wer(ref, text)
@@ -120,7 +125,8 @@ def free_row(name: str, engine: SpeechEngine, items: list[tuple[str, Path]]) -> 
         walls.append(wall)
         audio += secs
     return (f"{name:<34} word accuracy {1 - edits / words:6.1%} ({words} words, {len(items)} utt)  "
-            f"latency p50 {statistics.median(walls) * 1000:4.0f} ms  RTF {sum(DECODE_TOTAL) / audio:.3f}"
+            f"latency p50 {statistics.median(walls) * 1000:4.0f} ms  RTF {sum(DECODE_TOTAL) / audio:.3f}  "
+            f"CPU p50 {statistics.median(DECODE_CPU) * 1000:4.0f} ms"
             f"  ({load()})")
 
 
@@ -161,6 +167,7 @@ async def throughput(spec: EngineSpec, batch: int, utterances: list[np.ndarray],
         warm.send(utterances[0])
         await warm.finish()
         rates = []
+        cpu0 = sum(x["cpu_seconds"] for x in await pool.stats())
         for _ in range(rounds):
             t = time.perf_counter()
             sessions = []
@@ -172,9 +179,13 @@ async def throughput(spec: EngineSpec, batch: int, utterances: list[np.ndarray],
             wall = time.perf_counter() - t
             rates.append(len(results) / wall)
         best = max(rates)
+        # the workers' own CPU time: what 2 cores sustain when nobody else uses them
+        cpu = (sum(x["cpu_seconds"] for x in await pool.stats()) - cpu0) / (rounds * len(utterances))
         print(f"    {len(utterances)} utterances ending at once: {statistics.median(rates):.2f} utterances/s "
               f"(best {best:.2f}) -> {statistics.median(rates) * 10:.0f} speaking callers at one utterance "
               f"per 10 s  ({load()})")
+        print(f"    worker CPU per utterance {cpu * 1000:.0f} ms -> 2 cores of our own would decode "
+              f"{2 / cpu:.1f} utterances/s = {20 / cpu:.0f} callers at one utterance per 10 s")
     finally:
         await pool.close()
 

@@ -65,7 +65,7 @@ def _serve_utterances(wid: int, engine: Any, inq: Any, shared: Any, outq: Any, b
             if ctl[0] == "stop":
                 return
             outq.put(("stats", wid, {"pid": os.getpid(), "model_loads": _MODEL_LOADS, "rss_mb": _rss_mb(),
-                                     **engine.stats()}))
+                                     "cpu_seconds": time.process_time(), **engine.stats()}))
         if held:
             first = held.pop(0)
         else:
@@ -118,7 +118,7 @@ def _worker_main(wid: int, spec: EngineSpec, inq: Any, outq: Any, shared: Any = 
             break
         if op == "stats":
             outq.put(("stats", wid, {"pid": os.getpid(), "model_loads": _MODEL_LOADS, "rss_mb": _rss_mb(),
-                                     **engine.stats()}))
+                                     "cpu_seconds": time.process_time(), **engine.stats()}))
             continue
         sid = msg[1]
         try:
