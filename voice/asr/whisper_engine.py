@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 
 MAX_SECONDS = 30.0  # Whisper's window; the endpointer's max_speech is far below it
 MIN_SAMPLES = 800  # under 100 ms of audio: nothing a person said
-MAX_NEW_TOKENS = 48  # a menu answer or a sentence; bounds a runaway decode
+MAX_NEW_TOKENS = 48  # a sentence, free form; bounds a runaway decode
+FREE_CHECK_TOKENS = 6  # grammar mode: tokens the free decode may say beyond the longest option
 # Calibration (benchmarks/asr.py, development set: ktuberling words, Asterisk prompts):
 # in grammar mode in-grammar answers score a per-token probability of 0.6-0.99, speech
 # forced onto the menu's words mostly below 0.45. Scores are mapped linearly from
@@ -222,7 +223,8 @@ class WhisperEngine(SpeechEngine):
         self.decodes += len(pcms)
         out = self._decode(pcms, options, frames)
         full = int(self.model.feature_extractor.nb_max_frames)
-        loops = [i for i, h in enumerate(out) if frames < full and _loops(h.free.text)]
+        # grammar mode collapses repeats itself (_dedupe) and its free decode is short: no retry
+        loops = [i for i, h in enumerate(out) if options is None and frames < full and _loops(h.free.text)]
         if loops:
             self.full_window_retries += len(loops)
             again = self._decode([pcms[i] for i in loops], options, full)
@@ -237,11 +239,13 @@ class WhisperEngine(SpeechEngine):
 
         feats = np.stack([self.features(p, frames) for p in pcms])
         encoded = self.model.model.encode(ctranslate2.StorageView.from_array(feats), to_cpu=False)
-        free = self._generate(encoded, len(pcms), self._free_suppress, MAX_NEW_TOKENS)
         if options is None:
+            free = self._generate(encoded, len(pcms), self._free_suppress, MAX_NEW_TOKENS)
             return [Hypotheses(constrained=None, free=f) for f in free]
         suppress, longest = self.grammar_suppress(options)
         constrained = self._generate(encoded, len(pcms), suppress, longest + 2)
+        # the free decode only has to tell an option from a longer or other phrase: a few words do
+        free = self._generate(encoded, len(pcms), self._free_suppress, longest + FREE_CHECK_TOKENS)
         return [Hypotheses(constrained=c, free=f) for c, f in zip(constrained, free, strict=True)]
 
     def _generate(self, encoded: Any, n: int, suppress: list[int], max_new: int) -> list[Decoded]:
