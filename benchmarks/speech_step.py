@@ -1,7 +1,7 @@
 """End of speech -> next prompt, through real SIP calls, at 5, 20 and 50 concurrent speaking callers.
 
 For each stage N, sipp places N calls at once (dtmf_call.xml, all within about a second); each
-caller is silent for 1.5 s, then says a digit (a human recording, Allison's "five", 8 kHz
+caller is silent for 1.5 s, then says a digit and hangs up 20 s in if the service has not (a human recording, Allison's "five", 8 kHz
 G.711 µ-law) at the spoken-digit menu of tests/flows_human. The service's record gives when the
 caller stopped speaking (the endpointer's last voiced frame, `speech_end`) and when the next
 node's prompt started; the difference is what a caller waits after their last syllable: the
@@ -56,7 +56,7 @@ def main() -> int:
         for n in stages:
             result = run_sipp("dtmf_call.xml", svc.sip_address, workdir=work / f"sipp-{n}", calls=n, limit=n,
                               rate=float(n), timeout=120, pcaps={"call.pcap": pcap},
-                              replace={'request="BYE" timeout="30000"': 'request="BYE" timeout="9000"'})
+                              replace={'request="BYE" timeout="30000"': 'request="BYE" timeout="20000"'})
             load = os.getloadavg()[0]
             records = [json.loads(line.split(" voice.calls: ", 1)[1])
                        for line in svc.log.splitlines() if " voice.calls: {" in line][seen:]
