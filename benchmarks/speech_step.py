@@ -1,8 +1,9 @@
 """End of speech -> next prompt, through real SIP calls, at 5, 20 and 50 concurrent speaking callers.
 
 For each stage N, sipp places N calls at once (dtmf_call.xml, all within about a second); each
-caller is silent for 1.5 s, then says a digit and hangs up 20 s in if the service has not (a human recording, Allison's "five", 8 kHz
-G.711 µ-law) at the spoken-digit menu of tests/flows_human. The service's record gives when the
+caller is silent for 1.5 s, then says a digit (a human recording, Allison's "five", 8 kHz
+G.711 µ-law) at the spoken-digit menu of tests/flows_human, and hangs up if the service has not
+within 20 s. The service's record gives when the
 caller stopped speaking (the endpointer's last voiced frame, `speech_end`) and when the next
 node's prompt started; the difference is what a caller waits after their last syllable: the
 end-of-speech silence ([asr] complete_timeout_ms, 500 ms), the decode in the worker pool and the
