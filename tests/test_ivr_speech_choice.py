@@ -182,3 +182,11 @@ def test_confirm_below_is_validated_with_file_and_line(tmp_path: Path) -> None:
     assert any("f.yaml:13:" in e and "confirm_below" in e and "0 to 1" in e and "1.5" in e
                for e in errors), errors
     assert any("g.yaml:" in e and "needs speech: true" in e for e in errors), errors
+
+
+def test_a_guessed_yes_does_not_confirm(tmp_path: Path) -> None:
+    unsure = SpeechResult(status="match", text="billing", option="billing", confidence=0.45, engine="whisper")
+    guessed_yes = SpeechResult(status="nomatch", text="yes", confidence=0.1, engine="whisper")
+    record, _ = run_flow(tmp_path, CONFIRM_MENU, [unsure, guessed_yes])
+    assert "billing" not in record.nodes
+    assert record.inputs[1]["status"] == "nomatch"

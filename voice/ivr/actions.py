@@ -276,9 +276,12 @@ async def _yes_no(it: FlowInterpreter, prompt: Prompt, timeout: float, dtmf_barg
         it.note_input("dtmf", turn.digit, "match" if answer else "nomatch")
     elif turn.kind == "speech" and turn.speech is not None:
         heard = f"{turn.speech.text} {turn.speech.option or ''}"  # the words, not only the grammar's pick
-        # "no" first: "not right" contains "right"
-        answer = "no" if _matches(heard, NO_WORDS) else "yes" if _matches(heard, YES_WORDS) else None
-        it.note_input("speech", turn.speech.text, "match" if answer else "nomatch")
+        # "no" first: "not right" contains "right"; a nomatch is a guess and answers nothing
+        answer = None
+        if turn.speech.status == "match":
+            answer = "no" if _matches(heard, NO_WORDS) else "yes" if _matches(heard, YES_WORDS) else None
+        it.note_input("speech", turn.speech.text, "match" if answer else "nomatch",
+                      **_speech_extra(turn.speech))
     else:
         it.note_input("none", "", "noinput")
     return answer if turn.kind != "noinput" else "noinput"
