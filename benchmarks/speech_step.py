@@ -20,6 +20,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,8 +60,15 @@ def main() -> int:
                               rate=float(n), timeout=120, pcaps={"call.pcap": pcap},
                               replace={'request="BYE" timeout="30000"': 'request="BYE" timeout="20000"'})
             load = os.getloadavg()[0]
-            records = [json.loads(line.split(" voice.calls: ", 1)[1])
-                       for line in svc.log.splitlines() if " voice.calls: {" in line][seen:]
+
+            def logged() -> list[dict]:
+                return [json.loads(line.split(" voice.calls: ", 1)[1])
+                        for line in svc.log.splitlines() if " voice.calls: {" in line][seen:]
+
+            deadline = time.monotonic() + 15  # a record is written when its call has ended
+            while len(logged()) < n and time.monotonic() < deadline:
+                time.sleep(0.2)
+            records = logged()
             seen += len(records)
             waits, missed, right = [], 0, 0
             for record in records:
