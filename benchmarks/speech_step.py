@@ -61,9 +61,9 @@ def main() -> int:
                               replace={'request="BYE" timeout="30000"': 'request="BYE" timeout="20000"'})
             load = os.getloadavg()[0]
 
-            def logged() -> list[dict]:
+            def logged(skip: int = seen) -> list[dict]:
                 return [json.loads(line.split(" voice.calls: ", 1)[1])
-                        for line in svc.log.splitlines() if " voice.calls: {" in line][seen:]
+                        for line in svc.log.splitlines() if " voice.calls: {" in line][skip:]
 
             deadline = time.monotonic() + 15  # a record is written when its call has ended
             while len(logged()) < n and time.monotonic() < deadline:
