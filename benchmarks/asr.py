@@ -272,7 +272,7 @@ def main() -> None:
     ap.add_argument("--skip-capacity", action="store_true")
     ap.add_argument("--stages", default="5,20,50")
     ap.add_argument("--stage-seconds", type=float, default=20.0)
-    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=4, help="also measure throughput with this batch")
     args = ap.parse_args()
     missing = human.available()
     if missing:
@@ -299,7 +299,7 @@ def main() -> None:
                 asyncio.run(throughput(spec, batch, [p for _, p in utt], menu, rounds=3))
             print(f"capacity in real time, {label}")
             asyncio.run(capacity(spec, utt, menu, [int(x) for x in args.stages.split(",")],
-                                 args.stage_seconds, 10.0, args.batch))
+                                 args.stage_seconds, 10.0, 1))
     print(f"\n(total {time.monotonic() - t0:.0f} s)")
 
 

@@ -149,7 +149,7 @@ def test_too_little_audio_is_no_result(engine: WhisperEngine) -> None:
 # ---- through the worker pool and the listener, as a call does ---------------------------------
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def recognizer() -> AsyncIterator[SpeechRecognizer]:
-    pool = RecognizerPool(EngineSpec(name="whisper"), workers=1)
+    pool = RecognizerPool(EngineSpec(name="whisper"), workers=1, batch=4)
     await pool.start()
     yield SpeechRecognizer(pool, complete_timeout=0.5)
     await pool.close()

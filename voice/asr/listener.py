@@ -18,7 +18,7 @@ import numpy as np
 
 from voice.asr.base import SpeechResult
 from voice.asr.endpoint import Endpointer, NoInput, SpeechEnded, SpeechStarted
-from voice.asr.engine import EngineError, EngineResult, spec_from_config
+from voice.asr.engine import EngineError, EngineResult, EngineSpec, spec_from_config
 from voice.asr.matching import match_option
 from voice.asr.pool import PoolSession, RecognizerPool, UtteranceSession
 from voice.call import CallEnded, TranscriptSegment
@@ -32,6 +32,17 @@ log = logging.getLogger(__name__)
 PRE_ROLL_FRAMES = 15  # 300 ms before the detected start: soft onsets ("f", "h") are quiet
 CHUNK_FRAMES = 5  # 100 ms per message to the worker
 WALL_CLOCK_SLACK = 2.0  # seconds: no-input fires by wall clock too if the media stops sending frames
+
+
+def default_batch(spec: EngineSpec) -> int:
+    """Utterances a worker decodes in one pass. On CPU the encoder's cost grows with the batch, so a
+    worker taking four while the other idles quadruples the first caller's wait (measured with
+    benchmarks/speech_step.py): one at a time. On CUDA a batch costs about as much as one."""
+    if spec.name != "whisper":
+        return 1
+    from voice.asr.whisper_engine import pick_device
+
+    return 4 if pick_device(spec.device) == "cuda" else 1
 
 
 class SpeechRecognizer:
@@ -57,7 +68,7 @@ class SpeechRecognizer:
         """Resolve the engine from config (auto -> vosk, whisper or pocketsphinx), start the pool and wait
         for every worker to load its model."""
         spec = spec_from_config(cfg)
-        pool = RecognizerPool(spec, cfg.workers)
+        pool = RecognizerPool(spec, cfg.workers, batch=default_batch(spec))
         await pool.start()
         return cls(
             pool,

@@ -157,7 +157,7 @@ class _Worker:
 class RecognizerPool:
     """A fixed set of worker processes, each holding one loaded engine."""
 
-    def __init__(self, spec: EngineSpec, workers: int = 2, batch: int = 4) -> None:
+    def __init__(self, spec: EngineSpec, workers: int = 2, batch: int = 1) -> None:
         self.spec = spec
         self.n_workers = max(1, workers)
         self.batch = max(1, batch)
