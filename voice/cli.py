@@ -55,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     asub = asr.add_subparsers(dest="asr_command", required=True)
     t = asub.add_parser("transcribe", help="print a transcript of a WAV recording")
     t.add_argument("file")
-    t.add_argument("--engine", choices=["auto", "vosk", "pocketsphinx"], default=None)
-    t.add_argument("--model", help="Vosk model directory")
+    t.add_argument("--engine", choices=["auto", "whisper", "vosk", "pocketsphinx"], default=None)
+    t.add_argument("--model", help="model for the engine: Vosk directory, or Whisper tiny.en|base|directory")
+    t.add_argument("--grammar", help='a menu\'s words, comma-separated ("one,two,three"): grammar mode')
     t.add_argument("--config", "-c")
     t.set_defaults(handler=_lazy("voice.asr.cli:transcribe_main"))
 
