@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -46,6 +46,8 @@ class QueueOutcome:
     agent_id: str | None = None
     waited: float = 0.0
     offers: int = 0
+    talk_seconds: float = 0.0  # connected: how long the caller and the agent talked
+    hangup_by: str | None = None  # connected: "agent" | "caller" | "shutdown"
 
 
 def _wall(ts: str | datetime | None) -> float:
@@ -184,7 +186,8 @@ class AgentDesk:
         connection = self._connections.pop(call.key, None) if hasattr(call, "key") else None
         if outcome.ok and connection is not None and outcome.agent_id is not None:
             try:
-                await connection.wait_finished()
+                end = await connection.wait_finished()
+                outcome = replace(outcome, talk_seconds=end.talk_seconds, hangup_by=end.hangup_by)
             finally:
                 await self.agent_call_ended(outcome.agent_id)
         return outcome
