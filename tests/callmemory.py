@@ -361,6 +361,25 @@ class Phone:
             self.ok = response
         return response
 
+    async def cancelled(self, *, timeout: float = 10.0) -> Sent:
+        """The service's CANCEL of our ringing INVITE: 200 to it, 487 to the INVITE (RFC 3261 9.2)."""
+        assert self.invite is not None
+        sent = await self.rig.network.wait_for(is_request("CANCEL", self.addr, self.invite.call_id),
+                                               timeout=timeout)
+        assert isinstance(sent.message, Request)
+        self.send(make_response(sent.message, 200).serialize())
+        self.reply(487)
+        return sent
+
+    async def hung_up(self, *, after: int = 0, timeout: float = 10.0) -> Sent:
+        """The service's BYE to the phone (answered 200)."""
+        assert self.invite is not None
+        sent = await self.rig.network.wait_for(is_request("BYE", self.addr, self.invite.call_id), after=after,
+                                               timeout=timeout)
+        assert isinstance(sent.message, Request)
+        self.send(make_response(sent.message, 200).serialize())
+        return sent
+
     async def acked(self, timeout: float = 10.0) -> Sent:
         assert self.invite is not None
         sent = await self.rig.network.wait_for(is_request("ACK", self.addr, self.invite.call_id),

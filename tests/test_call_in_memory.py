@@ -141,6 +141,73 @@ def test_the_whole_call_from_invite_to_the_agent_and_back_to_one_history_row(tmp
     assert agent_state(tmp_path / "data" / "voice.db", "ann") == "wrap_up"
 
 
+async def caller_in_the_queue(rig: Rig) -> tuple[Caller, Phone]:
+    """A caller who pressed 0, and the agent's phone ringing for them."""
+    await rig.add_agent("ann", skills=["support"])
+    caller, phone = Caller(rig), Phone(rig)
+    caller.invite()
+    await caller.answered()
+    caller.ack()
+    caller.session.press("0")
+    await phone.rings()
+    phone.reply(180)
+    return caller, phone
+
+
+def test_the_caller_hanging_up_while_the_agent_rings_cancels_the_agents_invite(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rig = await Rig(tmp_path).start()
+        try:
+            caller, phone = await caller_in_the_queue(rig)
+            assert agent_state(rig.db_path, "ann") == "ringing"
+            caller.bye()
+            await phone.cancelled()
+            await rig.network.wait_for(is_request("ACK", phone.addr))  # the ACK for our 487
+            await rig.calls_over()
+            assert all(s.closed for s in rig.pool.sessions) and rig.pool.in_use == 0
+            # Back to idle in the place they had: the caller left, the agent did nothing wrong.
+            assert rig.desk.engine.agents["ann"].state is AgentState.AVAILABLE
+            assert not rig.switch.calls and not rig.switch.dials
+        finally:
+            await rig.close()
+
+    run_virtual_checked(scenario())
+    db = tmp_path / "data" / "voice.db"
+    assert agent_state(db, "ann") == "available"
+    (row,) = voice_rows(db)
+    assert row["status"] == "completed" and row["disposition"] == "bye"
+    (transfer,) = row["metadata"]["transfers"]
+    assert transfer["ok"] is False and transfer["target"] == "queue:support"
+    # The flow ends where the caller left it: no on_failure branch played to nobody.
+    assert [p["node"] for p in row["ivr"]["path"]] == ["welcome", "to_support"]
+    assert row["ivr"]["ended"] == "caller_hangup" and row["ivr"]["transfers_failed"] == []
+
+
+def test_the_caller_hanging_up_during_the_conversation_ends_the_agents_leg(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rig = await Rig(tmp_path).start()
+        try:
+            caller, phone = await caller_in_the_queue(rig)
+            phone.reply(200, PHONE_ANSWER)
+            await phone.acked()
+            await asyncio.sleep(3.0)  # they talk
+            caller.bye()
+            await phone.hung_up()
+            await rig.calls_over()
+            assert rig.pool.in_use == 0
+            assert rig.desk.engine.agents["ann"].state is AgentState.WRAP_UP
+        finally:
+            await rig.close()
+
+    run_virtual_checked(scenario())
+    db = tmp_path / "data" / "voice.db"
+    assert agent_state(db, "ann") == "wrap_up"
+    (row,) = voice_rows(db)
+    assert row["status"] == "completed" and row["disposition"] == "bye"
+    (transfer,) = row["metadata"]["transfers"]
+    assert transfer["ok"] is True and transfer["agent_id"] == "ann" and transfer["hangup_by"] == "caller"
+
+
 # ---- the call's one record, whatever the timing -----------------------------------------------
 def test_a_bye_before_the_ack_still_leaves_one_completed_record(tmp_path: Path) -> None:
     async def scenario() -> None:
