@@ -153,10 +153,20 @@ class AgentDesk:
 
     # ---- screen pop -----------------------------------------------------------------------
     async def build_screen_pop(self, call: Any, agent_id: str, queue: str | None = None) -> dict[str, Any]:
-        """Caller, customer (or None), IVR path and inputs, transcript so far, recent history."""
+        """Caller, customer (or None), IVR path and inputs, transcript so far, recent history.
+
+        The customer is the one the IVR identified (`call.customer_id`, by account, ...) when it
+        did, else the owner of the calling number; `identified_by` says which."""
         info = call.info
         entry = self.live.get(info.call_id)
-        found = await lookup(self.store, phone=info.caller, recent=max(self.recent, 20))
+        identified = getattr(call, "customer_id", None)
+        found = await lookup(self.store, customer_id=identified, phone=info.caller,
+                             recent=max(self.recent, 20))
+        identified_by: str | None = None
+        if found["found"]:
+            identified_by = "caller_id"
+            if identified and found["customer"]["id"] == identified:
+                identified_by = getattr(call, "identified_by", None) or "unknown"
         interaction_id = entry.interaction_id if entry and entry.interaction_id else \
             await self.agents.interaction_for_call(info.call_id)
         # This very call is already in the history: the agent wants the ones before it.
@@ -170,7 +180,7 @@ class AgentDesk:
             "type": "screen_pop", "call_id": info.call_id, "interaction_id": interaction_id,
             "agent_id": agent_id, "queue": queue,
             "caller": {"number": info.caller, "name": info.caller_name, "dialled": info.dialled},
-            "customer": found["customer"], "found": found["found"],
+            "customer": found["customer"], "found": found["found"], "identified_by": identified_by,
             "ivr": {"flow": entry.flow if entry else None, "node": entry.node if entry else None,
                     "path": list(entry.path) if entry else [], "inputs": list(entry.inputs) if entry else []},
             "transcript": transcript,
