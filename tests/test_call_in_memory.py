@@ -363,3 +363,43 @@ def test_a_lookup_by_account_attaches_the_call_to_that_customer(tmp_path: Path) 
     assert unknown["customer_id"] is None and "identified_by" not in unknown["metadata"]
     assert [p["node"] for p in unknown["ivr"]["path"]] == ["ask", "find", "unknown"]
     assert count(db_path, "customers") == 1  # no customer made up for the unknown caller
+
+
+def test_the_agents_screen_pop_shows_the_customer_the_ivr_identified_by_account(tmp_path: Path) -> None:
+    db_path = tmp_path / "data" / "voice.db"
+
+    async def scenario() -> None:
+        rig = await Rig(tmp_path, default_flow="account_then_agent", db_path=db_path).start()
+        try:
+            anna = await rig.store.create_customer(
+                name="Anna Schmidt", identities=[("account", normalize_token("4711", "account"))],
+                attributes={"tier": "gold"})
+            # The calling number belongs to somebody else: the pop must not show them.
+            bert = await rig.store.create_customer(name="Bert Caller", identities=[("phone", "+15550100")],
+                                                   attributes={})
+            await rig.add_agent("ann", skills=["support"])
+            pops = rig.desk.bus.subscribe("ann")
+            caller, phone = Caller(rig), Phone(rig)
+            caller.invite()
+            await caller.answered()
+            caller.ack()
+            caller.session.press("4711#")
+            await phone.rings()
+            phone.reply(180)
+            pop = pops.queue.get_nowait()
+            while pop["type"] != "screen_pop":
+                pop = pops.queue.get_nowait()
+            assert pop["customer"] is not None and pop["customer"]["id"] == anna["id"], pop["customer"]
+            assert pop["customer"]["id"] != bert["id"]
+            assert pop["found"] is True and pop["identified_by"] == "account"
+            assert pop["caller"]["number"] == "+15550100"
+            caller.bye()  # (the desk's queue waits on the wall clock: no ring-out on virtual time)
+            await phone.cancelled()
+            await rig.calls_over()
+        finally:
+            await rig.close()
+
+    run_virtual_checked(scenario())
+    (row,) = voice_rows(db_path)
+    assert row["metadata"]["identified_by"] == "account" and row["status"] == "completed"
+    assert row["customer_id"] is not None and row["metadata"]["caller_phone"] == "+15550100"
