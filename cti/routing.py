@@ -194,12 +194,13 @@ class AgentDesk:
         When connected, returns once the conversation with the agent is over."""
         outcome = await self.route_to_queue(call, queue_name, on_position=self.on_position)
         connection = self._connections.pop(call.key, None) if hasattr(call, "key") else None
-        if outcome.ok and connection is not None and outcome.agent_id is not None:
+        agent_id = outcome.agent_id
+        if outcome.ok and connection is not None and agent_id is not None:
             try:
                 end = await connection.wait_finished()
                 outcome = replace(outcome, talk_seconds=end.talk_seconds, hangup_by=end.hangup_by)
             finally:
-                await self.agent_call_ended(outcome.agent_id)
+                await self.agent_call_ended(agent_id)
         return outcome
 
     async def _connect(self, call: Any, slot: AgentSlot) -> bool:
