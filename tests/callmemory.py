@@ -48,7 +48,7 @@ from voice.config import Config, CtiConfig, IvrConfig
 from voice.ivr.harness import FakeTts
 from voice.ivr.runtime import IvrRuntime
 from voice.ivr.vtime import VirtualTimeLoop
-from voice.service import Service
+from voice.service import GOODBYE, Service
 from voice.sip.core import CallPolicy, LocalIdentity, SipCore
 from voice.sip.events import Event
 from voice.sip.message import Request, Response, make_response, parse_message
@@ -409,9 +409,10 @@ class Rig:
     desk ringing agents through the switch, and the IVR runtime with a fake TTS."""
 
     def __init__(self, tmp_path: Path, *, node: str = "mem1", default_flow: str = "queue_agent",
-                 db_path: Path | None = None) -> None:
+                 db_path: Path | None = None, answer_delay: float = 0.0) -> None:
         self.tmp_path = tmp_path
         self.node = node
+        self.answer_delay = answer_delay
         self.db_path = db_path or tmp_path / "data" / "voice.db"
         self.url = f"sqlite+aiosqlite:///{self.db_path}"
         ivr = IvrConfig(flows=FLOWS, default_flow=default_flow, prompts=tmp_path / "prompts",
@@ -440,9 +441,10 @@ class Rig:
         self.ivr = IvrRuntime(self.config, lookup=make_lookup(self.store, 5),
                               transfer_queue=self.service._transfer_queue)
         self.ivr.tts = self.tts
-        settings = AnswerSettings(node=self.node, own_user="voice")
+        settings = AnswerSettings(node=self.node, own_user="voice", answer_delay=self.answer_delay)
         self.switch = Switch(self.endpoint, self.pool, run_flow=self.ivr.run_call, lifecycle=self.lifecycle,
-                             settings=settings, media_host=lambda _peer: "127.0.0.1")
+                             settings=settings, media_host=lambda _peer: "127.0.0.1",
+                             goodbye=lambda: self.tts.render(GOODBYE))
         self.desk = AgentDesk(store=self.store, agents=self.agents, bus=EventBus(), recent=5,
                               connector=self.switch)
         self.ivr.desk = self.desk

@@ -31,6 +31,7 @@ from tests.callmemory import (
     run_virtual_checked,
     voice_rows,
 )
+from tests.sipfake import SDP_OFFER, ack_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -208,6 +209,61 @@ def test_the_caller_hanging_up_during_the_conversation_ends_the_agents_leg(tmp_p
     assert transfer["ok"] is True and transfer["agent_id"] == "ann" and transfer["hangup_by"] == "caller"
 
 
+def test_a_key_sent_by_sip_info_works_like_one_in_the_media(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rig = await Rig(tmp_path).start()
+        try:
+            await rig.add_agent("ann", skills=["support"])
+            caller, phone = Caller(rig), Phone(rig)
+            caller.invite()
+            ok = await caller.answered()
+            caller.ack()
+            body = "Signal=0\r\nDuration=160\r\n"
+            caller.send(caller.peer.request("INFO", to_tag=ok.to.tag, body=body).replace(
+                "Content-Type: application/sdp", "Content-Type: application/dtmf-relay"))
+            assert rig.network.matching(is_response(200, "INFO", caller.addr))
+            await phone.rings()
+            phone.reply(180)
+            caller.bye()
+            await phone.cancelled()
+            await rig.calls_over()
+        finally:
+            await rig.close()
+
+    run_virtual_checked(scenario())
+    (row,) = voice_rows(tmp_path / "data" / "voice.db")
+    assert [i["value"] for i in row["ivr"]["inputs"]] == ["0"]
+
+
+def test_hold_and_unhold_by_re_invite_update_the_one_media_session(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rig = await Rig(tmp_path).start()
+        try:
+            caller = Caller(rig)
+            caller.invite()
+            ok = await caller.answered()
+            caller.ack()
+            media = caller.session
+            assert media.configured == 1 and media.direction == "sendrecv"
+            for direction, ours in (("sendonly", "recvonly"), ("sendrecv", "sendrecv")):
+                before = len(rig.network.sent)
+                offer = SDP_OFFER.replace("a=sendrecv", f"a={direction}").replace("o=- 1 1", "o=- 1 2")
+                caller.send(caller.peer.request("INVITE", to_tag=ok.to.tag, body=offer))
+                answer = await rig.network.wait_for(is_response(200, "INVITE", caller.addr), after=before)
+                assert f"a={ours}".encode() in answer.message.body
+                caller.send(ack_for(caller.peer, answer.message, cseq=caller.peer.cseq))
+                assert media.direction == direction.replace("sendonly", "recvonly")
+            assert media.configured == 3 and len(rig.pool.sessions) == 1  # updated in place
+            caller.bye()
+            await rig.calls_over()
+        finally:
+            await rig.close()
+
+    run_virtual_checked(scenario())
+    (row,) = voice_rows(tmp_path / "data" / "voice.db")
+    assert row["status"] == "completed" and row["disposition"] == "bye"
+
+
 # ---- the call's one record, whatever the timing -----------------------------------------------
 def test_a_bye_before_the_ack_still_leaves_one_completed_record(tmp_path: Path) -> None:
     async def scenario() -> None:
@@ -226,6 +282,60 @@ def test_a_bye_before_the_ack_still_leaves_one_completed_record(tmp_path: Path) 
     run_virtual_checked(scenario())
     (row,) = voice_rows(tmp_path / "data" / "voice.db")
     assert row["status"] == "completed" and row["disposition"] == "bye"
+
+
+def test_a_call_cancelled_before_it_was_answered_leaves_no_record(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rig = await Rig(tmp_path, answer_delay=2.0).start()
+        try:
+            caller = Caller(rig)
+            invite = caller.peer.request("INVITE", body=SDP_OFFER)
+            caller.send(invite)
+            await rig.network.wait_for(is_response(180, "INVITE", caller.addr))
+            await asyncio.sleep(0.5)
+            branch = invite.split(";branch=", 1)[1].split(";", 1)[0]
+            caller.send(caller.peer.request("CANCEL", cseq=1, branch=branch))
+            assert rig.network.matching(is_response(200, "CANCEL", caller.addr))
+            await rig.network.wait_for(is_response(487, "INVITE", caller.addr))
+            await rig.calls_over()
+            assert not rig.network.matching(is_response(200, "INVITE", caller.addr))
+            assert all(s.closed for s in rig.pool.sessions) and rig.pool.in_use == 0
+        finally:
+            await rig.close()
+
+    run_virtual_checked(scenario())
+    assert voice_rows(tmp_path / "data" / "voice.db") == []  # never answered: nothing to record
+
+
+def test_drain_refuses_new_calls_then_says_goodbye_and_records_shutdown(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rig = await Rig(tmp_path).start()
+        try:
+            caller = Caller(rig)
+            caller.invite()
+            await caller.answered()
+            caller.ack()
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            drain = asyncio.ensure_future(rig.switch.drain(3.0))
+            await asyncio.sleep(0.5)
+            late = Caller(rig, port=5072)
+            late.invite()
+            refused = await rig.network.wait_for(is_response(503, "INVITE", late.addr))
+            assert refused.message.headers.get("Retry-After")
+            assert not caller.session.closed  # the call in progress goes on meanwhile
+            bye = await caller.hung_up()
+            assert bye.at - started >= 3.0  # after the drain time...
+            assert any("line is closing" in text for text in rig.tts.spoken)  # ...and the goodbye
+            await drain
+            await rig.calls_over()
+        finally:
+            await rig.close()
+
+    run_virtual_checked(scenario())
+    (row,) = voice_rows(tmp_path / "data" / "voice.db")  # the refused call has none
+    assert row["status"] == "completed" and row["disposition"] == "shutdown"
+    assert row["ivr"]["ended"] == "shutdown"  # the IVR record and the interaction agree
 
 
 def test_an_ack_that_never_comes_ends_the_call_at_timer_h_with_one_record(tmp_path: Path) -> None:
