@@ -109,13 +109,28 @@ def run_virtual_checked(coro: Coroutine[Any, Any, T]) -> T:
         left = [t for t in asyncio.all_tasks(loop) if not t.done()]
         assert not left, f"tasks still running after the scenario: {left}"
     finally:
-        try:
+        try:  # as asyncio.run does: nothing is left to be collected later on another thread
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.run_until_complete(loop.shutdown_default_executor())
         finally:
             loop.close()
     assert not errors, [str(e.get("message")) + " " + repr(e.get("exception")) for e in errors]
     return result
+
+
+async def until(condition: Callable[[], bool], what: str, *, timeout: float = 5.0) -> None:
+    """Poll `condition` every 10 ms of virtual time (still while the database works) up to `timeout`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        await asyncio.sleep(0.01)
 
 
 # ---- the wire ---------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from tests.callmemory import (
     is_request,
     is_response,
     run_virtual_checked,
+    until,
     voice_rows,
 )
 from tests.sipfake import SDP_OFFER, ack_for
@@ -90,12 +91,11 @@ def test_the_whole_call_from_invite_to_the_agent_and_back_to_one_history_row(tmp
             agent_media = rig.pool.sessions[1]
             assert agent_media.remote == ("127.0.0.1", 41000) and agent_media.codec == "PCMU"
             assert agent_media.dtmf_payload_type == 101
-            for _ in range(50):  # the bridge starts on the next turn of the loop
-                if agent_media.listeners_set:
-                    break
-                await asyncio.sleep(0.001)
-            assert agent_media.listeners_set, "the bridge never took the agent's media"
+            await until(lambda: bool(agent_media.listeners_set), "the bridge takes the agent's media")
+            await until(lambda: rig.desk.engine.agents["ann"].state is AgentState.ON_CALL, "agent on call")
             assert agent_state(rig.db_path, "ann") == "on_call"
+            await rig.recorder.aclose()  # the record exists while the call is up
+            assert [r["status"] for r in voice_rows(rig.db_path)] == ["in_progress"]
 
             # Media across the bridge, both ways, frame for frame; keys as RFC 4733 events.
             said = tone(1, 5)
