@@ -68,34 +68,22 @@ def hold_time_during_aiosqlite(monkeypatch: pytest.MonkeyPatch) -> None:
     """While an aiosqlite call runs on its thread, the virtual clock waits for real (busy)."""
     import aiosqlite.core
 
-    original = aiosqlite.core.Connection._execute
+    def busy_while(method: Callable[..., Any]) -> Callable[..., Any]:
+        async def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+            loop = asyncio.get_running_loop()
+            if isinstance(loop, VirtualTimeLoop):
+                loop.busy_threads += 1
+            try:
+                return await method(self, *args, **kwargs)
+            finally:
+                if isinstance(loop, VirtualTimeLoop):
+                    loop.busy_threads -= 1
 
-    async def counted(self: Any, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        virtual = isinstance(loop, VirtualTimeLoop)
-        if virtual:
-            loop.busy_threads += 1  # type: ignore[attr-defined]
-        try:
-            return await original(self, fn, *args, **kwargs)
-        finally:
-            if virtual:
-                loop.busy_threads -= 1  # type: ignore[attr-defined]
+        return counted
 
-    original_connect = aiosqlite.core.Connection._connect
-
-    async def connect_counted(self: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        virtual = isinstance(loop, VirtualTimeLoop)
-        if virtual:
-            loop.busy_threads += 1  # type: ignore[attr-defined]
-        try:
-            return await original_connect(self)
-        finally:
-            if virtual:
-                loop.busy_threads -= 1  # type: ignore[attr-defined]
-
-    monkeypatch.setattr(aiosqlite.core.Connection, "_execute", counted)
-    monkeypatch.setattr(aiosqlite.core.Connection, "_connect", connect_counted)
+    connection = aiosqlite.core.Connection
+    for name in ("_execute", "_connect"):  # every statement, and opening the connection
+        monkeypatch.setattr(connection, name, busy_while(getattr(connection, name)))
 
 
 def run_virtual_checked(coro: Coroutine[Any, Any, T]) -> T:
@@ -243,6 +231,8 @@ class FakeRtpSession(FakeMedia):
         self.listeners_set += 1
 
     async def play(self, pcm: np.ndarray) -> bool:
+        """As RtpSession.play: a prompt already playing is stopped (resolves False)."""
+        self.stop_playback()
         if self.closed:
             return False
         return await super().play(pcm)
