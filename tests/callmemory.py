@@ -304,11 +304,15 @@ class Caller:
     def invite(self, body: str = SDP_OFFER) -> None:
         self.send(self.peer.request("INVITE", body=body))
 
+    def mine(self, match: Callable[[Sent], bool]) -> Callable[[Sent], bool]:
+        """`match`, for this caller's dialog only (a Call-ID may be reused by another caller)."""
+        return lambda s: match(s) and (s.message.from_.tag if isinstance(s.message, Response)
+                                       else s.message.to.tag) == self.peer.tag
+
     async def answered(self, timeout: float = 10.0) -> Response:
-        sent = await self.rig.network.wait_for(is_response(200, "INVITE", self.addr, self.call_id),
+        sent = await self.rig.network.wait_for(self.mine(is_response(200, "INVITE", self.addr, self.call_id)),
                                                timeout=timeout)
         assert isinstance(sent.message, Response)
-        assert sent.message.from_.tag == self.peer.tag
         self.ok = sent.message
         return sent.message
 
@@ -322,8 +326,8 @@ class Caller:
 
     async def hung_up(self, *, after: int = 0, timeout: float = 30.0) -> Sent:
         """The service's BYE to us (answered 200, as a phone would)."""
-        sent = await self.rig.network.wait_for(is_request("BYE", self.addr, self.call_id), after=after,
-                                               timeout=timeout)
+        sent = await self.rig.network.wait_for(self.mine(is_request("BYE", self.addr, self.call_id)),
+                                               after=after, timeout=timeout)
         assert isinstance(sent.message, Request)
         self.send(make_response(sent.message, 200).serialize())
         return sent

@@ -391,6 +391,32 @@ def test_two_invites_with_one_call_id_and_different_from_tags_are_two_records(tm
     assert all(r["status"] == "completed" and r["disposition"] == "bye" for r in rows)
 
 
+def test_calls_reusing_one_call_id_one_after_another_are_one_record_each(tmp_path: Path) -> None:
+    """The sipp scenario of test_call_records (-cid_str without %u), without sipp."""
+
+    async def scenario() -> None:
+        rig = await Rig(tmp_path).start()
+        try:
+            for _ in range(3):
+                caller = Caller(rig, port=5070, call_id="same-call-id@buggy.example")
+                caller.invite()
+                await caller.answered()
+                caller.ack()
+                await asyncio.sleep(0.5)
+                before = len(rig.network.sent)
+                caller.bye()
+                await rig.network.wait_for(caller.mine(is_response(200, "BYE", caller.addr)), after=before)
+                await asyncio.sleep(0.5)
+            await rig.calls_over()
+        finally:
+            await rig.close()
+
+    run_virtual_checked(scenario())
+    rows = voice_rows(tmp_path / "data" / "voice.db")
+    assert len(rows) == 3 and len({r["idempotency_key"] for r in rows}) == 3
+    assert all(r["status"] == "completed" and r["disposition"] == "bye" for r in rows)
+
+
 def test_mark_interrupted_of_one_node_leaves_another_nodes_live_call_alone(tmp_path: Path) -> None:
     db_path = tmp_path / "data" / "voice.db"
     counted: dict[str, int] = {}
