@@ -81,13 +81,15 @@ def test_a_burst_of_calls_hanging_up_at_once_leaves_one_record_each(tmp_path: Pa
 
 def test_calls_reusing_one_call_id_each_have_their_own_record(tmp_path: Path) -> None:
     with running_service(tmp_path, asr=KEYS_ONLY, sip={"t1_ms": "100"}) as svc:
-        # five calls, one after the other, all with the same Call-ID (sipp -cid_str without %u)
+        # five calls, one after the other, all with the same Call-ID (sipp -cid_str without %u).
+        # -deadcall_wait 0: sipp keeps an ended call's Call-ID for 33 s by default and hands the
+        # next call's responses (same Call-ID) to that dead call, which never ACKs them.
         result = run_sipp("uac", svc.sip_address, workdir=tmp_path / "sipp", calls=5, rate=2, limit=1,
                           timeout=60, service="100", media_port=free_port(tcp=False, count=8),
-                          extra=["-cid_str", "same-call-id@buggy.example"])
+                          extra=["-cid_str", "same-call-id@buggy.example", "-deadcall_wait", "0"])
         assert result.successful == 5, result.describe()
-        wait_for(lambda: len(voice_rows(svc)) == 5 and all(r["status"] == "completed" for r in voice_rows(svc)),
-                 30, "five completed records")
+        wait_for(lambda: len(voice_rows(svc)) == 5
+                 and all(r["status"] == "completed" for r in voice_rows(svc)), 30, "five completed records")
         rows = voice_rows(svc)
     assert {r["call_id"] for r in rows} == {"same-call-id@buggy.example"}
     assert len({r["idempotency_key"] for r in rows}) == 5  # the dialog's tags make each one distinct
