@@ -127,7 +127,7 @@ def test_sigterm_drains_then_says_goodbye_and_records_shutdown(tmp_path: Path) -
         assert voice_rows(svc)[0]["status"] == "in_progress"
         heard_before = len(caller_ep.received)
         # after the drain time, the caller hears the goodbye and gets the service's BYE
-        wait_for(lambda: caller.process.poll() is not None, 20, "sipp to get the BYE and exit")
+        wait_for(lambda: caller.proc.poll() is not None, 20, "sipp to get the BYE and exit")
         result = caller.stop()
         assert result.ok, result.describe()
         assert len(caller_ep.received) > heard_before + 50  # > 1 s more audio: the goodbye
