@@ -81,7 +81,8 @@ async def inbound_call(client: TestClient[Any, Any], call_id: str,
     info = CallInfo(call_id=call_id, caller=caller, caller_name=None, dialled="100", remote="127.0.0.1:5060")
     call = Call(info, FakeMedia(), FakeSignalling())
     interaction_id = await CallHistory(desk.store).call_started(
-        call_id=call_id, caller=caller, caller_name=None, dialled="100", started_at=datetime.now(UTC))
+        key=f"test:{call_id};caller;local", call_id=call_id, caller=caller, caller_name=None, dialled="100",
+        started_at=datetime.now(UTC))
     desk.live.add(call_id, caller=caller, dialled="100", flow="main", interaction_id=interaction_id)
     hook = desk.live.ivr_hook(call_id)
     for node in ("welcome", "menu", "support"):

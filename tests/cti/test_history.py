@@ -11,13 +11,19 @@ from cti.store import CustomerStore
 T0 = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 
 
+def key(node: str, call_id: str, remote_tag: str = "caller1") -> str:
+    """A call's key as call control makes it (voice.callcontrol.inbound.call_key)."""
+    return f"{node}:{call_id};{remote_tag};local1"
+
+
 async def test_a_call_is_recorded_at_answer_and_completed_at_the_end(store: CustomerStore) -> None:
     history = CallHistory(store)
-    iid = await history.call_started(call_id="abc@host", caller='"Anna" <sip:+49301234567@pbx>',
-                                     caller_name="Anna", dialled="100", started_at=T0)
+    iid = await history.call_started(key=key("", "abc@host"), call_id="abc@host",
+                                     caller='"Anna" <sip:+49301234567@pbx>', caller_name="Anna",
+                                     dialled="100", started_at=T0)
     # A retransmitted INVITE handled twice must not make a second record.
-    assert await history.call_started(call_id="abc@host", caller="+49301234567", caller_name=None,
-                                      dialled="100", started_at=T0) == iid
+    assert await history.call_started(key=key("", "abc@host"), call_id="abc@host", caller="+49301234567",
+                                      caller_name=None, dialled="100", started_at=T0) == iid
     during = await store.get_interaction(iid)
     assert during is not None and during["status"] == "in_progress" and during["channel"] == "voice"
 
@@ -43,25 +49,35 @@ async def test_a_call_is_recorded_at_answer_and_completed_at_the_end(store: Cust
     assert done["ivr"]["inputs"][0]["value"] == "2" and done["ivr"]["inputs"][1]["value"] == MASK
     assert [s["text"] for s in done["transcript"]] == ["Welcome", "2", MASK]
 
+    # An unknown number makes no customer (issue 9); the number stays in the record's metadata.
+    assert done["customer_id"] is None and done["metadata"]["caller_phone"] == "+49301234567"
+    assert (await lookup(store, phone="030 1234567"))["found"] is False
+    # Once the number is somebody's, their next call is theirs, identified by caller ID.
+    anna = await store.create_customer(name="Anna", identities=[("phone", "+49301234567")], attributes={})
+    again = await history.call_started(key=key("", "abc@host", "caller2"), call_id="abc@host",
+                                       caller="+49301234567", caller_name=None, dialled="100", started_at=T0)
+    assert again != iid
     found = await lookup(store, phone="030 1234567")
-    assert found["found"] and found["customer"]["name"] == "Anna"
-    assert found["recent_interactions"][0]["id"] == iid
+    assert found["found"] and found["customer"]["id"] == anna["id"]
+    assert [i["id"] for i in found["recent_interactions"]] == [again]
+    rec = await store.get_interaction(again)
+    assert rec is not None and rec["metadata"]["identified_by"] == "caller_id"
 
 
 async def test_withheld_caller_gets_a_record_without_customer(store: CustomerStore) -> None:
     history = CallHistory(store)
-    iid = await history.call_started(call_id="x1", caller="anonymous", caller_name=None, dialled="100",
-                                     started_at=T0)
+    iid = await history.call_started(key=key("", "x1"), call_id="x1", caller="anonymous", caller_name=None,
+                                     dialled="100", started_at=T0)
     rec = await store.get_interaction(iid)
     assert rec is not None and rec["customer_id"] is None
 
 
 async def test_calls_left_in_progress_are_marked_interrupted(store: CustomerStore) -> None:
     history = CallHistory(store)
-    crashed = [await history.call_started(call_id=f"c{i}", caller="+4930555", caller_name=None,
-                                          dialled="1", started_at=T0) for i in range(3)]
-    finished = await history.call_started(call_id="ok", caller="+4930555", caller_name=None, dialled="1",
-                                          started_at=T0)
+    crashed = [await history.call_started(key=key("", f"c{i}"), call_id=f"c{i}", caller="+4930555",
+                                          caller_name=None, dialled="1", started_at=T0) for i in range(3)]
+    finished = await history.call_started(key=key("", "ok"), call_id="ok", caller="+4930555",
+                                          caller_name=None, dialled="1", started_at=T0)
     await history.call_finished(finished, ended_at=T0, ended="hangup", ivr=None, recording=None,
                                 transcript=[])
     assert await history.mark_interrupted() == 3
@@ -75,10 +91,10 @@ async def test_calls_left_in_progress_are_marked_interrupted(store: CustomerStor
 
 async def test_a_restarting_node_marks_only_its_own_calls(store: CustomerStore) -> None:
     node_a, node_b = CallHistory(store, node="a"), CallHistory(store, node="b_%")
-    live_on_a = await node_a.call_started(call_id="same-id", caller="+4930555", caller_name=None, dialled="1",
-                                          started_at=T0)
-    crashed_on_b = await node_b.call_started(call_id="same-id", caller="+4930555", caller_name=None,
-                                             dialled="1", started_at=T0)
+    live_on_a = await node_a.call_started(key=key("a", "same-id"), call_id="same-id", caller="+4930555",
+                                          caller_name=None, dialled="1", started_at=T0)
+    crashed_on_b = await node_b.call_started(key=key("b_%", "same-id"), call_id="same-id",
+                                             caller="+4930555", caller_name=None, dialled="1", started_at=T0)
     assert live_on_a != crashed_on_b
     assert await node_b.mark_interrupted() == 1
     a, b = await store.get_interaction(live_on_a), await store.get_interaction(crashed_on_b)
