@@ -142,6 +142,7 @@ async def test_the_position_announcer_speaks_the_place_and_stops_when_cancelled(
     from cti.routing import position_announcer
     from voice.callcontrol.call import Call, CallInfo
     from voice.callcontrol.fake import FakeMedia, FakeSignalling
+    from voice.callcontrol.switch import DeskCall
 
     class Tts:
         def __init__(self) -> None:
@@ -152,8 +153,10 @@ async def test_the_position_announcer_speaks_the_place_and_stops_when_cancelled(
             return np.zeros(8000, dtype=np.int16)
 
     tts, media = Tts(), FakeMedia(realtime=1000.0)  # a prompt that would play for a long time
-    call = Call(CallInfo(call_id="c", caller="1", caller_name=None, dialled="2", remote="x"), media,
-                FakeSignalling())
+    signalling = FakeSignalling()
+    # The desk sees calls as cti.ports.CallView (DeskCall in the service), not the flow's Call.
+    call = DeskCall(Call(CallInfo(call_id="c", caller="1", caller_name=None, dialled="2", remote="x"), media,
+                         signalling))
     task = asyncio.ensure_future(position_announcer(tts)(call, 3))
     while not media.played:
         await asyncio.sleep(0)
@@ -163,7 +166,7 @@ async def test_the_position_announcer_speaks_the_place_and_stops_when_cancelled(
     for _ in range(3):
         await asyncio.sleep(0)  # the media's play() sees its stop
     assert task.cancelled() and media._stop is None
-    call.signalling.remote_hangup("caller_hangup")
+    signalling.remote_hangup("caller_hangup")
     await position_announcer(tts)(call, 1)  # a caller who left is no error
 
 
