@@ -1,6 +1,7 @@
 """Switch.connect (the desk's AgentConnector) with real peers on loopback: sipp calls in (the
 caller), the switch dials a second sipp acting as the agent's phone and bridges them. Each
-sipp's SDP points at a Python RTP endpoint the test owns, so the test sends audio on both sides and checks what crossed the bridge.
+sipp's SDP points at a Python RTP endpoint the test owns, so the test sends audio on both sides
+and checks what crossed the bridge.
 
 SIP ports 50000-50999, RTP ports 51000-52999.
 """
@@ -61,7 +62,8 @@ class MiniService:
                        CallPolicy(trusted=[ipaddress.ip_network("127.0.0.0/8")]))
         self.endpoint = SipEndpoint(core, self.on_event)
         self.switch = Switch(self.endpoint, self.pool, run_flow=self.flow,
-                             lifecycle=Lifecycle([self.events.append]), settings=AnswerSettings(node="test"), media_host=lambda _peer: HOST)
+                             lifecycle=Lifecycle([self.events.append]), settings=AnswerSettings(node="test"),
+                             media_host=lambda _peer: HOST)
         await self.endpoint.start(HOST, port, ("udp",))
 
     @property
