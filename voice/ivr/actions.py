@@ -484,6 +484,10 @@ async def transfer(it: FlowInterpreter, flow: Flow, node: Node) -> str | None:
         raise
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
+    if not ok and it.call.ended:
+        # The caller hung up while waiting or while the agent's phone rang: the flow is over (no
+        # "transfer failed" and no on_failure branch played to nobody).
+        raise CallEnded(it.call.end_cause or "bye")
     if ok:
         # A queue transfer keeps us in the media path: if the agent hung up first, the caller is
         # still here and may continue in the flow.
