@@ -66,13 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     imp = csub.add_parser("import", help="bulk-import customers from CSV or JSON lines")
     imp.add_argument("file")
     imp.add_argument("--config", "-c")
-    imp.set_defaults(handler=_lazy("cti.importer:import_main"))
+    imp.set_defaults(handler=_lazy("voice.storetools:import_main"))
 
     db = sub.add_parser("db", help="database tools")
     dsub = db.add_subparsers(dest="db_command", required=True)
     up = dsub.add_parser("upgrade", help="apply database migrations")
     up.add_argument("--config", "-c")
-    up.set_defaults(handler=_lazy("cti.db:upgrade_main"))
+    up.set_defaults(handler=_lazy("voice.storetools:upgrade_main"))
     return parser
 
 

@@ -176,7 +176,11 @@ class Service:
         from voice.ivr.runtime import make_tts
 
         self.tts = make_tts(self.config)
-        app = build_api(self.config, connector=self, voice=self.tts)
+        from voice.ivr.catalog import LibraryCatalog
+
+        # The admin pages show the flows calls run (the IVR's library, once it is loaded).
+        flows = LibraryCatalog(lambda: self.ivr.library if self.ivr is not None else None)
+        app = build_api(self.config, connector=self, voice=self.tts, flows=flows)
         self.http_runner = web.AppRunner(app, access_log=None)
         await self.http_runner.setup()  # runs cleanup_ctx startup: database open and migrated
         store = app[STORE_KEY]
@@ -219,8 +223,6 @@ class Service:
 
         self.ivr = IvrRuntime(self.config, lookup=self.lookup, desk=self.desk, speech=self.speech,
                               transfer_queue=self._transfer_queue, tts=self.tts)
-        if self.desk is not None:
-            self.desk.library = self.ivr.library
         self._background.extend(self.ivr.start())
         self._run_flow = self.ivr.run_call
 

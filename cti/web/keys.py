@@ -14,7 +14,7 @@ import weakref
 
 from aiohttp import web
 
-from cti.ports import AgentConnector
+from cti.ports import AgentConnector, FlowCatalog
 from cti.routing import AgentDesk
 from cti.security import SigninThrottle
 from cti.waiting import SpeechRenderer
@@ -24,3 +24,4 @@ SOCKETS_KEY = web.AppKey("cti_sockets", weakref.WeakSet[web.WebSocketResponse])
 CONNECTOR_KEY = web.AppKey("cti_connector", AgentConnector)
 VOICE_KEY = web.AppKey("cti_voice", SpeechRenderer)
 SIGNIN_KEY = web.AppKey("cti_signin_throttle", SigninThrottle)
+FLOWS_KEY = web.AppKey("cti_flows", FlowCatalog)
