@@ -137,8 +137,14 @@ class Service:
             await self.http_runner.cleanup()
 
     def _readiness(self) -> None:
-        """What /readyz reports besides the database: SIP listening, speech workers up."""
+        """What /readyz reports besides the database: SIP listening, speech workers up; and the
+        media layer's totals and send lateness for /metrics."""
+        from cti import metrics
         from cti.ops import add_readiness_check
+        from voice.aio.pacer import MediaTotals
+
+        metrics.set_rtp_totals_provider(MediaTotals.snapshot)
+        MediaTotals.observer = metrics.rtp_send_lateness
 
         assert self.http_runner is not None
         app = self.http_runner.app
