@@ -166,6 +166,7 @@ class SpeechRecognizer:
                 text=eres.text,
                 confidence=round(eres.confidence, 3),
                 engine=engine,
+                alternatives=tuple((t, round(c, 3)) for t, c in eres.alternatives),
             )
         )
         return SpeechResult(
