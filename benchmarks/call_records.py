@@ -66,8 +66,10 @@ def main() -> int:
     node = f"bench-{os.getpid()}"
     with tempfile.TemporaryDirectory(prefix="call-records-") as tmp:
         workdir = Path(tmp)
+        # sipp is one source: exempt loopback from the per-source INVITE rate ([throttle])
         sections: dict[str, dict[str, object]] = {"asr": {"engine": "none"}, "node": {"id": node},
-                                                  "sip": {"max_calls": 100000}, "log": {"level": "warning"}}
+                                                  "sip": {"max_calls": 100000}, "log": {"level": "warning"},
+                                                  "throttle": {"exempt": "127.0.0.0/8"}}
         if args.db == "postgres":
             sections["database"] = {"url": PG_URL}
         with running_service(workdir, rtp_pairs=args.limit + 20, **sections) as svc:

@@ -20,7 +20,7 @@ from cti.db import Database, migrate, open_database
 from cti.identity import IDENTITY_KINDS, IdentityError, normalize_identity
 from cti.lookup import lookup
 from cti.openapi import openapi_document
-from cti.seclog import security_event
+from cti.security import security_event
 from cti.store import CustomerStore, IdentityConflict, NotFound, decode_cursor
 from cti.validation import ApiError, invalid, parse_customer, parse_ingest
 

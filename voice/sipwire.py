@@ -9,8 +9,7 @@ messages that need it, one header), so the cost per message is a few microsecond
   like sngrep's message view: time, transport, source -> destination, start line, then the headers
   (and with `full` the body). Authorization headers are masked. The trace shows caller numbers:
   it is a debugging switch, off by default.
-- Security events (cti.seclog): a 403 sent to a request, and a 401/407 sent to a request that
-  carried credentials (a wrong password), as `sip_refused` / `sip_auth_failed` with the source.
+- (Security events are the SIP core's own, voice/sip/security.py: it knows why it refused.)
 """
 
 from __future__ import annotations
@@ -18,21 +17,15 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections import OrderedDict
 from typing import Any
 
 from cti import metrics
-from cti.seclog import security_event
 
 trace_log = logging.getLogger("voice.sip.trace")
 MASK = "****"
 TRACE_MODES = ("no", "headers", "full")
 _mode = "no"
-_CALL_ID = re.compile(rb"\r\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]+)", re.IGNORECASE)
-_CREDENTIALS = re.compile(rb"\r\n(?:proxy-)?authorization[ \t]*:", re.IGNORECASE)
 _AUTH_HEADER = re.compile(r"^((?:proxy-)?authorization[ \t]*:).*$", re.IGNORECASE | re.MULTILINE)
-_with_credentials: OrderedDict[bytes, None] = OrderedDict()  # Call-IDs of requests that carried them
-_MAX_REMEMBERED = 4096
 
 
 def configure(mode: str) -> None:
@@ -58,12 +51,6 @@ def received(data: bytes, source: Any) -> None:
         metrics.SIP_UNPARSABLE.inc()
         return
     metrics.sip_message("in", line)
-    if line.startswith((b"INVITE ", b"REGISTER ")) and _CREDENTIALS.search(data):
-        m = _CALL_ID.search(data)
-        if m:
-            _with_credentials[m.group(1).strip()] = None
-            while len(_with_credentials) > _MAX_REMEMBERED:
-                _with_credentials.popitem(last=False)
     if _mode != "no":
         _trace("received", data, source)
 
@@ -80,21 +67,8 @@ def received_message(message: Any, source: Any) -> None:
 def sent(data: bytes, peer: Any) -> None:
     line = _first_line(data)
     metrics.sip_message("out", line)
-    if line.startswith((b"SIP/2.0 403", b"SIP/2.0 401", b"SIP/2.0 407")):
-        _refused(line, data, peer)
     if _mode != "no":
         _trace("sent", data, peer)
-
-
-def _refused(line: bytes, data: bytes, peer: Any) -> None:
-    code = line[8:11].decode()
-    m = _CALL_ID.search(data)
-    call_id = m.group(1).strip() if m else b""
-    if code == "403":
-        security_event("sip_refused", getattr(peer, "host", str(peer)), code=code)
-    elif call_id in _with_credentials:
-        _with_credentials.pop(call_id, None)
-        security_event("sip_auth_failed", getattr(peer, "host", str(peer)), code=code)
 
 
 def format_message(direction: str, data: bytes, peer: Any, mode: str, now: float | None = None) -> str:
