@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,8 +29,17 @@ sys.path.insert(0, str(REPO))
 
 from tests.peers import human_speech  # noqa: E402
 from tests.peers.pcap import RtpStreamBuilder  # noqa: E402
-from tests.peers.service import running_service  # noqa: E402
+from tests.peers.service import RunningService, running_service  # noqa: E402
 from tests.peers.sipp import run_sipp  # noqa: E402
+
+
+def ivr_record(svc: RunningService, interaction_id: str) -> dict:
+    """The call's whole IVR record, from its interaction (GET /api/v1/interactions/{id})."""
+    req = urllib.request.Request(f"{svc.http_url}/api/v1/interactions/{interaction_id}",
+                                 headers={"Authorization": f"Bearer {svc.api_key}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        record: dict = json.loads(resp.read())["ivr"] or {}
+    return record
 
 
 def pct(values: list[float], q: float) -> float:
@@ -62,13 +72,16 @@ def main() -> int:
             load = os.getloadavg()[0]
 
             def logged(skip: int = seen) -> list[dict]:
-                return [json.loads(line.split(" voice.calls: ", 1)[1])
-                        for line in svc.log.splitlines() if " voice.calls: {" in line][skip:]
+                """The calls' end lines (ids only: the log carries no personal data)."""
+                lines = [json.loads(line.split(" voice.calls: ", 1)[1])
+                         for line in svc.log.splitlines() if " voice.calls: {" in line]
+                return [r for r in lines if r.get("event") == "call_end"][skip:]
 
             deadline = time.monotonic() + 15  # a record is written when its call has ended
             while len(logged()) < n and time.monotonic() < deadline:
                 time.sleep(0.2)
-            records = logged()
+            time.sleep(1.0)  # the interactions are completed a moment after the end line
+            records = [ivr_record(svc, r["interaction_id"]) for r in logged()]
             seen += len(records)
             waits, missed, right = [], 0, 0
             for record in records:
