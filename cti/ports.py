@@ -7,11 +7,14 @@ from voice. The call-control package (voice/callcontrol) implements these struct
 - `AgentConnector`: ring an agent's URI for a call and, once answered, bridge the two; the
   returned `AgentConnection` says how the attempt went and, when answered, when and how the
   conversation ended. Cancelling `connect` while the agent's phone rings CANCELs the INVITE.
+- `BrowserPhones`: the agents' browser softphones (WebRTC legs), as the agent page's websocket
+  drives them: a page attaches its send function; what the page sends (answer, ICE, reject,
+  hang up, hold, keys) is handed over as it came, and call control checks it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -102,3 +105,28 @@ class AgentConnector(Protocol):
     async def connect(self, call: CallView, agent_uri: str, *, timeout: float) -> AgentConnection:
         """Ring `agent_uri` for up to `timeout` s; returns once answered and bridged, or failed
         (busy, rejected, no answer, caller gone). Cancelled: the ringing INVITE is CANCELled."""
+
+
+PageSend = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class SoftphoneError(ValueError):
+    """A page's softphone message that cannot be acted on; `field` names the offending key."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class BrowserPhones(Protocol):
+    """The browser softphones of the agents signed in on this node (call control implements it).
+
+    Messages to the page have a "type" starting with "rtc_" (rtc_offer, rtc_state, rtc_end);
+    the page's are rtc_answer, rtc_ice, rtc_reject, rtc_hangup, rtc_hold, rtc_dtmf."""
+
+    def attach(self, agent_id: str, send: PageSend) -> Callable[[], None]:
+        """A page of `agent_id` is connected: calls for `browser:<agent_id>` are offered through
+        `send`. Returns the function that detaches it (the websocket closed)."""
+
+    async def receive(self, agent_id: str, message: dict[str, Any]) -> None:
+        """One rtc_* message from a page of `agent_id`; raises SoftphoneError for bad input."""

@@ -60,8 +60,8 @@ def _skills(body: dict[str, Any]) -> list[str] | None:
 
 def _sip_uri(body: dict[str, Any], required: bool) -> str | None:
     uri = _text(body, "sip_uri", required=required, limit=500)
-    if uri is not None and not uri.startswith(("sip:", "sips:")):
-        raise invalid("sip_uri", "must be a sip: or sips: URI")
+    if uri is not None and not uri.startswith(("sip:", "sips:", "browser:")):
+        raise invalid("sip_uri", "must be a sip: or sips: URI, or browser:<agent id> (the agent page)")
     return uri
 
 

@@ -1,0 +1,286 @@
+"""voice.callcontrol.webrtc with a real WebRTC peer: an aiortc RTCPeerConnection stands in for the
+agent's browser (the Chromium test is tests/test_softphone_browser.py). The caller is a real
+RtpSession talking to a plain UDP peer; signalling goes through BrowserPhones exactly as the agent
+page's websocket hands it over. ICE runs on this machine's host candidates, DTLS-SRTP for real.
+RTP ports 33000-33999 belong to the WebRTC tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from cti.ports import SoftphoneError
+from tests.peers import free_port
+from tests.peers.pcap import PCMU, RtpStreamBuilder
+from tests.peers.rtp import RtpEndpoint, heard_audio
+from voice.aio.rtp import RtpPortPool, RtpSession
+from voice.audio import tone
+from voice.callcontrol.call import Call, CallInfo
+from voice.callcontrol.fake import FakeSignalling
+from voice.callcontrol.webrtc import BrowserLeg, BrowserPhones, WebRtcSettings, agent_of, hold_tune
+
+HOST = "127.0.0.1"
+RTP_SPAN = (33000, 33999)
+
+
+def dominant_hz(pcm: np.ndarray, rate: int = 8000) -> float:
+    x = pcm.astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.fft.rfftfreq(len(x), 1 / rate)[int(np.argmax(spectrum))])
+
+
+class ToneTrack(MediaStreamTrack):
+    """The 'browser microphone': a 48 kHz tone in 20 ms frames, paced like a capture device."""
+
+    kind = "audio"
+
+    def __init__(self, hz: float) -> None:
+        super().__init__()
+        self.hz, self.n = hz, 0
+        self._t0: float | None = None
+
+    async def recv(self) -> av.AudioFrame:
+        loop = asyncio.get_running_loop()
+        self._t0 = self._t0 if self._t0 is not None else loop.time()
+        wait = self._t0 + self.n * 0.02 - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        t = (np.arange(960) + self.n * 960) / 48000
+        pcm = (np.sin(2 * np.pi * self.hz * t) * 8000).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = 48000, self.n * 960, fractions.Fraction(1, 48000)
+        self.n += 1
+        return frame
+
+
+@dataclass
+class FakePage:
+    """The agent page's side of the signalling, with an aiortc peer as its browser."""
+
+    phones: BrowserPhones
+    agent_id: str = "ann"
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    offers: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    heard: list[np.ndarray] = field(default_factory=list)  # 48 kHz stereo -> left channel
+    pc: RTCPeerConnection | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+        if message["type"] == "rtc_offer":
+            self.offers.put_nowait(message)
+
+    def types(self) -> list[str]:
+        return [m["type"] for m in self.messages]
+
+    async def answer(self, offer: dict[str, Any], hz: float = 400.0) -> None:
+        pc = self.pc = RTCPeerConnection()
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self.tasks.append(asyncio.ensure_future(self._listen(track)))
+
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
+        pc.addTrack(ToneTrack(hz))
+        await pc.setLocalDescription(await pc.createAnswer())
+        await self.phones.receive(self.agent_id, {"type": "rtc_answer", "leg": offer["leg"],
+                                                  "sdp": pc.localDescription.sdp})
+
+    async def _listen(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            data = frame.to_ndarray().reshape(-1)
+            self.heard.append(data[::2] if frame.layout.name == "stereo" else data)
+
+    def heard_since(self, start: int) -> np.ndarray:
+        return np.concatenate(self.heard[start:]) if len(self.heard) > start else np.zeros(0, np.int16)
+
+    async def close(self) -> None:
+        if self.pc is not None:
+            await self.pc.close()
+        for t in self.tasks:
+            t.cancel()
+
+
+@dataclass
+class Caller:
+    call: Call
+    rtp: RtpSession
+    peer: RtpEndpoint
+    signalling: FakeSignalling
+
+
+@asynccontextmanager
+async def caller_leg() -> AsyncIterator[Caller]:
+    lo = free_port(RTP_SPAN, tcp=False, count=4)
+    pool = RtpPortPool(lo, lo + 3)
+    with RtpEndpoint(free_port(RTP_SPAN, tcp=False, count=2)) as peer:
+        rtp = await pool.open_session(HOST)
+        rtp.configure(remote=(HOST, peer.port), payload_type=PCMU, codec="PCMU", dtmf_payload_type=101)
+        signalling = FakeSignalling()
+        call = Call(CallInfo(call_id="webrtc-1@test", caller="+15550100", caller_name="Dana",
+                             dialled="100", remote="127.0.0.1:5060"), rtp, signalling)
+        try:
+            yield Caller(call, rtp, peer, signalling)
+        finally:
+            rtp.close()
+
+
+async def until(predicate: Any, timeout: float, what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+def test_browser_uris_and_the_hold_tune() -> None:
+    assert agent_of("browser:ann") == "ann"
+    assert agent_of("browser:") is None and agent_of("sip:ann@host") is None
+    tune = hold_tune(4.0)
+    assert tune.dtype == np.int16 and len(tune) >= 3 * 8000
+    assert 1000 < np.abs(tune).max() < 32767 * 0.3  # audible, and soft
+    assert 250 < dominant_hz(tune) < 540
+
+
+@pytest.mark.timeout(60)
+async def test_answer_audio_both_ways_hold_keys_and_hang_up_from_the_page() -> None:
+    phones = BrowserPhones()
+    page = FakePage(phones)
+    detach = phones.attach("ann", page.send)
+    async with caller_leg() as caller:
+        ringing = asyncio.ensure_future(phones.connect(caller.call, caller.rtp, "browser:ann", timeout=10))
+        offer = await asyncio.wait_for(page.offers.get(), 10)
+        assert offer["caller"] == "+15550100" and offer["call_id"] == "webrtc-1@test"
+        assert "a=fingerprint:sha-256" in offer["sdp"] and "typ host" in offer["sdp"]  # DTLS-SRTP, ICE
+        assert "opus/48000" in offer["sdp"].lower()
+        await page.answer(offer, hz=400)
+        leg = await asyncio.wait_for(ringing, 15)
+        assert isinstance(leg, BrowserLeg)
+        assert leg.answered and leg.status == 200, leg.reason
+        assert "connected" in [m.get("state") for m in page.messages if m["type"] == "rtc_state"]
+
+        # the caller says 1 kHz: the browser hears it (Opus, 48 kHz)
+        up = RtpStreamBuilder(codec=PCMU, ssrc=0x1111).audio(tone(1000, 1500, 0.3))
+        heard_before = len(page.heard)
+        caller.peer.send(up.packets, (HOST, caller.rtp.local_port))
+        await asyncio.sleep(up.duration + 0.4)
+        to_agent = page.heard_since(heard_before)
+        assert len(to_agent) > 48000 // 2
+        assert abs(dominant_hz(to_agent, 48000) - 1000) < 30
+        # the browser's 400 Hz reaches the caller, in PCMU on the caller leg's clock
+        heard = heard_audio([p for p in caller.peer.received if p.payload_type == PCMU][-40:])
+        assert np.abs(heard).max() > 1000 and abs(dominant_hz(heard) - 400) < 20
+        assert leg.frames_received > 50
+
+        # hold: the caller hears the hold tune instead of the agent
+        await phones.receive("ann", {"type": "rtc_hold", "leg": leg.id, "on": True})
+        mark = len(caller.peer.received)
+        await asyncio.sleep(1.2)
+        held = heard_audio([p for p in caller.peer.received[mark:] if p.payload_type == PCMU][10:])
+        assert np.abs(held).max() > 1000 and abs(dominant_hz(held) - 400) > 50
+        await phones.receive("ann", {"type": "rtc_hold", "leg": leg.id, "on": False})
+        mark = len(caller.peer.received)
+        await asyncio.sleep(0.8)
+        back = heard_audio([p for p in caller.peer.received[mark:] if p.payload_type == PCMU][10:])
+        assert abs(dominant_hz(back) - 400) < 20
+
+        # keys from the page's keypad reach the caller as RFC 4733 events
+        await phones.receive("ann", {"type": "rtc_dtmf", "leg": leg.id, "digits": "19#"})
+        await until(lambda: caller.peer.digits() == "19#", 5, "the keys at the caller")
+
+        # bad messages name the field and change nothing
+        for bad, name in (({"type": "rtc_dtmf", "leg": leg.id, "digits": "12x"}, "digits"),
+                          ({"type": "rtc_hold", "leg": leg.id, "on": "yes"}, "on"),
+                          ({"type": "rtc_answer", "leg": leg.id, "sdp": "v=0"}, "leg"),
+                          ({"type": "rtc_hangup", "leg": "nope"}, "leg"),
+                          ({"type": "rtc_fly", "leg": leg.id}, "type")):
+            with pytest.raises(SoftphoneError) as err:
+                await phones.receive("ann", bad)
+            assert err.value.field == name
+        with pytest.raises(SoftphoneError):
+            await phones.receive("bob", {"type": "rtc_hangup", "leg": leg.id})  # not bob's call
+        assert not leg.ended
+
+        # the agent hangs up on the page: the conversation ends, the caller's call goes on
+        await phones.receive("ann", {"type": "rtc_hangup", "leg": leg.id})
+        end = await asyncio.wait_for(leg.wait_finished(), 5)
+        assert end.hangup_by == "agent" and end.talk_seconds > 3
+        assert not caller.call.ended
+        await until(lambda: leg.id not in phones.legs, 5, "the leg to be forgotten")
+        assert "rtc_end" in page.types()
+    await page.close()
+    detach()
+    await phones.aclose()
+
+
+@pytest.mark.timeout(30)
+async def test_no_page_reject_and_the_caller_leaving_while_it_rings() -> None:
+    phones = BrowserPhones(WebRtcSettings(connect_timeout=3))
+    async with caller_leg() as caller:
+        # no page open: fails at once, nothing offered
+        leg = await asyncio.wait_for(phones.connect(caller.call, caller.rtp, "browser:ann", timeout=5), 5)
+        assert not leg.answered and leg.status == 480
+
+        page = FakePage(phones)
+        detach = phones.attach("ann", page.send)
+        ringing = asyncio.ensure_future(phones.connect(caller.call, caller.rtp, "browser:ann", timeout=10))
+        offer = await asyncio.wait_for(page.offers.get(), 10)
+        await phones.receive("ann", {"type": "rtc_reject", "leg": offer["leg"]})
+        leg = await asyncio.wait_for(ringing, 5)
+        assert not leg.answered and (leg.status, leg.reason) == (603, "declined")
+        await until(lambda: "rtc_end" in page.types(), 5, "rtc_end after the rejection")
+
+        # nobody answers: 408 after the ring time
+        leg = await asyncio.wait_for(phones.connect(caller.call, caller.rtp, "browser:ann", timeout=0.5), 5)
+        assert leg.status == 408
+        assert (await page.offers.get())["leg"] == leg.id  # it was offered, and withdrawn
+
+        # the caller hangs up while the page rings: 487, and the page stops ringing
+        page.messages.clear()
+        ringing = asyncio.ensure_future(phones.connect(caller.call, caller.rtp, "browser:ann", timeout=10))
+        offer = await asyncio.wait_for(page.offers.get(), 10)
+        caller.signalling.remote_hangup("bye")
+        leg = await asyncio.wait_for(ringing, 5)
+        assert leg.status == 487 and not leg.answered
+        await until(lambda: any(m["type"] == "rtc_end" and m["leg"] == offer["leg"] for m in page.messages),
+                    5, "rtc_end for the abandoned call")
+        with pytest.raises(SoftphoneError):
+            await phones.receive("ann", {"type": "rtc_answer", "leg": offer["leg"], "sdp": "v=0"})
+        detach()
+    await phones.aclose()
+
+
+@pytest.mark.timeout(30)
+async def test_the_caller_hanging_up_ends_the_browser_leg() -> None:
+    phones = BrowserPhones()
+    page = FakePage(phones)
+    detach = phones.attach("ann", page.send)
+    async with caller_leg() as caller:
+        ringing = asyncio.ensure_future(phones.connect(caller.call, caller.rtp, "browser:ann", timeout=10))
+        await page.answer(await asyncio.wait_for(page.offers.get(), 10))
+        leg = await asyncio.wait_for(ringing, 15)
+        assert leg.answered
+        await asyncio.sleep(0.3)
+        caller.signalling.remote_hangup("bye")
+        end = await asyncio.wait_for(leg.wait_finished(), 5)
+        assert end.hangup_by == "caller"
+        await until(lambda: "rtc_end" in page.types(), 5, "rtc_end at the page")
+        assert leg.ended
+    await page.close()
+    detach()
+    await phones.aclose()
