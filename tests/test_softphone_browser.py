@@ -73,7 +73,8 @@ STATS_JS = """async () => {
 
 
 @pytest.mark.timeout(150)
-async def test_an_agent_answers_in_the_browser_talks_holds_mutes_sends_keys_and_hangs_up(tmp_path: Path) -> None:
+async def test_an_agent_answers_in_the_browser_talks_holds_mutes_sends_keys_and_hangs_up(
+        tmp_path: Path) -> None:
     from playwright.async_api import async_playwright, expect
 
     assert shutil.which(CHROMIUM), "chromium is missing: apt-get install chromium (see the Makefile)"
@@ -89,7 +90,8 @@ async def test_an_agent_answers_in_the_browser_talks_holds_mutes_sends_keys_and_
                 "password": "agent-secret-1"})
             await _json(http, "PATCH", f"{api}/agents/a1", svc.api_key, {"state": "available"})
         async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=_chromium_args(wav), headless=True)
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=_chromium_args(wav),
+                                               headless=True)
             try:
                 page = await browser.new_page(viewport={"width": 1280, "height": 900})
                 errors: list[str] = []
