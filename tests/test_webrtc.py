@@ -23,12 +23,20 @@ from aiortc.mediastreams import MediaStreamError
 from cti.ports import SoftphoneError
 from tests.peers import free_port
 from tests.peers.pcap import PCMU, RtpStreamBuilder
-from tests.peers.rtp import RtpEndpoint, heard_audio
+from tests.peers.rtp import RtpEndpoint, heard_audio, inband_digits
 from voice.aio.rtp import RtpPortPool, RtpSession
 from voice.audio import tone
 from voice.callcontrol.call import Call, CallInfo
 from voice.callcontrol.fake import FakeSignalling
-from voice.callcontrol.webrtc import BrowserLeg, BrowserPhones, WebRtcSettings, agent_of, hold_tune
+from voice.callcontrol.webrtc import (
+    TRIM_AFTER,
+    BrowserLeg,
+    BrowserPhones,
+    CallerAudioTrack,
+    WebRtcSettings,
+    agent_of,
+    hold_tune,
+)
 
 HOST = "127.0.0.1"
 RTP_SPAN = (33000, 33999)
@@ -157,6 +165,31 @@ def test_browser_uris_and_the_hold_tune() -> None:
     assert 250 < dominant_hz(tune) < 540
 
 
+async def test_the_browser_track_paces_plays_tones_first_and_trims_a_standing_backlog() -> None:
+    track = CallerAudioTrack()
+    loop = asyncio.get_running_loop()
+    frames = [np.full(160, i, dtype=np.int16) for i in range(60)]
+    for f in frames[:3]:
+        track.feed(f)  # a burst: two frames more than the clock takes
+    got, pts = [], []
+    t0 = loop.time()
+    for f in frames[3:40]:
+        out = await track.recv()
+        assert out.sample_rate == 8000 and out.samples == 160
+        got.append(int(out.to_ndarray()[0, 0]))
+        pts.append(out.pts)
+        track.feed(f)
+    elapsed = loop.time() - t0
+    assert elapsed >= 36 * 0.02 - 0.005  # one frame per 20 ms, on absolute deadlines
+    assert pts == [i * 160 for i in range(37)]
+    assert track.trimmed == 1  # the backlog cost one frame after TRIM_AFTER slots, not every frame's delay
+    assert got == list(range(TRIM_AFTER - 1)) + list(range(TRIM_AFTER, 38))  # the 25th slot skips one
+    track.play(np.full(400, 7, dtype=np.int16))  # a key's tone goes first (3 frames, padded)
+    played = [int((await track.recv()).to_ndarray()[0, -1]) for _ in range(4)]
+    assert played[:2] == [7, 7] and played[2] == 0  # padding of the last tone frame
+    track.stop()
+
+
 @pytest.mark.timeout(60)
 async def test_answer_audio_both_ways_hold_keys_and_hang_up_from_the_page() -> None:
     phones = BrowserPhones()
@@ -198,6 +231,13 @@ async def test_answer_audio_both_ways_hold_keys_and_hang_up_from_the_page() -> N
         await asyncio.sleep(0.8)
         back = heard_audio([p for p in caller.peer.received[mark:] if p.payload_type == PCMU][10:])
         assert abs(dominant_hz(back) - 400) < 20
+
+        # a key the caller presses (RFC 4733) reaches the agent's ear as its tone
+        mark = len(page.heard)
+        keys = RtpStreamBuilder(codec=PCMU, ssrc=0x1111, seq=3000, timestamp=500000).silence(100).digits("8")
+        caller.peer.send(keys.packets, (HOST, caller.rtp.local_port))
+        await asyncio.sleep(keys.duration + 0.5)
+        assert "8" in inband_digits(page.heard_since(mark)[::6])  # 48 kHz -> 8 kHz (the tone is < 1.7 kHz)
 
         # keys from the page's keypad reach the caller as RFC 4733 events
         await phones.receive("ann", {"type": "rtc_dtmf", "leg": leg.id, "digits": "19#"})

@@ -64,6 +64,7 @@ RATE = 8000
 FRAME = 160  # 20 ms at 8 kHz
 PTIME = 0.02
 QUEUE_MAX = 3  # caller frames waiting for the browser's clock: 60 ms at most
+TRIM_AFTER = 25  # slots (0.5 s) with a standing backlog before one frame is dropped
 TIME_BASE = fractions.Fraction(1, RATE)
 SILENCE = np.zeros(FRAME, dtype=np.int16)
 DIGITS = re.compile(r"[0-9*#A-D]{1,32}")
@@ -91,6 +92,9 @@ class WebRtcSettings:
     ice_servers: tuple[IceServer, ...] = ()  # none on a LAN: host candidates reach each other
     codecs: tuple[str, ...] = ("opus", "PCMU", "PCMA")  # offered in this order of preference
     connect_timeout: float = 10.0  # from the page's answer to media flowing (ICE + DTLS)
+    # Frames aiortc holds back before decoding the page's audio (its default is 4: 80 ms). The
+    # caller's RtpSession absorbs jitter again with its own send clock, so 2 is enough on a LAN.
+    jitter_frames: int = 2
     hold_music: np.ndarray | None = None  # 8 kHz int16, looped; None: a soft synthesized tune
 
 
@@ -112,6 +116,16 @@ def hold_tune(seconds: float = 8.0) -> np.ndarray:
     return (np.tile(one, reps) * 0.2 * 32767).astype(np.int16)
 
 
+def shorten_jitter_buffer(receiver: Any, frames: int) -> None:
+    """aiortc 1.x keeps its audio jitter buffer private (prefetch 4 frames, 80 ms before the first
+    decode); set its depth when that attribute is there, else keep aiortc's default and say so."""
+    buffer = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
+    if buffer is not None and hasattr(buffer, "_prefetch"):
+        buffer._prefetch = max(1, frames)
+    else:
+        log.info("aiortc's jitter buffer is not where it used to be: keeping its default depth")
+
+
 class CallerAudioTrack(MediaStreamTrack):
     """What the agent hears: the caller's frames (fed by the bridge) on our own 20 ms clock, with
     absolute deadlines; a tone (`play`) goes before them; silence fills any empty slot."""
@@ -120,19 +134,23 @@ class CallerAudioTrack(MediaStreamTrack):
 
     def __init__(self) -> None:
         super().__init__()
-        self._frames: deque[np.ndarray] = deque()
+        self._frames: deque[tuple[np.ndarray, float]] = deque()
         self._playing: deque[np.ndarray] = deque()
         self._start: float | None = None
         self._count = 0  # frames due since start (pts / FRAME)
         self.silenced = False  # on hold: the agent hears nothing of the caller
         self.on_sent: Callable[[np.ndarray], None] | None = None  # recording
         self.frames_sent = 0
-        self.build_seconds = 0.0  # time spent making frames on the loop (benchmarks)
+        self.build_seconds = 0.0  # loop CPU spent making frames (benchmarks/webrtc.py)
+        self.queue_seconds = 0.0  # sum of the time caller frames waited for our clock
+        self.queued = 0
+        self.trimmed = 0  # frames dropped to shorten a standing backlog
+        self._backlog = 0  # consecutive slots that found more than one frame waiting
 
     def feed(self, frame: np.ndarray) -> None:
         if self.silenced:
             return
-        self._frames.append(frame)
+        self._frames.append((frame, time.monotonic()))
         while len(self._frames) > QUEUE_MAX:
             self._frames.popleft()
 
@@ -156,13 +174,22 @@ class CallerAudioTrack(MediaStreamTrack):
             await asyncio.sleep(deadline - now)
         elif now - deadline > 0.2:  # the loop stalled: skip the lost slots instead of bursting
             self._count += int((now - deadline) / PTIME)
-        t0 = time.perf_counter()
+        t0 = time.thread_time()  # CPU of this thread: what the loop pays, not time others took
         if self._playing:
             pcm = self._playing.popleft()
             if self._frames:
                 self._frames.popleft()
         elif self._frames:
-            pcm = self._frames.popleft()
+            # Same rate in and out: a backlog left by a burst of jitter would stay for good and
+            # add its length to every frame's delay. Half a second of it costs one frame.
+            self._backlog = self._backlog + 1 if len(self._frames) > 1 else 0
+            if self._backlog >= TRIM_AFTER:
+                self._frames.popleft()
+                self._backlog = 0
+                self.trimmed += 1
+            pcm, fed_at = self._frames.popleft()
+            self.queue_seconds += time.monotonic() - fed_at
+            self.queued += 1
         else:
             pcm = SILENCE
         frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
@@ -173,7 +200,7 @@ class CallerAudioTrack(MediaStreamTrack):
         self.frames_sent += 1
         if self.on_sent is not None:
             self.on_sent(pcm)
-        self.build_seconds += time.perf_counter() - t0
+        self.build_seconds += time.thread_time() - t0
         return frame
 
 
@@ -207,7 +234,7 @@ class BrowserLeg:
         self._on_audio: AudioCallback = lambda _f: None
         self._recorder: WavRecorder | None = None
         self.frames_received = 0
-        self.resample_seconds = 0.0  # time spent resampling the page's audio on the loop
+        self.resample_seconds = 0.0  # loop CPU spent resampling the page's audio
         self.pc.on("connectionstatechange", self._connection_state)
         self.pc.on("track", self._remote_track)
 
@@ -338,6 +365,9 @@ class BrowserLeg:
 
     def _remote_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio":
+            for transceiver in self.pc.getTransceivers():
+                if transceiver.receiver.track is track:
+                    shorten_jitter_buffer(transceiver.receiver, self.settings.jitter_frames)
             self._spawn(self._consume(track))
 
     async def _consume(self, track: MediaStreamTrack) -> None:
@@ -351,14 +381,14 @@ class BrowserLeg:
                 return
             if not isinstance(frame, av.AudioFrame):
                 continue
-            t0 = time.perf_counter()
+            t0 = time.thread_time()
             parts = [pending] + [f.to_ndarray().reshape(-1).astype(np.int16, copy=False)
                                  for f in resampler.resample(frame)]
             pcm = np.concatenate(parts) if len(parts) > 1 else pending
             whole = len(pcm) // FRAME * FRAME
             frames = [pcm[i:i + FRAME] for i in range(0, whole, FRAME)]
             pending = pcm[whole:]
-            self.resample_seconds += time.perf_counter() - t0
+            self.resample_seconds += time.thread_time() - t0
             for out in frames:
                 self.frames_received += 1
                 if self._recorder is not None:
