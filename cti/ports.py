@@ -122,7 +122,7 @@ class BrowserPhones(Protocol):
     """The browser softphones of the agents signed in on this node (call control implements it).
 
     Messages to the page have a "type" starting with "rtc_" (rtc_offer, rtc_state, rtc_end);
-    the page's are rtc_answer, rtc_ice, rtc_reject, rtc_hangup, rtc_hold, rtc_dtmf."""
+    the page's are rtc_answer, rtc_ice, rtc_reject, rtc_hangup, rtc_hold, rtc_dtmf, rtc_transfer."""
 
     def attach(self, agent_id: str, send: PageSend) -> Callable[[], None]:
         """A page of `agent_id` is connected: calls for `browser:<agent_id>` are offered through

@@ -23,7 +23,7 @@ import pytest
 from tests.peers.pcap import PCMU, RtpStreamBuilder
 from tests.peers.rtp import RtpEndpoint, heard_audio
 from tests.peers.service import running_service
-from tests.peers.sipp import run_sipp
+from tests.peers.sipp import run_sipp, sipp_background
 from voice.audio import tone
 
 pytestmark = [pytest.mark.peer, pytest.mark.browser]
@@ -193,3 +193,78 @@ async def test_an_agent_answers_in_the_browser_talks_holds_mutes_sends_keys_and_
             call = next(i for i in timeline["interactions"] if i["channel"] == "voice")
             detail = await _json(http, "GET", f"{api}/interactions/{call['id']}", svc.api_key)
     assert detail["ivr"]["transfer_target"] == "queue:agents", json.dumps(detail)[:2000]
+
+
+@pytest.mark.timeout(150)
+async def test_a_blind_transfer_from_the_page_reaches_a_sip_phone(tmp_path: Path) -> None:
+    """The agent answers in the browser and transfers to a SIP phone (sipp): the page shows the
+    transfer, the caller hears the phone's audio, the phone hangs up and the flow ends the call."""
+    from playwright.async_api import async_playwright, expect
+
+    wav = tmp_path / "agent.wav"
+    subprocess.run(["flite", "-t", SPEECH, "-o", str(wav)], check=True, timeout=30)
+    with (
+        running_service(tmp_path / "svc", sip={"t1_ms": 100}) as svc,
+        RtpEndpoint() as caller_media,
+        RtpEndpoint() as phone_media,
+        sipp_background("agent_answer_hangup.xml", workdir=tmp_path / "phone",
+                        keys={"rtp_port": phone_media.port},
+                        replace={'milliseconds="1200"': 'milliseconds="3000"'}) as phone,
+    ):
+        api = f"{svc.http_url}/api/v1"
+        async with aiohttp.ClientSession() as http:
+            await _json(http, "POST", f"{api}/agents", svc.api_key, {
+                "id": "a1", "name": "Ann Agent", "sip_uri": "browser:a1", "skills": ["agents"],
+                "password": "agent-secret-1"})
+            await _json(http, "PATCH", f"{api}/agents/a1", svc.api_key, {"state": "available"})
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=_chromium_args(wav),
+                                               headless=True)
+            try:
+                page = await browser.new_page(viewport={"width": 1280, "height": 900})
+                errors: list[str] = []
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                await page.goto(f"{svc.http_url}/agent/login")
+                await page.fill("#agent", "a1")
+                await page.fill("#password", "agent-secret-1")
+                await page.click("#signin")
+                await expect(page.locator("#sp-status")).to_have_text("ready", timeout=15000)
+                caller = asyncio.ensure_future(asyncio.to_thread(
+                    run_sipp, "listen_call.xml", svc.sip_address, workdir=tmp_path / "caller", calls=1,
+                    timeout=120, keys={"rtp_port": caller_media.port},
+                    replace={"<sip:sipp@[local_ip]": f"<sip:{CALLER}@[local_ip]",
+                             'timeout="30000"': 'timeout="90000"'}))
+                deadline = time.monotonic() + 15
+                while not caller_media.sources:
+                    assert time.monotonic() < deadline, "no RTP from the service"
+                    await asyncio.sleep(0.05)
+                service_rtp = next(iter(caller_media.sources))
+                caller_media.send(RtpStreamBuilder().silence(200).digits("0").packets, service_rtp)
+                await expect(page.locator("#softphone")).to_have_class("softphone ringing", timeout=30000)
+                await page.click("#sp-answer")
+                await expect(page.locator("#sp-status")).to_have_text("on call", timeout=15000)
+
+                await page.fill("#sp-xfer-target", "tel:123")  # refused, the field named on the page
+                await page.click("#sp-transfer")
+                await expect(page.locator("#sp-sent")).to_contain_text("sip:")
+                await page.fill("#sp-xfer-target", f"sip:a2@{phone.address}")
+                await page.click("#sp-transfer")
+                await expect(page.locator("#sp-status")).to_have_text("transferred")
+                # the phone answers: its 700 Hz reaches the caller through the service
+                deadline = time.monotonic() + 15
+                while not phone_media.sources:
+                    assert time.monotonic() < deadline, "the transfer target got no RTP"
+                    await asyncio.sleep(0.05)
+                mark = len(caller_media.received)
+                phone_media.send(RtpStreamBuilder().audio(tone(700, 1000, 0.3)).packets,
+                                 next(iter(phone_media.sources)))
+                await asyncio.sleep(1.3)
+                heard = heard_audio([p for p in caller_media.received[mark:] if p.payload_type == PCMU])
+                assert _loud_seconds(heard, 1000) > 0.6 and abs(_dominant_hz(heard) - 700) < 20
+                result = await caller  # the phone hangs up; the flow says goodbye and hangs up
+                assert result.ok, result.describe()
+                await expect(page.locator("#state")).to_have_text("wrap up", timeout=10000)
+                assert errors == []
+            finally:
+                await browser.close()
+    assert phone.result is not None and phone.result.successful == 1, phone.result.describe()

@@ -2,7 +2,7 @@
 
 A socket becomes a softphone when the page sends {"type": "rtc_register"}; from then on calls for
 `browser:<agent_id>` are offered on it (rtc_offer), and what the page sends (rtc_answer, rtc_ice,
-rtc_reject, rtc_hangup, rtc_hold, rtc_dtmf) goes to call control through the
+rtc_reject, rtc_hangup, rtc_hold, rtc_dtmf, rtc_transfer) goes to call control through the
 cti.ports.BrowserPhones port (the app's PHONES_KEY). Sockets that never register (the desk's own,
 an API client's) are not offered calls. A bad message is answered with {"type": "rtc_error",
 "field", "error"} and the socket stays open; nothing a page sends is logged (SDP holds addresses).

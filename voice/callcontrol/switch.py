@@ -159,7 +159,8 @@ class Switch:
         if agent_uri.startswith("browser:"):  # the agent's page (aiortc is imported only for those)
             if self.browsers is None:
                 return FailedConnection(status=501, reason="browser agents are not enabled on this node")
-            return await self.browsers.connect(own, rtp, agent_uri, timeout=timeout)
+            return await self.browsers.connect(  # the page's blind transfers ring through here
+                own, rtp, agent_uri, timeout=timeout, dial=lambda uri, t: self.connect(call, uri, timeout=t))
         media_host = self.media_host(next_hop_for(agent_uri).host)
         dial = OutboundDial(self.link, self.pool, agent_uri, caller=own, caller_rtp=rtp,
                             media_host=media_host)

@@ -30,7 +30,7 @@ import re
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,7 +48,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 
-from cti.ports import ConversationEnd, PageSend, SoftphoneError
+from cti.ports import AgentConnection, ConversationEnd, PageSend, SoftphoneError
 from voice.audio import WavRecorder, dtmf_tone
 from voice.callcontrol.bridge import AudioCallback, Bridge, BridgeSide, DigitCallback
 
@@ -69,6 +69,11 @@ TIME_BASE = fractions.Fraction(1, RATE)
 SILENCE = np.zeros(FRAME, dtype=np.int16)
 DIGITS = re.compile(r"[0-9*#A-D]{1,32}")
 SDP_MAX = 20000
+TRANSFER_TARGET = re.compile(r"sips?:[^\s<>\"]{3,500}|browser:[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+TRANSFER_RING = 30.0  # seconds a blind transfer's target rings
+
+# Rings a URI for this leg's caller (the switch's connect): blind transfers from the page.
+Dialer = Callable[[str, float], Awaitable[AgentConnection]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -210,8 +215,11 @@ class BrowserLeg:
     Implements cti.ports.AgentConnection (for the desk) and the bridge's media side (feed,
     stop_playback, send_dtmf, recording)."""
 
-    def __init__(self, phones: BrowserPhones, agent_id: str, caller: Call, caller_rtp: RtpSession) -> None:
+    def __init__(self, phones: BrowserPhones, agent_id: str, caller: Call, caller_rtp: RtpSession,
+                 dial: Dialer | None = None) -> None:
         self.phones = phones
+        self.dial = dial
+        self.transferred_to: str | None = None
         self.settings = phones.settings
         self.id = secrets.token_urlsafe(12)
         self.agent_id = agent_id
@@ -456,10 +464,47 @@ class BrowserLeg:
             self._hold_task = None
 
     async def _hold_music(self) -> None:
+        await self._music(lambda: self.held and not self.ended)
+
+    async def _music(self, go_on: Callable[[], bool]) -> None:
         music = self.settings.hold_music if self.settings.hold_music is not None else self.phones.tune
-        while self.held and not self.ended and not self.caller_rtp.closed:
+        while go_on() and not self.caller.ended and not self.caller_rtp.closed:
             if not await self.caller_rtp.play(music):
                 await asyncio.sleep(PTIME)  # stopped by someone else: try again on the next frame
+
+    def transfer(self, target: str) -> None:
+        """Blind transfer: the agent leaves now; the caller hears hold music while `target` (a SIP
+        URI or browser:<agent>) rings, then talks there. If it does not answer, the conversation
+        is over for the flow as if the agent had hung up (the flow's after-agent branch runs)."""
+        if not self.answered or self.ended:
+            raise SoftphoneError("leg", "transfer needs an answered call")
+        if self.dial is None:
+            raise SoftphoneError("target", "transfers are not available on this node")
+        if not TRANSFER_TARGET.fullmatch(target):
+            raise SoftphoneError("target", "a sip: URI or browser:<agent id>")
+        if target == f"{BROWSER_SCHEME}{self.agent_id}":
+            raise SoftphoneError("target", "this call is already yours")
+        self.transferred_to = target
+        self.finish("transferred")
+
+    async def _transferred(self, target: str, talk: float) -> ConversationEnd:
+        assert self.dial is not None
+        ringing = [True]
+        music = asyncio.ensure_future(self._music(lambda: ringing[0]))
+        try:
+            connection = await self.dial(target, TRANSFER_RING)
+        finally:
+            ringing[0] = False
+            music.cancel()
+        if not connection.answered:
+            if not self.caller_rtp.closed:
+                self.caller_rtp.stop_playback()
+            log.info("browser leg %s: transfer target did not answer (%s %s)", self.id, connection.status,
+                     connection.reason)
+            return ConversationEnd(hangup_by="caller" if self.caller.ended else "agent", talk_seconds=talk)
+        end = await connection.wait_finished()
+        return ConversationEnd(hangup_by=end.hangup_by, talk_seconds=talk + end.talk_seconds,
+                               recording=end.recording)
 
     def send_digits(self, digits: str) -> None:
         """Keys from the page's keypad, to the caller's leg (another IVR on the far end)."""
@@ -525,9 +570,16 @@ class BrowserLeg:
                 self.caller_rtp.stop_playback()
             self.caller.clear_digits()
             self.finish("caller" if hangup_by != "agent" else self.end_cause or "agent")
-            if not self._finished.done():
-                self._finished.set_result(ConversationEnd(hangup_by=hangup_by,
-                                                          talk_seconds=time.monotonic() - started))
+            talk = time.monotonic() - started
+            transfer = self.transferred_to if hangup_by == "agent" and not self.caller.ended else None
+            if transfer is None:
+                self._settle(ConversationEnd(hangup_by=hangup_by, talk_seconds=talk))
+        if transfer is not None:
+            self._settle(await self._transferred(transfer, talk))
+
+    def _settle(self, end: ConversationEnd) -> None:
+        if not self._finished.done():
+            self._finished.set_result(end)
 
     @property
     def end_cause(self) -> str | None:
@@ -590,6 +642,11 @@ class BrowserPhones:
             leg.set_hold(on)
             state = "held" if on else "connected"
             await self.send(agent_id, {"type": "rtc_state", "leg": leg.id, "state": state})
+        elif kind == "rtc_transfer":
+            target = message.get("target")
+            if not isinstance(target, str):
+                raise SoftphoneError("target", "a sip: URI or browser:<agent id>")
+            leg.transfer(target.strip())
         elif kind == "rtc_dtmf":
             digits = message.get("digits")
             if not isinstance(digits, str) or not DIGITS.fullmatch(digits):
@@ -597,14 +654,15 @@ class BrowserPhones:
             leg.send_digits(digits)
         else:
             raise SoftphoneError("type", "one of rtc_answer, rtc_ice, rtc_reject, rtc_hangup, rtc_hold, "
-                                         "rtc_dtmf")
+                                         "rtc_dtmf, rtc_transfer")
 
     # ---- the switch's side ----------------------------------------------------------------------
     async def connect(self, caller: Call, caller_rtp: RtpSession, agent_uri: str, *,
-                      timeout: float) -> BrowserLeg:
-        """Ring `browser:<agent_id>` for `caller`; returns once answered and bridged, or failed."""
+                      timeout: float, dial: Dialer | None = None) -> BrowserLeg:
+        """Ring `browser:<agent_id>` for `caller`; returns once answered and bridged, or failed.
+        `dial` rings another URI for the same caller (blind transfers from the page)."""
         agent_id = agent_of(agent_uri) or ""
-        leg = BrowserLeg(self, agent_id, caller, caller_rtp)
+        leg = BrowserLeg(self, agent_id, caller, caller_rtp, dial)
         self.legs[leg.id] = leg
         await leg.ring(timeout)
         return leg

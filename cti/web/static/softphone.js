@@ -35,11 +35,15 @@
       el("button", "Hold", "sp-hold", { id: "sp-hold", type: "button" }),
       el("button", "Keypad", "sp-keys", { id: "sp-keys", type: "button" }),
       el("button", "Hang up", "sp-hangup", { id: "sp-hangup", type: "button" }));
+    const xfer = el("form", null, "sp-xfer", { id: "sp-xfer-form" });
+    xfer.append(el("input", null, "sp-xfer-target", { id: "sp-xfer-target", placeholder: "sip:… or browser:agent",
+      autocomplete: "off", "aria-label": "Transfer to" }),
+    el("button", "Transfer", "sp-xfer-go", { id: "sp-transfer", type: "submit" }));
     const pad = el("div", null, "sp-pad", { id: "sp-pad", hidden: "" });
     for (const k of KEYS) pad.append(el("button", k, "sp-key", { type: "button", "data-key": k }));
     const sent = el("p", "", "sp-sent muted", { id: "sp-sent" });
     sp.audio = el("audio", null, null, { id: "sp-audio", autoplay: "" });
-    box.append(head, who, ringing, talking, pad, sent, sp.audio);
+    box.append(head, who, ringing, talking, xfer, pad, sent, sp.audio);
     document.body.append(box);
     box.querySelector("#sp-answer").addEventListener("click", answer);
     box.querySelector("#sp-reject").addEventListener("click", reject);
@@ -47,6 +51,13 @@
     box.querySelector("#sp-mute").addEventListener("click", toggleMute);
     box.querySelector("#sp-hold").addEventListener("click", toggleHold);
     box.querySelector("#sp-keys").addEventListener("click", () => { pad.hidden = !pad.hidden; });
+    xfer.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const target = $sp("sp-xfer-target").value.trim();
+      if (target && sp.leg && (sp.state === "connected" || sp.state === "held")) {
+        send({ type: "rtc_transfer", leg: sp.leg, target });
+      }
+    });
     pad.addEventListener("click", (e) => {
       const key = e.target && e.target.dataset ? e.target.dataset.key : null;
       if (key && sp.leg && sp.state === "connected") {
@@ -225,7 +236,7 @@
     }
   }
 
-  const REASONS = { caller: "the caller hung up", agent: "call ended", local: "call ended",
+  const REASONS = { caller: "the caller hung up", agent: "call ended", local: "call ended", transferred: "transferred",
     failed: "call ended", unavailable: "call withdrawn", shutdown: "the service is stopping",
     media_failed: "the media path failed" };
 
