@@ -371,3 +371,80 @@ async def test_a_blind_transfer_from_the_page_to_another_browser_agent() -> None
     for d in detach:
         d()
     await phones.aclose()
+
+
+class SpeechTrack(MediaStreamTrack):
+    """The 'browser microphone' saying one phrase (8 kHz PCM, sent as 48 kHz), then silence."""
+
+    kind = "audio"
+
+    def __init__(self, pcm8k: np.ndarray, delay: float) -> None:
+        super().__init__()
+        pcm = np.repeat(pcm8k, 6)  # 8 -> 48 kHz; the browser side's encoder filters it
+        lead = np.zeros(int(delay * 48000), dtype=np.int16)
+        self.pcm = np.concatenate([lead, pcm.astype(np.int16)])
+        self.n = 0
+        self._t0: float | None = None
+
+    async def recv(self) -> av.AudioFrame:
+        loop = asyncio.get_running_loop()
+        self._t0 = self._t0 if self._t0 is not None else loop.time()
+        wait = self._t0 + self.n * 0.02 - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        chunk = self.pcm[self.n * 960:(self.n + 1) * 960]
+        if len(chunk) < 960:
+            chunk = np.concatenate([chunk, np.zeros(960 - len(chunk), dtype=np.int16)])
+        frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = 48000, self.n * 960, fractions.Fraction(1, 48000)
+        self.n += 1
+        return frame
+
+
+@pytest.mark.timeout(90)
+async def test_both_sides_of_the_conversation_land_in_the_transcript_as_two_speakers() -> None:
+    from voice.asr.engine import EngineSpec
+    from voice.asr.pool import RecognizerPool
+    from voice.asr.testaudio import render_phrase
+
+    pool = RecognizerPool(EngineSpec(name="pocketsphinx"), workers=1)
+    await pool.start()
+    phones = BrowserPhones(speech=lambda: pool)
+    page = FakePage(phones)
+    detach = phones.attach("ann", page.send)
+    try:
+        async with caller_leg() as caller:
+            ringing = asyncio.ensure_future(
+                phones.connect(caller.call, caller.rtp, "browser:ann", timeout=10))
+            offer = await asyncio.wait_for(page.offers.get(), 10)
+            pc = page.pc = RTCPeerConnection()
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
+            agent_says = render_phrase("thank you for calling how can i help you today", voice="kal")
+            pc.addTrack(SpeechTrack(agent_says, delay=3.5))
+            await pc.setLocalDescription(await pc.createAnswer())
+            await phones.receive("ann", {"type": "rtc_answer", "leg": offer["leg"],
+                                         "sdp": pc.localDescription.sdp})
+            leg = await asyncio.wait_for(ringing, 15)
+            assert leg.answered
+            caller_says = render_phrase("i would like to check my invoice please", voice="slt")
+            up = RtpStreamBuilder(codec=PCMU, ssrc=0x1111).silence(300).audio(caller_says).silence(1200)
+            caller.peer.send(up.packets, (HOST, caller.rtp.local_port))
+            await asyncio.sleep(max(up.duration, 3.5 + len(agent_says) / 8000) + 1.5)
+            await phones.receive("ann", {"type": "rtc_hangup", "leg": leg.id})
+            end = await asyncio.wait_for(leg.wait_finished(), 15)  # after the last words are decoded
+            assert end.hangup_by == "agent"
+            speech = [s for s in caller.call.transcript if s.kind == "speech"]
+            by = {s.speaker: s for s in speech}
+            assert set(by) == {"caller", "agent"}, speech
+            assert by["caller"].start < by["agent"].start  # the caller spoke first, on the call's clock
+            assert by["caller"].end - by["caller"].start > 1.0 and by["agent"].end - by["agent"].start > 1.0
+            said = {"caller": "i would like to check my invoice please",
+                    "agent": "thank you for calling how can i help you today"}
+            for s in speech:  # free-form PocketSphinx is rough, but most of the words are there
+                assert s.engine == "pocketsphinx"
+                assert len(set(s.text.split()) & set(said[s.speaker].split())) >= 3, s
+    finally:
+        await page.close()
+        detach()
+        await phones.aclose()
+        await pool.close()

@@ -66,7 +66,9 @@ class Service:
         self.ivr: Any = None
         self.desk: Any = None  # cti.routing.AgentDesk: queues, agents, screen pops
         self.speech: Any = None  # voice.asr.SpeechRecognizer
-        self.phones = browser_phones(config)  # agents' browser softphones (voice.callcontrol.webrtc)
+        # agents' browser softphones (voice.callcontrol.webrtc); conversations are transcribed
+        # once speech recognition has started
+        self.phones = browser_phones(config, speech=lambda: self.speech.pool if self.speech else None)
 
     # ---- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:

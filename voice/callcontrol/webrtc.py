@@ -51,9 +51,11 @@ from aiortc.sdp import candidate_from_sdp
 from cti.ports import AgentConnection, ConversationEnd, PageSend, SoftphoneError
 from voice.audio import WavRecorder, dtmf_tone
 from voice.callcontrol.bridge import AudioCallback, Bridge, BridgeSide, DigitCallback
+from voice.callcontrol.transcribe import ConversationTranscriber
 
 if TYPE_CHECKING:
     from voice.aio.rtp import RtpSession
+    from voice.asr.pool import RecognizerPool
     from voice.callcontrol.call import Call
     from voice.config import Config
 
@@ -240,6 +242,8 @@ class BrowserLeg:
         self._hold_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._on_audio: AudioCallback = lambda _f: None
+        self._transcribe_agent: AudioCallback | None = None
+        self.transcriber: ConversationTranscriber | None = None
         self._recorder: WavRecorder | None = None
         self.frames_received = 0
         self.resample_seconds = 0.0  # loop CPU spent resampling the page's audio
@@ -403,6 +407,8 @@ class BrowserLeg:
                     self._recorder.caller_frame(out)
                 if not self.held:
                     self._on_audio(out)
+                    if self._transcribe_agent is not None:
+                        self._transcribe_agent(out)
 
     # ---- the page's messages ---------------------------------------------------------------------
     async def on_answer(self, sdp: str) -> None:
@@ -556,6 +562,12 @@ class BrowserLeg:
                         BridgeSide(media=self, subscribe=self._subscribe, name="agent"))
         started = time.monotonic()
         bridge.start()
+        pool = self.phones.speech() if self.phones.speech is not None else None
+        remove_caller: Callable[[], None] = lambda: None  # noqa: E731
+        if pool is not None:  # both sides into the call's transcript, as two speakers
+            self.transcriber = ConversationTranscriber(pool, self.caller)
+            remove_caller = self.caller.add_audio_listener(self.transcriber.caller.on_frame)
+            self._transcribe_agent = self.transcriber.agent.on_frame
         caller_gone = asyncio.ensure_future(self.caller.wait_ended())
         hangup_by = "agent"
         try:
@@ -565,6 +577,8 @@ class BrowserLeg:
         finally:
             caller_gone.cancel()
             bridge.stop()
+            remove_caller()
+            self._transcribe_agent = None
             self._stop_hold()
             if self.held and not self.caller_rtp.closed:
                 self.caller_rtp.stop_playback()
@@ -572,6 +586,10 @@ class BrowserLeg:
             self.finish("caller" if hangup_by != "agent" else self.end_cause or "agent")
             talk = time.monotonic() - started
             transfer = self.transferred_to if hangup_by == "agent" and not self.caller.ended else None
+            if transfer is None and self.transcriber is None:
+                self._settle(ConversationEnd(hangup_by=hangup_by, talk_seconds=talk))
+        if self.transcriber is not None:  # the last words land before the flow (and the record) go on
+            await self.transcriber.close()
             if transfer is None:
                 self._settle(ConversationEnd(hangup_by=hangup_by, talk_seconds=talk))
         if transfer is not None:
@@ -590,8 +608,10 @@ class BrowserPhones:
     """The browser legs of this node, and the agent pages they are offered to
     (implements cti.ports.BrowserPhones)."""
 
-    def __init__(self, settings: WebRtcSettings | None = None) -> None:
+    def __init__(self, settings: WebRtcSettings | None = None, *,
+                 speech: Callable[[], RecognizerPool | None] | None = None) -> None:
         self.settings = settings or WebRtcSettings()
+        self.speech = speech  # the speech pool, once started: conversations are transcribed
         self.pages: dict[str, list[PageSend]] = {}
         self.legs: dict[str, BrowserLeg] = {}
         self.tune = hold_tune()
@@ -684,7 +704,8 @@ class BrowserPhones:
             await asyncio.wait(tasks, timeout=5)
 
 
-def browser_phones(config: Config) -> BrowserPhones:
+def browser_phones(config: Config, speech: Callable[[], RecognizerPool | None] | None = None
+                   ) -> BrowserPhones:
     """The node's BrowserPhones from its [webrtc] section (TURN server, codecs, hold music)."""
     from voice.audio import load_prompt
 
@@ -692,4 +713,5 @@ def browser_phones(config: Config) -> BrowserPhones:
     servers = (IceServer(urls=cfg.turn_url, username=cfg.turn_username, credential=cfg.turn_password),) \
         if cfg.turn_url else ()
     music = load_prompt(cfg.hold_music) if cfg.hold_music is not None else None
-    return BrowserPhones(WebRtcSettings(ice_servers=servers, codecs=cfg.codecs, hold_music=music))
+    settings = WebRtcSettings(ice_servers=servers, codecs=cfg.codecs, hold_music=music)
+    return BrowserPhones(settings, speech=speech)
