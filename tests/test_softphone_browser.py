@@ -24,6 +24,7 @@ from tests.peers.pcap import PCMU, RtpStreamBuilder
 from tests.peers.rtp import RtpEndpoint, heard_audio
 from tests.peers.service import running_service
 from tests.peers.sipp import run_sipp, sipp_background
+from voice.asr.testaudio import render_phrase
 from voice.audio import tone
 
 pytestmark = [pytest.mark.peer, pytest.mark.browser]
@@ -32,6 +33,7 @@ CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent / "artifacts"
 CALLER = "+15550188"
 SPEECH = "Hello, this is Ann from customer care. How can I help you today? I can see your last order."
+CALLER_SAYS = "i would like to check my invoice please"
 
 
 def _chromium_args(wav: Path) -> list[str]:
@@ -157,12 +159,15 @@ async def test_an_agent_answers_in_the_browser_talks_holds_mutes_sends_keys_and_
                 await page.click("#sp-hold")
                 await expect(page.locator("#sp-status")).to_have_text("on call")
 
-                # mute: the caller hears (almost) nothing of the agent
+                # mute: the caller hears (almost) nothing of the agent; the caller speaks meanwhile
                 await page.click("#sp-mute")
                 await expect(page.locator("#sp-mute")).to_have_text("Unmute")
                 await asyncio.sleep(0.6)
                 mark = len(caller_media.received)
-                await asyncio.sleep(2.0)
+                says = RtpStreamBuilder(seq=100, timestamp=16000, ssrc=0x6161).audio(
+                    render_phrase(CALLER_SAYS, voice="slt")).silence(1000)
+                caller_media.send(says.packets, service_rtp)
+                await asyncio.sleep(max(2.0, says.duration))
                 muted = heard_audio([p for p in caller_media.received[mark:] if p.payload_type == PCMU])
                 assert len(muted) > 1.5 * 8000 and _loud_seconds(muted) < 0.1
                 await page.click("#sp-mute")
@@ -193,6 +198,12 @@ async def test_an_agent_answers_in_the_browser_talks_holds_mutes_sends_keys_and_
             call = next(i for i in timeline["interactions"] if i["channel"] == "voice")
             detail = await _json(http, "GET", f"{api}/interactions/{call['id']}", svc.api_key)
     assert detail["ivr"]["transfer_target"] == "queue:agents", json.dumps(detail)[:2000]
+    # the conversation is in the timeline: both speakers, transcribed by the service's speech pool
+    speech = [s for s in detail["transcript"] if s["kind"] == "speech"]
+    agent_words = {w for s in speech if s["speaker"] == "agent" for w in s["text"].split()}
+    caller_words = {w for s in speech if s["speaker"] == "caller" for w in s["text"].split()}
+    assert len(agent_words & set(SPEECH.lower().replace(",", "").replace(".", "").split())) >= 3, speech
+    assert len(caller_words & set(CALLER_SAYS.split())) >= 3, speech
 
 
 @pytest.mark.timeout(150)
