@@ -448,3 +448,23 @@ async def test_both_sides_of_the_conversation_land_in_the_transcript_as_two_spea
         detach()
         await phones.aclose()
         await pool.close()
+
+
+def test_the_webrtc_config_section(tmp_path: Any) -> None:
+    from voice.callcontrol.webrtc import browser_phones
+    from voice.config import ConfigError, load_config
+
+    good = tmp_path / "good.conf"
+    good.write_text("[webrtc]\nturn_url = turn:turn.example.com:3478?transport=udp\nturn_username = a\n"
+                    "turn_password = s3cret\ncodecs = pcmu, opus\n")
+    config = load_config(good)
+    assert config.webrtc.codecs == ("PCMU", "opus")
+    phones = browser_phones(config)
+    assert [s.page_form() for s in phones.settings.ice_servers] == [
+        {"urls": "turn:turn.example.com:3478?transport=udp", "username": "a", "credential": "s3cret"}]
+    for line, key in (("codecs = opus, g729", "codecs"), ("turn_url = http://x", "turn_url"),
+                      ("turn = x", "turn")):
+        bad = tmp_path / "bad.conf"
+        bad.write_text(f"[webrtc]\n{line}\n")
+        with pytest.raises(ConfigError, match=rf"\[webrtc\].*{key}"):
+            load_config(bad)
