@@ -130,3 +130,10 @@ class BrowserPhones(Protocol):
 
     async def receive(self, agent_id: str, message: dict[str, Any]) -> None:
         """One rtc_* message from a page of `agent_id`; raises SoftphoneError for bad input."""
+
+    async def listen(self, call_id: str, offer_sdp: str) -> tuple[str, str]:
+        """Silent monitor: a supervisor's receive-only SDP offer for the call with this Call-ID;
+        returns (listen id, SDP answer). SoftphoneError names the field when it cannot be done."""
+
+    def stop_listening(self, listen_id: str) -> bool:
+        """End a listen-in; False when there is none with this id."""

@@ -116,3 +116,78 @@ async def test_a_service_without_browser_phones_says_so(tmp_path: Path) -> None:
         error = await next_of(ws, "rtc_error")
         assert error["field"] == "type" and "browser" in error["error"]
         await ws.close()
+
+
+async def test_a_supervisor_listens_in_silently_and_hears_both_sides(tmp_path: Path) -> None:
+    import numpy as np
+
+    from tests.peers.pcap import PCMU, RtpStreamBuilder
+    from tests.test_webrtc import HOST, FakePage, dominant_hz
+    from voice.audio import tone
+
+    phones = BrowserPhones()
+    page = FakePage(phones)
+    detach = phones.attach("ann", page.send)
+    async with app_with_phones(tmp_path, phones) as client, caller_leg() as caller:
+        ringing = asyncio.ensure_future(phones.connect(caller.call, caller.rtp, "browser:ann", timeout=10))
+        await page.answer(await asyncio.wait_for(page.offers.get(), 10), hz=400)
+        leg = await asyncio.wait_for(ringing, 15)
+        assert leg.answered
+
+        pc = RTCPeerConnection()
+        pc.addTransceiver("audio", direction="recvonly")
+        heard: list[np.ndarray] = []
+
+        @pc.on("track")
+        def on_track(track: Any) -> None:
+            async def listen() -> None:
+                while True:
+                    try:
+                        frame = await track.recv()
+                    except Exception:
+                        return
+                    heard.append(frame.to_ndarray().reshape(-1)[::2])
+
+            page.tasks.append(asyncio.ensure_future(listen()))
+
+        await pc.setLocalDescription(await pc.createOffer())
+        offer = pc.localDescription.sdp
+        # no key, an unknown call, bad input: refused with the field named
+        assert (await client.post("/admin/api/listen", json={"call_id": "x", "sdp": offer})).status == 401
+        missing = await client.post("/admin/api/listen", headers=BEARER,
+                                    json={"call_id": "nope", "sdp": offer})
+        assert missing.status == 404 and "call_id" in await missing.text()
+        empty = await client.post("/admin/api/listen", headers=BEARER, json={"call_id": "x"})
+        assert empty.status == 422 and "sdp" in await empty.text()
+
+        resp = await client.post("/admin/api/listen", headers=BEARER,
+                                 json={"call_id": caller.call.info.call_id, "sdp": offer})
+        assert resp.status == 201, await resp.text()
+        body = await resp.json()
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="answer"))
+        sent_to_caller = len(caller.peer.received)
+        up = RtpStreamBuilder(codec=PCMU, ssrc=0x1111).audio(tone(1000, 2000, 0.3))
+        caller.peer.send(up.packets, (HOST, caller.rtp.local_port))
+        await asyncio.sleep(up.duration + 1.0)
+        mix = np.concatenate(heard[-60:]).astype(np.float64)  # 48 kHz left channel
+        spectrum = np.abs(np.fft.rfft(mix * np.hanning(len(mix))))
+        freqs = np.fft.rfftfreq(len(mix), 1 / 48000)
+
+        def band(hz: float) -> float:
+            return float(spectrum[(freqs > hz - 30) & (freqs < hz + 30)].max())
+
+        noise = float(np.median(spectrum))
+        assert band(1000) > 50 * noise and band(400) > 50 * noise  # the caller and the agent, both
+        assert abs(dominant_hz(np.concatenate(heard[-60:])[::6]) - 700) > 200  # two tones, not one
+        # the supervisor is silent: the caller still hears the agent only
+        assert len(caller.peer.received) > sent_to_caller
+
+        stop = await client.delete(f"/admin/api/listen/{body['listen']}", headers=BEARER)
+        assert stop.status == 204
+        assert (await client.delete(f"/admin/api/listen/{body['listen']}", headers=BEARER)).status == 404
+        assert not leg.monitors and not phones.monitors
+        await pc.close()
+        leg.hangup()
+    await page.close()
+    detach()
+    await phones.aclose()

@@ -26,7 +26,7 @@ from cti.live import LiveCalls
 from cti.queues import AgentState, QueueEngine
 from cti.routing import AgentDesk
 from cti.validation import ApiError, check_text, invalid, require_object
-from cti.web import admin, agent
+from cti.web import admin, agent, softphone
 from cti.web.keys import DESK_KEY, SOCKETS_KEY
 from voice.config import Config
 
@@ -182,4 +182,6 @@ def setup(app: web.Application, config: Config, *, schema: str | None = None,
     r.add_post("/admin/login", admin.admin_login)
     r.add_post("/admin/logout", admin.admin_logout)
     r.add_get("/admin/api/overview", admin.overview)
+    r.add_post("/admin/api/listen", softphone.listen_in)  # supervisor listen-in (browser-agent calls)
+    r.add_delete("/admin/api/listen/{id}", softphone.listen_stop)
     r.add_static("/static/", agent.STATIC, append_version=False)

@@ -243,6 +243,7 @@ class BrowserLeg:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._on_audio: AudioCallback = lambda _f: None
         self._transcribe_agent: AudioCallback | None = None
+        self.monitors: list[MonitorLeg] = []  # supervisors listening in
         self.transcriber: ConversationTranscriber | None = None
         self._recorder: WavRecorder | None = None
         self.frames_received = 0
@@ -288,6 +289,8 @@ class BrowserLeg:
         self._stop_hold()
         self.track.stop()
         self.stop_recording()
+        for monitor in list(self.monitors):
+            monitor.close()
         self._spawn(self._close(cause))
 
     async def _close(self, cause: str) -> None:
@@ -409,6 +412,8 @@ class BrowserLeg:
                     self._on_audio(out)
                     if self._transcribe_agent is not None:
                         self._transcribe_agent(out)
+                for monitor in self.monitors:
+                    monitor.track.feed_agent(out)
 
     # ---- the page's messages ---------------------------------------------------------------------
     async def on_answer(self, sdp: str) -> None:
@@ -604,6 +609,88 @@ class BrowserLeg:
         return self.end.result() if self.end.done() else None
 
 
+class MixTrack(MediaStreamTrack):
+    """What a supervisor hears: the caller and the agent mixed, on its own 20 ms clock."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._caller: deque[np.ndarray] = deque(maxlen=QUEUE_MAX)
+        self._agent: deque[np.ndarray] = deque(maxlen=QUEUE_MAX)
+        self._start: float | None = None
+        self._count = 0
+
+    def feed_caller(self, frame: np.ndarray) -> None:
+        self._caller.append(frame)
+
+    def feed_agent(self, frame: np.ndarray) -> None:
+        self._agent.append(frame)
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._start is None:
+            self._start = now
+        deadline = self._start + self._count * PTIME
+        if deadline > now:
+            await asyncio.sleep(deadline - now)
+        elif now - deadline > 0.2:
+            self._count += int((now - deadline) / PTIME)
+        mix = np.zeros(FRAME, dtype=np.int32)
+        for queue in (self._caller, self._agent):
+            if queue:
+                mix += queue.popleft()
+        frame = av.AudioFrame.from_ndarray(np.clip(mix, -32768, 32767).astype(np.int16).reshape(1, -1),
+                                           format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = RATE, self._count * FRAME, TIME_BASE
+        self._count += 1
+        return frame
+
+
+class MonitorLeg:
+    """A supervisor's silent listen-in on one browser-agent call: receive only, both sides mixed."""
+
+    def __init__(self, phones: BrowserPhones, leg: BrowserLeg) -> None:
+        self.phones, self.leg = phones, leg
+        self.id = secrets.token_urlsafe(12)
+        servers = [RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
+                   for s in phones.settings.ice_servers]
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        self.track = MixTrack()
+        self._remove_caller: Callable[[], None] | None = None
+        self.closed = False
+
+    async def answer(self, offer_sdp: str) -> str:
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        except Exception as exc:
+            raise SoftphoneError("sdp", f"unusable SDP offer: {exc}") from None
+        if not any(t.kind == "audio" for t in self.pc.getTransceivers()):
+            raise SoftphoneError("sdp", "the offer must receive audio")
+        self.pc.addTrack(self.track)
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        self._remove_caller = self.leg.caller.add_audio_listener(self.track.feed_caller)
+        self.leg.monitors.append(self)
+        return str(self.pc.localDescription.sdp)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._remove_caller is not None:
+            self._remove_caller()
+        if self in self.leg.monitors:
+            self.leg.monitors.remove(self)
+        self.track.stop()
+        self.phones.monitors.pop(self.id, None)
+        task = asyncio.ensure_future(self.pc.close())
+        self.phones.closing.add(task)
+        task.add_done_callback(self.phones.closing.discard)
+
+
 class BrowserPhones:
     """The browser legs of this node, and the agent pages they are offered to
     (implements cti.ports.BrowserPhones)."""
@@ -614,6 +701,8 @@ class BrowserPhones:
         self.speech = speech  # the speech pool, once started: conversations are transcribed
         self.pages: dict[str, list[PageSend]] = {}
         self.legs: dict[str, BrowserLeg] = {}
+        self.monitors: dict[str, MonitorLeg] = {}
+        self.closing: set[asyncio.Future[None]] = set()  # listen-ins' peer connections closing
         self.tune = hold_tune()
 
     # ---- cti.ports.BrowserPhones --------------------------------------------------------------
@@ -676,6 +765,31 @@ class BrowserPhones:
             raise SoftphoneError("type", "one of rtc_answer, rtc_ice, rtc_reject, rtc_hangup, rtc_hold, "
                                          "rtc_dtmf, rtc_transfer")
 
+    async def listen(self, call_id: str, offer_sdp: str) -> tuple[str, str]:
+        """A supervisor listens in on the browser-agent call with this SIP Call-ID: their page's
+        receive-only offer in, (listen id, our answer) out. Neither party hears the supervisor."""
+        if not offer_sdp or len(offer_sdp) > SDP_MAX:
+            raise SoftphoneError("sdp", f"must be an SDP offer, at most {SDP_MAX} characters")
+        leg = next((x for x in self.legs.values()
+                    if x.caller.info.call_id == call_id and x.answered and not x.ended), None)
+        if leg is None:
+            raise SoftphoneError("call_id", "no call talking to a browser agent on this node has this id")
+        monitor = MonitorLeg(self, leg)
+        self.monitors[monitor.id] = monitor
+        try:
+            answer = await monitor.answer(offer_sdp)
+        except BaseException:
+            monitor.close()
+            raise
+        return monitor.id, answer
+
+    def stop_listening(self, listen_id: str) -> bool:
+        monitor = self.monitors.get(listen_id)
+        if monitor is None:
+            return False
+        monitor.close()
+        return True
+
     # ---- the switch's side ----------------------------------------------------------------------
     async def connect(self, caller: Call, caller_rtp: RtpSession, agent_uri: str, *,
                       timeout: float, dial: Dialer | None = None) -> BrowserLeg:
@@ -696,10 +810,12 @@ class BrowserPhones:
                 log.info("agent %s: a page did not take %s: %s", agent_id, message.get("type"), exc)
 
     async def aclose(self) -> None:
+        for monitor in list(self.monitors.values()):
+            monitor.close()
         legs = list(self.legs.values())
         for leg in legs:
             leg.finish("shutdown")
-        tasks = [t for leg in legs for t in leg._tasks]
+        tasks = [t for leg in legs for t in leg._tasks] + list(self.closing)
         if tasks:
             await asyncio.wait(tasks, timeout=5)
 
