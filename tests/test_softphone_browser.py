@@ -3,8 +3,9 @@ a sipp caller presses 0 in the demo flow, the queue rings the agent whose phone 
 the page rings (panel + screen pop), the test clicks Answer; the agent's speech (Chromium's fake
 microphone playing a flite WAV) reaches the caller's RTP socket and the caller's tone reaches the
 page (WebRTC stats: packets and audio energy received); hold plays music to the caller, mute
-silences the agent, the keypad sends RFC 4733 keys to the caller, and Hang up on the page ends the
-agent's side (the flow says goodbye and hangs up the caller)."""
+silences the agent, the keypad sends RFC 4733 keys to the caller, a supervisor listens in from the
+admin page, Hang up on the page ends the agent's side (the flow says goodbye and hangs up the
+caller), and the interaction's transcript has both speakers."""
 
 from __future__ import annotations
 
@@ -34,6 +35,17 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 CALLER = "+15550188"
 SPEECH = "Hello, this is Ann from customer care. How can I help you today? I can see your last order."
 CALLER_SAYS = "i would like to check my invoice please"
+
+
+def _agent_voice(wav: Path) -> None:
+    """The agent's microphone: the phrase, then 1.5 s of silence (Chromium loops the file), so
+    the agent speaks in sentences with pauses, as people do."""
+    import soundfile as sf
+
+    subprocess.run(["flite", "-t", SPEECH, "-o", str(wav)], check=True, timeout=30)
+    pcm, rate = sf.read(str(wav), dtype="int16")
+    sf.write(str(wav), np.concatenate([pcm, np.zeros(int(1.5 * rate), dtype=np.int16)]), rate,
+             subtype="PCM_16")
 
 
 def _chromium_args(wav: Path) -> list[str]:
@@ -81,7 +93,7 @@ async def test_an_agent_answers_in_the_browser_talks_holds_mutes_sends_keys_and_
 
     assert shutil.which(CHROMIUM), "chromium is missing: apt-get install chromium (see the Makefile)"
     wav = tmp_path / "agent.wav"
-    subprocess.run(["flite", "-t", SPEECH, "-o", str(wav)], check=True, timeout=30)
+    _agent_voice(wav)
     with running_service(tmp_path / "svc", sip={"t1_ms": 100}) as svc, RtpEndpoint() as caller_media:
         api = f"{svc.http_url}/api/v1"
         async with aiohttp.ClientSession() as http:
@@ -149,6 +161,23 @@ async def test_an_agent_answers_in_the_browser_talks_holds_mutes_sends_keys_and_
                 ARTIFACTS.mkdir(exist_ok=True)
                 await page.screenshot(path=str(ARTIFACTS / "softphone.png"), full_page=True)
 
+                # a supervisor listens in from the admin page (own session): audio arrives there
+                admin_context = await browser.new_context()
+                admin = await admin_context.new_page()
+                admin.on("pageerror", lambda exc: errors.append(f"admin: {exc}"))
+                await admin.goto(f"{svc.http_url}/admin/login")
+                await admin.fill("#key", svc.api_key)
+                await admin.press("#key", "Enter")
+                await expect(admin.locator("#listen-call")).to_contain_text(f"{CALLER} → a1", timeout=10000)
+                await admin.click("#listen-start")
+                await expect(admin.locator("#listen-status")).to_have_text("listening", timeout=15000)
+                await asyncio.sleep(2.0)
+                heard = await admin.evaluate(STATS_JS.replace("window.softphone.pc", "window.listenIn.pc"))
+                assert heard is not None and heard["packets"] > 50 and heard["energy"] > 0.001, heard
+                await admin.click("#listen-stop")
+                await expect(admin.locator("#listen-status")).to_have_text("stopped")
+                await admin_context.close()
+
                 # hold: the caller hears the hold tune (no speech), resume brings the agent back
                 await page.click("#sp-hold")
                 await expect(page.locator("#sp-status")).to_have_text("on hold")
@@ -213,7 +242,7 @@ async def test_a_blind_transfer_from_the_page_reaches_a_sip_phone(tmp_path: Path
     from playwright.async_api import async_playwright, expect
 
     wav = tmp_path / "agent.wav"
-    subprocess.run(["flite", "-t", SPEECH, "-o", str(wav)], check=True, timeout=30)
+    _agent_voice(wav)
     with (
         running_service(tmp_path / "svc", sip={"t1_ms": 100}) as svc,
         RtpEndpoint() as caller_media,

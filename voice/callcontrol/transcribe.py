@@ -136,5 +136,5 @@ class ConversationTranscriber:
         self.caller = SpeakerTranscriber(pool, call, "caller")
         self.agent = SpeakerTranscriber(pool, call, "agent")
 
-    async def close(self, grace: float = 5.0) -> None:
+    async def close(self, grace: float = 10.0) -> None:
         await asyncio.gather(self.caller.close(grace), self.agent.close(grace))
