@@ -73,6 +73,7 @@ DIGITS = re.compile(r"[0-9*#A-D]{1,32}")
 SDP_MAX = 20000
 TRANSFER_TARGET = re.compile(r"sips?:[^\s<>\"]{3,500}|browser:[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 TRANSFER_RING = 30.0  # seconds a blind transfer's target rings
+KEYS_PENDING_MAX = 64  # keys from the page waiting to be sent (each takes 160 ms)
 
 # Rings a URI for this leg's caller (the switch's connect): blind transfers from the page.
 Dialer = Callable[[str, float], Awaitable[AgentConnection]]
@@ -244,6 +245,8 @@ class BrowserLeg:
         self._on_audio: AudioCallback = lambda _f: None
         self._transcribe_agent: AudioCallback | None = None
         self.monitors: list[MonitorLeg] = []  # supervisors listening in
+        self._keys_lock = asyncio.Lock()
+        self._keys_pending = 0
         self.transcriber: ConversationTranscriber | None = None
         self._recorder: WavRecorder | None = None
         self.frames_received = 0
@@ -521,14 +524,24 @@ class BrowserLeg:
         """Keys from the page's keypad, to the caller's leg (another IVR on the far end)."""
         if not self.answered:
             raise SoftphoneError("leg", "keys need an answered call")
+        if self._keys_pending + len(digits) > KEYS_PENDING_MAX:
+            raise SoftphoneError("digits", f"more than {KEYS_PENDING_MAX} keys waiting to be sent")
+        self._keys_pending += len(digits)
         self._spawn(self._send_digits(digits))
 
     async def _send_digits(self, digits: str) -> None:
-        for digit in digits:
-            if self.ended:
-                return
-            await self.caller_rtp.send_dtmf(digit, 100)
-            await asyncio.sleep(0.06)
+        left = len(digits)
+        try:
+            async with self._keys_lock:  # one page's keys go out in the order pressed
+                for digit in digits:
+                    if self.ended:
+                        return
+                    await self.caller_rtp.send_dtmf(digit, 100)
+                    left -= 1
+                    self._keys_pending -= 1
+                    await asyncio.sleep(0.06)
+        finally:
+            self._keys_pending -= left
 
     # ---- the bridge's media side ------------------------------------------------------------------
     dtmf_payload_type: int | None = None  # keys from the page come by websocket, not in the media
