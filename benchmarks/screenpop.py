@@ -3,19 +3,20 @@
     .venv/bin/python benchmarks/screenpop.py [--db sqlite|postgres|both] [--agents 200] [--rate 20]
         [--seconds 15] [--hold 2.0]
 
-Drives the real path of a queued call except the SIP leg: every call is a voice.callcontrol.call.Call whose
-interaction is written as the service writes it; it enters `AgentDesk.route_to_queue("support")`,
-which picks the longest-idle agent, reserves them in the database, publishes the state change,
-runs the CTI lookup, builds and publishes the screen pop, and then calls `dial_agent` (here: a
-stub that notes the moment the INVITE would be sent and answers at once). Agents hang up after
-`--hold` seconds and become available again. Each agent is an aiohttp websocket client on
+Drives the real path of a queued call except the SIP leg: every call is an in-memory CallView
+(tests.desk_fakes.FakeCall) whose interaction is written as the service writes it; it enters
+`AgentDesk.route_to_queue("support")`, which picks the longest-idle agent, reserves them in the
+database, publishes the state change, runs the CTI lookup, builds and publishes the screen pop, and
+then calls the `AgentConnector` (here: one that notes the moment the INVITE would be sent and
+answers at once). Agents hang up after `--hold` seconds (the desk puts them in wrap-up) and become
+available again. Each agent is an aiohttp websocket client on
 `/api/v1/agents/{id}/events`.
 
 Reported, p50/p99/max in ms:
 - "queue -> pop": from the call entering the queue to the pop arriving on the agent's websocket
   (includes the reservation write, the lookup and the delivery; an upper bound of the issue's figure);
-- "INVITE -> pop": from the moment `dial_agent` starts (the agent leg's INVITE) to the pop arriving.
-  The pop is published just before `dial_agent` is called, so this is the last hop's delivery time
+- "INVITE -> pop": from the moment `connect` starts (the agent leg's INVITE) to the pop arriving.
+  The pop is published just before `connect` is called, so this is the last hop's delivery time
   (negative would mean the pop was on screen before the INVITE left).
 
 SQLite: one node, in-process delivery. PostgreSQL: two nodes (two applications, in this process)
@@ -47,9 +48,8 @@ from cti.history import CallHistory  # noqa: E402
 from cti.http import build_api  # noqa: E402
 from cti.routing import AgentDesk  # noqa: E402
 from cti.store import NewInteraction  # noqa: E402
-from cti.web import DESK_KEY  # noqa: E402
-from voice.callcontrol.call import Call, CallInfo  # noqa: E402
-from voice.callcontrol.fake import FakeMedia, FakeSignalling  # noqa: E402
+from cti.web import CONNECTOR_KEY, DESK_KEY  # noqa: E402
+from tests.desk_fakes import FakeCall, FakeConnection  # noqa: E402
 from voice.config import Config, CtiConfig, DatabaseConfig, HostPort, HttpConfig  # noqa: E402
 
 PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -57,11 +57,27 @@ PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 KEY = "bench-key-0123456789abcdef"
 
 
+class Connector:
+    """Answers at once; the agent hangs up `hold` seconds later."""
+
+    def __init__(self, hold: float) -> None:
+        self.hold = hold
+        self.invited: dict[str, float] = {}
+
+    async def connect(self, call: Any, agent_uri: str, *, timeout: float) -> FakeConnection:
+        self.invited[call.key] = time.perf_counter()
+        conn = FakeConnection(answered=True, status=200, reason="OK")
+        asyncio.get_running_loop().call_later(self.hold, conn.finish, "agent", self.hold)
+        return conn
+
+
 class Node:
-    def __init__(self, url: str, schema: str | None) -> None:
+    def __init__(self, url: str, schema: str | None, connector: Connector | None = None) -> None:
         config = Config(http=HttpConfig(listen=HostPort(host="127.0.0.1", port=0), api_keys=(KEY,)),
                         database=DatabaseConfig(url=url), cti=CtiConfig(default_country="DE"))
         self.app = build_api(config, schema=schema)
+        if connector is not None:
+            self.app[CONNECTOR_KEY] = connector
         self.runner = web.AppRunner(self.app, access_log=None)
         self.port = 0
 
@@ -108,7 +124,8 @@ async def run(db: str, args: argparse.Namespace) -> dict[str, Any]:
         conn = await asyncpg.connect(PG_DSN)
         await conn.execute(f'CREATE SCHEMA "{schema}"')
         await conn.close()
-    node_a = Node(url, schema)
+    connector = Connector(args.hold)
+    node_a = Node(url, schema, connector)
     await node_a.start()
     node_b = node_a
     if db == "postgres":
@@ -123,7 +140,7 @@ async def run(db: str, args: argparse.Namespace) -> dict[str, Any]:
             await desk_a.set_agent_state(f"agent{i:03d}", "available")
         arrived: dict[str, float] = {}
         queued: dict[str, float] = {}
-        invited: dict[str, float] = {}
+        invited = connector.invited
         session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {KEY}"},
                                         connector=aiohttp.TCPConnector(limit=0))  # 200 sockets stay open
         sockets = []
@@ -143,30 +160,25 @@ async def run(db: str, args: argparse.Namespace) -> dict[str, Any]:
         readers = [asyncio.ensure_future(reader(ws)) for ws in sockets]
         await asyncio.sleep(0.5)  # every socket past its hello
 
-        async def dial_agent(call: Any, agent: Any) -> bool:
-            invited[call.info.call_id] = time.perf_counter()
-            return True
-
-        desk_a.dial_agent = dial_agent
         history = CallHistory(desk_a.store)
 
         async def one_call(n: int) -> None:
             call_id = f"bench-{n}@{db}"
             caller = f"+49301{n % 200:06d}"
-            info = CallInfo(call_id=call_id, caller=caller, caller_name=None, dialled="100", remote="x")
-            call = Call(info, FakeMedia(), FakeSignalling())
             iid = await history.call_started(call_id=call_id, caller=caller, caller_name=None, dialled="100",
                                              started_at=datetime.now(UTC))
-            desk_a.live.add(call_id, caller=caller, dialled="100", flow="main", interaction_id=iid)
-            hook = desk_a.live.ivr_hook(call_id)
+            call = FakeCall(call_id, caller, interaction_id=iid)
+            desk_a.live.add(call.key, call_id=call_id, caller=caller, dialled="100", flow="main",
+                            interaction_id=iid)
+            hook = desk_a.live.ivr_hook(call.key)
             for node in ("welcome", "menu", "support"):
                 hook("node", {"flow": "main", "node": node})
-            queued[call_id] = time.perf_counter()
+            queued[call.key] = time.perf_counter()
             outcome = await desk_a.route_to_queue(call, "support", timeout=30)
-            if outcome.ok and outcome.agent_id:
-                await asyncio.sleep(args.hold)
-                await desk_a.agent_call_ended(outcome.agent_id, wrap_up=False)
-            desk_a.live.remove(call_id)
+            call.hang_up()
+            if outcome.ok and outcome.agent_id:  # the desk put them in wrap-up: done at once
+                await desk_a.set_agent_state(outcome.agent_id, "available")
+            desk_a.live.remove(call.key)
 
         total = int(args.rate * args.seconds)
         tasks = []

@@ -15,16 +15,19 @@ import hmac
 import re
 import secrets
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ForeignKey, Integer, String, Text, delete, func, or_, select, update
+from sqlalchemy import ForeignKey, String, Table, delete, func, or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cti.db import Database
-from cti.models import Base, Customer, Identity, Interaction, JsonType, UtcDateTime, utcnow
+from cti.models import Base, Customer, Identity, Interaction, InteractionNote, JsonType, UtcDateTime, utcnow
 from cti.queues import AgentState
-from cti.store import customer_dict, iso
+from cti.store import customer_dict, iso, note_dict
+
+__all__ = ["Agent", "AgentSession", "AgentStore", "InteractionNote"]
 
 AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SESSION_HOURS = 12
@@ -51,17 +54,6 @@ class AgentSession(Base):
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
-
-
-class InteractionNote(Base):
-    __tablename__ = "interaction_notes"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    interaction_id: Mapped[str] = mapped_column(ForeignKey("interactions.id", ondelete="CASCADE"), index=True)
-    agent_id: Mapped[str | None] = mapped_column(String(64))
-    text: Mapped[str] = mapped_column(Text)
-    disposition: Mapped[str | None] = mapped_column(String(100))
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 
 class AgentExists(Exception):
@@ -138,13 +130,10 @@ class AgentStore:
         return agent_dict(agent)
 
     async def get_agent(self, agent_id: str) -> dict[str, Any] | None:
-        async with self.db.read() as s:
-            agent = await s.get(Agent, agent_id)
-            return agent_dict(agent) if agent else None
+        return await self.db.run_read(_get_agent, agent_id)
 
     async def list_agents(self) -> list[dict[str, Any]]:
-        async with self.db.read() as s:
-            return [agent_dict(a) for a in (await s.execute(select(Agent).order_by(Agent.id))).scalars()]
+        return await self.db.run_read(_list_agents)
 
     # ---- sign-in -------------------------------------------------------------------------
     async def sign_in(self, agent_id: str, password: str) -> str | None:
@@ -176,43 +165,30 @@ class AgentStore:
         async with self.db.write() as s, s.begin():
             await s.execute(delete(AgentSession).where(AgentSession.token_hash == _token_hash(token)))
 
-    # ---- states --------------------------------------------------------------------------
+    # ---- states (one short transaction each, on the store's writer: see cti.db) ----------------
     async def set_state(self, agent_id: str, state: AgentState | str, call_id: str | None = None) -> datetime:
-        state = AgentState(state)
-        now = utcnow()
-        async with self.db.write() as s, s.begin():
-            result = await s.execute(update(Agent).where(Agent.id == agent_id).values(
-                state=state.value, state_since=now, call_id=call_id))
-            if result.rowcount == 0:  # type: ignore[attr-defined]
-                raise AgentNotFound(agent_id)
-        return now
+        return await self.db.run_write(_set_state, agent_id, AgentState(state).value, call_id, utcnow())
 
     async def reserve(self, agent_id: str, call_id: str) -> bool:
         """available -> ringing, only if still available (another node may have taken the agent).
 
         `state_since` stays: ringing keeps the agent's place in the idle order (see cti.queues).
         """
-        async with self.db.write() as s, s.begin():
-            result = await s.execute(update(Agent).where(
-                Agent.id == agent_id, Agent.state == AgentState.AVAILABLE.value).values(
-                state=AgentState.RINGING.value, call_id=call_id))
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+        return await self.db.run_write(_reserve, agent_id, call_id)
+
+    async def accept(self, agent_id: str, call_id: str) -> datetime | None:
+        """ringing for `call_id` -> on_call; the new `since`, or None when this call is not (or no
+        longer) offered to the agent. An agent already on this call stays as they are."""
+        return await self.db.run_write(_accept, agent_id, call_id, utcnow())
 
     async def release(self, agent_id: str, call_id: str, state: AgentState, *,
                       keep_since: bool = False) -> None:
         """ringing -> `state` if the agent still rings for this call (an offer withdrawn or refused)."""
-        values: dict[str, Any] = {"state": state.value, "call_id": None}
-        if not keep_since:  # keep_since: the agent goes back to idle in the place they had
-            values["state_since"] = utcnow()
-        async with self.db.write() as s, s.begin():
-            await s.execute(update(Agent).where(Agent.id == agent_id, Agent.call_id == call_id,
-                                                Agent.state == AgentState.RINGING.value).values(**values))
+        await self.db.run_write(_release, agent_id, call_id, state.value, None if keep_since else utcnow())
 
     # ---- notes ---------------------------------------------------------------------------
     async def interaction_for_call(self, call_id: str) -> str | None:
-        async with self.db.read() as s:
-            return (await s.execute(select(Interaction.id).where(Interaction.call_id == call_id)
-                                    .order_by(Interaction.started_at.desc()).limit(1))).scalar()
+        return await self.db.run_read(_interaction_for_call, call_id)
 
     async def add_note(self, interaction_id: str, *, agent_id: str, text: str,
                        disposition: str | None) -> dict[str, Any]:
@@ -238,8 +214,7 @@ class AgentStore:
         async with self.db.read() as s:
             rows = (await s.execute(select(InteractionNote).where(
                 InteractionNote.interaction_id == interaction_id).order_by(InteractionNote.id))).scalars()
-            return [{"id": n.id, "agent_id": n.agent_id, "text": n.text, "disposition": n.disposition,
-                     "created_at": iso(n.created_at)} for n in rows]
+            return [note_dict(n) for n in rows]
 
     # ---- customer search (agent page) ----------------------------------------------------
     async def search_customers(self, query: str, limit: int = 20) -> list[dict[str, Any]]:
@@ -256,3 +231,70 @@ class AgentStore:
                 func.lower(Customer.name).like(like, escape="\\"), Customer.id.in_(by_identity)))
                 .order_by(Customer.name).limit(limit))
             return [customer_dict(c) for c in rows.scalars()]
+
+
+# ---- the statements (sync functions of a Core connection, run by Database.run_read/run_write) ----
+AGENTS = cast(Table, Agent.__table__)
+
+
+def _agent_row(row: Any) -> dict[str, Any]:
+    return {"id": row.id, "name": row.name, "sip_uri": row.sip_uri, "skills": list(row.skills or []),
+            "state": row.state, "state_since": iso(row.state_since), "call_id": row.call_id}
+
+
+def _get_agent(conn: Connection, agent_id: str) -> dict[str, Any] | None:
+    row = conn.execute(select(AGENTS).where(AGENTS.c.id == agent_id)).first()
+    return _agent_row(row) if row is not None else None
+
+
+def _list_agents(conn: Connection) -> list[dict[str, Any]]:
+    return [_agent_row(r) for r in conn.execute(select(AGENTS).order_by(AGENTS.c.id))]
+
+
+def _set_state(conn: Connection, agent_id: str, state: str, call_id: str | None, now: datetime) -> datetime:
+    result = conn.execute(update(AGENTS).where(AGENTS.c.id == agent_id).values(
+        state=state, state_since=now, call_id=call_id))
+    if result.rowcount == 0:
+        raise AgentNotFound(agent_id)
+    return now
+
+
+def _reserve(conn: Connection, agent_id: str, call_id: str) -> bool:
+    result = conn.execute(update(AGENTS).where(
+        AGENTS.c.id == agent_id, AGENTS.c.state == AgentState.AVAILABLE.value).values(
+        state=AgentState.RINGING.value, call_id=call_id))
+    return bool(result.rowcount)
+
+
+def _accept(conn: Connection, agent_id: str, call_id: str, now: datetime) -> datetime | None:
+    result = conn.execute(update(AGENTS).where(
+        AGENTS.c.id == agent_id, AGENTS.c.call_id == call_id,
+        AGENTS.c.state == AgentState.RINGING.value).values(state=AgentState.ON_CALL.value, state_since=now))
+    if result.rowcount:
+        return now
+    row = conn.execute(select(AGENTS.c.state, AGENTS.c.call_id, AGENTS.c.state_since)
+                       .where(AGENTS.c.id == agent_id)).first()
+    if row is not None and row.state == AgentState.ON_CALL.value and row.call_id == call_id:
+        since: datetime = row.state_since
+        return since
+    return None
+
+
+def _release(conn: Connection, agent_id: str, call_id: str, state: str, since: datetime | None) -> None:
+    values: dict[str, Any] = {"state": state, "call_id": None}
+    if since is not None:  # None: the agent goes back to idle in the place they had
+        values["state_since"] = since
+    conn.execute(update(AGENTS).where(AGENTS.c.id == agent_id, AGENTS.c.call_id == call_id,
+                                      AGENTS.c.state == AgentState.RINGING.value).values(**values))
+
+
+def _interaction_for_call(conn: Connection, call_id: str) -> str | None:
+    """`call_id`: a call's key (`<node>:<Call-ID>;<tags>`, what pops carry: one record) or a SIP
+    Call-ID (the newest call that used it)."""
+    table = cast(Table, Interaction.__table__)
+    found: str | None = conn.execute(select(table.c.id).where(table.c.idempotency_key == f"call:{call_id}")
+                                     ).scalar()
+    if found is None:
+        found = conn.execute(select(table.c.id).where(table.c.call_id == call_id)
+                             .order_by(table.c.started_at.desc()).limit(1)).scalar()
+    return found

@@ -61,8 +61,9 @@ class CallHistory:
 
     async def call_started(self, *, key: str, call_id: str, caller: str, caller_name: str | None,
                            dialled: str, started_at: datetime, node: str | None = None,
-                           customer_id: str | None = None) -> str:
-        """Create the inbound voice interaction (status in_progress); returns its id.
+                           customer_id: str | None = None, interaction_id: str | None = None) -> str:
+        """Create the inbound voice interaction (status in_progress); returns its id (the one
+        given as `interaction_id` unless this dialog already has a record).
 
         `key` is the call's unique id on its node (Call-ID and both dialog tags): a Call-ID reused
         by another caller is another record. The interaction goes to the customer who owns the
@@ -85,6 +86,7 @@ class CallHistory:
             channel="voice", direction="inbound", started_at=started_at, identities=identities,
             name=None, status="in_progress", subject=f"Call to {dialled}", metadata=metadata,
             call_id=call_id, idempotency_key=f"call:{key}",  # key: "<node>:<Call-ID>;<tags>"
+            id=interaction_id,
         ))
         if customer_id is not None:
             await self.store.attach_interaction(result.interaction_id, customer_id)
@@ -97,13 +99,22 @@ class CallHistory:
     async def call_finished(self, interaction_id: str, *, ended_at: datetime, ended: str,
                             ivr: dict[str, Any] | None, recording: str | None,
                             transcript: list[dict[str, Any]], details: dict[str, Any] | None = None) -> None:
-        """Complete the interaction: how it ended, the IVR record, the recording, the transcript,
-        and what call control adds (queue transfers: agent, wait and talk time)."""
+        """Complete the interaction: how it ended (`outcome`; an agent's disposition stays), the IVR
+        record, the recording, the transcript, and what call control adds (queue transfers: agent,
+        wait and talk time) into its metadata."""
         await self.store.finish_interaction(
-            interaction_id, ended_at=ended_at, status="completed", disposition=ended,
+            interaction_id, ended_at=ended_at, status="completed", outcome=ended,
             ivr=mask_ivr(ivr), recording=recording, transcript=[segment_from_dict(d) for d in transcript],
             metadata=details or None,
         )
+
+    async def add_call_facts(self, interaction_id: str, **facts: Any) -> bool:
+        """What the CDR and the reports need from call control, merged into the interaction's
+        metadata: offered_at / answered_at (datetimes), queue, agent_id, wait_seconds (queued until
+        an agent answered or the caller left), talk_seconds, outcome (cti.cdr.OUTCOMES)."""
+        from cti.cdr import add_call_facts
+
+        return await self.store.db.run_write(add_call_facts, interaction_id, facts)
 
     async def mark_interrupted(self) -> int:
         """At service start: calls left in progress by a previous run become `interrupted`."""

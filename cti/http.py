@@ -20,12 +20,14 @@ from cti.db import Database, migrate, open_database
 from cti.identity import IDENTITY_KINDS, IdentityError, normalize_identity
 from cti.lookup import lookup
 from cti.openapi import openapi_document
+from cti.seclog import security_event
 from cti.store import CustomerStore, IdentityConflict, NotFound, decode_cursor
 from cti.validation import ApiError, invalid, parse_customer, parse_ingest
 from voice.config import Config
 
 if TYPE_CHECKING:
     from cti.ports import AgentConnector
+    from cti.waiting import SpeechRenderer
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ def auth_middleware(api_keys: tuple[str, ...]) -> Any:
             for key in keys:
                 ok |= hmac.compare_digest(given, key)
             if scheme.lower() != "bearer" or not ok:
+                security_event("api_key_rejected", request.remote or "?", given="yes" if given else "no")
                 raise ApiError(401, "missing or wrong API key (Authorization: Bearer <key>)", "Authorization",
                                ) from None
         return await handler(request)
@@ -230,10 +233,11 @@ async def openapi(request: web.Request) -> web.Response:
     return json_response(openapi_document(_store(request).channels))
 
 
-def build_api(config: Config, *, schema: str | None = None,
-              connector: AgentConnector | None = None) -> web.Application:
+def build_api(config: Config, *, schema: str | None = None, connector: AgentConnector | None = None,
+              voice: SpeechRenderer | None = None) -> web.Application:
     """The HTTP API as a complete application; `schema` (PostgreSQL) is for test isolation;
-    `connector` (call control) rings agents for the desk's queues."""
+    `connector` (call control) rings agents for the desk's queues, `voice` (TTS) tells waiting
+    callers their place."""
     app = web.Application(
         client_max_size=config.http.max_body,
         middlewares=[error_middleware, auth_middleware(config.http.api_keys)],
@@ -264,6 +268,15 @@ def build_api(config: Config, *, schema: str | None = None,
     r.add_get(f"{PREFIX}/lookup", cti_lookup)
     r.add_get(f"{PREFIX}/openapi.json", openapi)
     from cti.web import setup as setup_agent_side  # imported here: cti.web imports this module
+    from cti.web.keys import CONNECTOR_KEY, VOICE_KEY
 
-    setup_agent_side(app, config, schema=schema, connector=connector)
+    if connector is not None:
+        app[CONNECTOR_KEY] = connector
+    if voice is not None:
+        app[VOICE_KEY] = voice
+    setup_agent_side(app, config, schema=schema)
+    from cti import ops, reports_api
+
+    reports_api.setup(app)
+    ops.setup(app)  # after the agent side: its startup reads the desk
     return app

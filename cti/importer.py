@@ -3,6 +3,11 @@
 Columns/keys name, phone, email, account, external_id are the customer and its identities;
 every other column becomes an attribute. A row whose identities match a customer updates it;
 otherwise a customer is created. A bad row is reported with its line number and skipped.
+
+CSV cells are text; attribute cells keep their type the way a person reads them: `42`, `-3`,
+`42.50` become numbers, `true`/`false` booleans, anything else (`00123`, `1e5`, `abc`) stays text.
+A column header may name the type instead: `balance:number`, `vip:bool`, `zip:text` (a cell
+that does not fit the named type is an error for that row).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import argparse
 import asyncio
 import csv
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +63,44 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
             if None in row:
                 yield reader.line_num, "more cells than header columns"
                 continue
-            yield reader.line_num, {k.strip(): v for k, v in row.items() if k and v not in (None, "")}
+            try:
+                yield reader.line_num, typed_row(row)
+            except ValueError as exc:
+                yield reader.line_num, str(exc)
+
+
+_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?")
+_TYPES = ("text", "number", "bool")
+
+
+def cell_value(column: str, raw: str, kind: str | None) -> Any:
+    """One CSV attribute cell as its type (see the module docstring)."""
+    text = raw.strip()
+    if kind == "text":
+        return raw
+    if kind in (None, "number") and _NUMBER.fullmatch(text):
+        return float(text) if "." in text else int(text)
+    if kind in (None, "bool") and text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if kind is not None:
+        raise ValueError(f"{column}: {raw[:40]!r} is not a {kind}")
+    return raw
+
+
+def typed_row(row: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if not key or value in (None, ""):
+            continue
+        column, _, kind = key.strip().partition(":")
+        column = column.strip()
+        if kind and kind.strip() not in _TYPES:
+            raise ValueError(f"column {key!r}: unknown type (use {', '.join(_TYPES)})")
+        if column in ("name", *IDENTITY_KINDS):
+            out[column] = value
+        else:
+            out[column] = cell_value(column, value, kind.strip() or None)
+    return out
 
 
 def parse_row(row: dict[str, Any], default_country: str

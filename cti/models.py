@@ -111,7 +111,10 @@ class Interaction(Base):
     subject: Mapped[str | None] = mapped_column(String(500))
     summary: Mapped[str | None] = mapped_column(Text)
     content: Mapped[str | None] = mapped_column(Text)
-    disposition: Mapped[str | None] = mapped_column(String(100))
+    disposition: Mapped[str | None] = mapped_column(String(100))  # the agent's (or the channel's)
+    # How the call itself ended (caller_hangup, agent_hangup, shutdown...): the call end writes
+    # this, never the disposition, so what an agent saved during the call survives the hang-up.
+    outcome: Mapped[str | None] = mapped_column(String(100))
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JsonType, default=dict)
     ivr: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     recording: Mapped[str | None] = mapped_column(String(1000))
@@ -119,6 +122,19 @@ class Interaction(Base):
     # A retry with the same key returns the first result: the unique constraint is what makes
     # that hold under concurrent retries, not the look-up before the insert.
     idempotency_key: Mapped[str | None] = mapped_column(String(300), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class InteractionNote(Base):
+    """What an agent wrote on an interaction (the newest also lands on the interaction itself)."""
+
+    __tablename__ = "interaction_notes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    interaction_id: Mapped[str] = mapped_column(ForeignKey("interactions.id", ondelete="CASCADE"), index=True)
+    agent_id: Mapped[str | None] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    disposition: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 

@@ -7,7 +7,13 @@ from typing import Any
 from cti.store import DIRECTIONS, SEGMENT_KINDS
 
 UUID = {"type": "string", "format": "uuid"}
+# Digits with single spaces, dots or dashes between them, an optional leading +. Only an
+# approximation of "a number phonenumbers accepts" (a real numbering plan decides: 422 if not).
+PHONE_PATTERN = r"^\+?[1-9](?:[ .-]?[0-9]){6,14}$"
 TIME = {"type": "string", "format": "date-time"}
+
+
+ATTRIBUTES = {"type": "object", "propertyNames": {"minLength": 1, "maxLength": 100}}
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -17,6 +23,12 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
 def _identity(max_len: int = 320, **extra: Any) -> dict[str, Any]:
     one = {"type": "string", "minLength": 1, "maxLength": max_len, **extra}
     return {"oneOf": [one, {"type": "array", "items": one, "maxItems": 20}]}
+
+
+def _identity_given(schema: dict[str, Any]) -> dict[str, Any]:
+    """An identity property that names at least one identity (not null, not an empty list)."""
+    one, many = schema["oneOf"]
+    return {"oneOf": [one, {**many, "minItems": 1}]}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -49,10 +61,16 @@ def _query(name: str, schema: dict[str, Any] | None = None, description: str = "
             "description": description}
 
 
+def _identity_query(kind: str) -> dict[str, Any]:
+    extra: dict[str, Any] = {"pattern": PHONE_PATTERN} if kind == "phone" else (
+        {"format": "email"} if kind == "email" else {})
+    return {"type": "string", "minLength": 1, "maxLength": 40 if kind == "phone" else 320, **extra}
+
+
 def openapi_document(channels: tuple[str, ...]) -> dict[str, Any]:
     identity_props = {
         # A pattern only approximates "a number phonenumbers accepts"; the server decides (422 if not).
-        "phone": _identity(40, pattern=r"^\+?[1-9][0-9 ()./-]{6,20}$"),
+        "phone": _identity(40, pattern=PHONE_PATTERN),
         "email": _identity(format="email"), "account": _identity(200), "external_id": _identity(200),
     }
     text = {"type": "string"}
@@ -66,18 +84,26 @@ def openapi_document(channels: tuple[str, ...]) -> dict[str, Any]:
             "phones": {"type": "array", "items": text}, "emails": {"type": "array", "items": text},
             "accounts": {"type": "array", "items": text}, "external_ids": {"type": "array", "items": text},
             "attributes": {"type": "object"}, "created_at": TIME, "updated_at": TIME}},
+        # null = not given (the server treats an absent field and null alike)
         "CustomerInput": {"type": "object", "additionalProperties": False, "properties": {
-            "name": {"type": "string", "maxLength": 200}, "attributes": {"type": "object"},
-            **identity_props}},
+            "name": _nullable({"type": "string", "maxLength": 200}), "attributes": _nullable(ATTRIBUTES),
+            **{k: _nullable(v) for k, v in identity_props.items()}}},
+        "CustomerCreate": {"allOf": [_ref("CustomerInput"), {
+            "description": "a name or at least one identity",
+            "anyOf": [{"required": ["name"], "properties": {"name": {"type": "string", "minLength": 1}}},
+                      *({"required": [k], "properties": {k: _identity_given(v)}}
+                        for k, v in identity_props.items())]}]},
         "CustomerRef": {"type": "object", "additionalProperties": False,
                         "description": "at least one of phone, email, account, external_id",
-                        "anyOf": [{"required": [k]} for k in ("phone", "email", "account", "external_id")],
-                        "properties": {"name": {"type": "string", "maxLength": 200}, **identity_props}},
+                        "anyOf": [{"required": [k], "properties": {k: _identity_given(v)}}
+                                  for k, v in identity_props.items()],
+                        "properties": {"name": _nullable({"type": "string", "maxLength": 200}),
+                                       **{k: _nullable(v) for k, v in identity_props.items()}}},
         "Segment": {"type": "object", "additionalProperties": False,
                     "required": ["start", "end", "speaker", "kind"], "properties": {
                         "start": {"type": "number", "minimum": 0}, "end": {"type": "number", "minimum": 0},
                         "speaker": {"type": "string", "minLength": 1, "maxLength": 40},
-                        "kind": {"type": "string", "enum": list(SEGMENT_KINDS)}, "text": text,
+                        "kind": {"type": "string", "enum": list(SEGMENT_KINDS)}, "text": _nullable(text),
                         "confidence": _nullable({"type": "number", "minimum": 0, "maximum": 1}),
                         "engine": _nullable({"type": "string", "maxLength": 100})}},
         "InteractionInput": {
@@ -131,12 +157,14 @@ def openapi_document(channels: tuple[str, ...]) -> dict[str, Any]:
                           **_COMMON_ERRORS}}},
         "/api/v1/customers": {
             "post": {"operationId": "createCustomer", "summary": "Create a customer",
-                     "requestBody": _body(_ref("CustomerInput")),
+                     "requestBody": _body(_ref("CustomerCreate")),
                      "responses": {"201": _ok("created", _ref("Customer")),
                                    "409": _error("an identity belongs to another customer"),
                                    **_BODY_ERRORS, **_COMMON_ERRORS}},
             "get": {"operationId": "findCustomers", "summary": "Customers by identity",
-                    "parameters": [_query(k) for k in ("phone", "email", "account", "external_id")],
+                    "description": "Give at least one of phone, email, account, external_id (422 without).",
+                    "parameters": [_query(k, _identity_query(k)) for k in ("phone", "email", "account",
+                                                                         "external_id")],
                     "responses": {"200": _ok("matches", {"type": "object", "properties": {
                         "customers": {"type": "array", "items": _ref("Customer")}}}),
                         "422": _error("no or invalid identity"), **_COMMON_ERRORS}}},
@@ -146,7 +174,9 @@ def openapi_document(channels: tuple[str, ...]) -> dict[str, Any]:
                                   **_COMMON_ERRORS}},
             "patch": {"operationId": "updateCustomer",
                       "summary": "Set name, merge attributes (null deletes), add identities",
-                      "parameters": [_ID_PARAM], "requestBody": _body(_ref("CustomerInput")),
+                      "parameters": [_ID_PARAM], "requestBody": _body(
+                          {"allOf": [_ref("CustomerInput"), {"minProperties": 1}],
+                           "description": "name, attributes or identities to change (422 when nothing)"}),
                       "responses": {"200": _ok("updated", _ref("Customer")), "404": _error("not found"),
                                     "409": _error("an identity belongs to another customer"),
                                     **_BODY_ERRORS, **_COMMON_ERRORS}}},
@@ -167,7 +197,9 @@ def openapi_document(channels: tuple[str, ...]) -> dict[str, Any]:
             "operationId": "openapi", "security": [],
             "responses": {"200": _ok("this document", {"type": "object"})}}},
     }
-    return {
+    from cti.openapi_ops import merge
+
+    return merge({
         "openapi": "3.0.3",
         "info": {"title": "voice customer store API", "version": "1"},
         "servers": [{"url": "/"}],
@@ -175,4 +207,4 @@ def openapi_document(channels: tuple[str, ...]) -> dict[str, Any]:
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "security": [{"bearer": []}],
         "paths": paths,
-    }
+    }, channels)

@@ -23,7 +23,7 @@ Every method takes `now` (seconds, any monotonic clock), so tests move the clock
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 
@@ -60,6 +60,11 @@ class QueueSpec:
     timeout: float = 300.0  # seconds a caller waits before the overflow branch
     ring_timeout: float = 20.0  # seconds an agent's phone rings before the next agent
     no_answer: str = "away"
+    music: str | None = None  # music on hold file (None: the built-in tune)
+    announce_interval: float = 30.0  # seconds between position announcements (0: on change only)
+    ringing: str = "music"  # while an agent's phone rings the caller hears: music | ringback
+    overflow: str | None = None  # the queue a caller moves to when the timeout passes
+    service_level: float = 20.0  # seconds: answered within counts as within the service level
 
     @property
     def required_skill(self) -> str:
@@ -79,19 +84,19 @@ class Waiting:
 
 class QueueEngine:
     def __init__(self, specs: Iterable[QueueSpec] = (), *, default_timeout: float = 300.0,
-                 ring_timeout: float = 20.0, no_answer: str = "away") -> None:
+                 ring_timeout: float = 20.0, no_answer: str = "away",
+                 defaults: QueueSpec | None = None) -> None:
+        """`defaults` (the config's [queues]) is the spec of every queue not in `specs`; without
+        it, the keywords give one."""
         self.specs = {s.name: s for s in specs}
-        self.default_timeout = default_timeout
-        self.ring_timeout = ring_timeout  # defaults for queues without their own spec ([queues])
-        self.no_answer_policy = no_answer
+        self.defaults = defaults or QueueSpec(name="", timeout=default_timeout, ring_timeout=ring_timeout,
+                                              no_answer=no_answer)
         self.agents: dict[str, AgentSlot] = {}
         self.calls: dict[str, Waiting] = {}  # waiting or being offered
 
     # ---- configuration -------------------------------------------------------------------
     def spec(self, queue: str) -> QueueSpec:
-        return self.specs.get(queue) or QueueSpec(name=queue, timeout=self.default_timeout,
-                                                  ring_timeout=self.ring_timeout,
-                                                  no_answer=self.no_answer_policy)
+        return self.specs.get(queue) or replace(self.defaults, name=queue, skill="")
 
     def upsert_agent(self, agent_id: str, *, name: str, sip_uri: str, skills: Iterable[str],
                      state: AgentState | str | None = None, since: float = 0.0) -> AgentSlot:

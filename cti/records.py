@@ -62,6 +62,7 @@ class NewInteraction:
     call_id: str | None = None
     idempotency_key: str | None = None
     transcript: list[Segment] = field(default_factory=list)
+    id: str | None = None  # chosen by the caller (a call knows its record's id before it is written)
 
 
 @dataclass(frozen=True, kw_only=True)

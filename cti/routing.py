@@ -1,15 +1,20 @@
 """The agent desk of one node: queues that wait for agents, offers, screen pops, agent states.
 
-`AgentDesk.route_to_queue(call, queue)` is what the IVR's `transfer: queue:NAME` runs (through
-`transfer_queue`, the interpreter's hook). The ACD decisions come from the pure `QueueEngine`;
-this module adds the waiting, the database (states shared by every node, `reserve` as the
-compare-and-set that stops two nodes offering one agent), the events, and the injected
-`dial_agent(call, agent) -> bool` that rings the agent's phone and bridges the legs (the SIP side):
-True once the agent answered and the legs are bridged, False for no answer, busy or failure.
-It is cancelled (and must CANCEL its INVITE) when the ring timeout passes or the caller hangs up.
+`AgentDesk.transfer_queue(call, queue)` is what the IVR's `transfer: queue:NAME` runs. It owns the
+whole queue transfer, so control runs one way (interpreter -> desk -> connector) and returns once:
+1. the caller waits (hearing music, their position, see cti.waiting) until the pure `QueueEngine`
+   picks an agent, the timeout passes (then the queue's `overflow` queue, else the flow's
+   on_failure), or the caller hangs up;
+2. the agent is reserved in the database (`reserve`: the compare-and-set that stops two nodes
+   offering one agent), the screen pop is published, and the `AgentConnector` (call control, see
+   cti.ports) rings the agent's URI for the ring timeout; it is cancelled when the caller hangs up;
+3. answered: the desk awaits the bridged conversation (`connection.wait_finished()`), puts the
+   agent in wrap-up, and returns the `QueueOutcome` with who hung up and the talk time.
+   Not answered: the no-answer policy, a "missed" event explaining it, and the next agent.
 
-The screen pop is published just before `dial_agent` starts: the INVITE leaves at that moment,
-so the page shows the caller while the phone rings.
+The screen pop is published just before `connect` starts: the INVITE leaves at that moment, so
+the page shows the caller while the phone rings. Calls are known by `CallView.key` (unique per
+dialog and node) in the engine, the agents' `call_id` and the live calls.
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, is_dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -27,25 +32,47 @@ from cti.agents import AgentNotFound, AgentStore
 from cti.events import EventBus
 from cti.live import LiveCalls
 from cti.lookup import lookup
-from cti.ports import AgentConnection, AgentConnector
-from cti.queues import AgentSlot, AgentState, QueueEngine
+from cti.ports import AgentConnection, AgentConnector, CallView
+from cti.queues import AgentSlot, AgentState, QueueEngine, QueueSpec
 from cti.store import CustomerStore
+from cti.waiting import CallerHold, MusicLibrary, SpeechRenderer
 
 log = logging.getLogger("cti.routing")
 
-DialAgent = Callable[[Any, AgentSlot], Awaitable[bool]]
-PositionHook = Callable[[Any, int], Awaitable[None]]
 MAX_TRANSCRIPT = 100  # segments in a pop: the newest ones; the page can load the rest
+RING_GRACE = 5.0  # seconds past the ring timeout before the desk itself gives up on `connect`
+_RECENT_FIELDS = ("id", "channel", "direction", "started_at", "subject", "summary", "disposition")
 
 
 @dataclass(frozen=True, kw_only=True)
 class QueueOutcome:
     ok: bool
-    reason: str  # connected | timeout | abandoned | no_agents | no_dialer
-    queue: str
+    reason: str  # connected | timeout | abandoned | no_agents | no_connector
+    queue: str  # the queue the caller was in last (an overflow queue, if they moved)
     agent_id: str | None = None
-    waited: float = 0.0
+    waited: float = 0.0  # seconds from entering the queue to the agent answering (or giving up)
     offers: int = 0
+    hangup_by: str | None = None  # connected: "agent" | "caller" | "shutdown"
+    talk_seconds: float | None = None  # connected: length of the conversation
+
+
+@dataclass(kw_only=True)
+class QueueStats:
+    """This node's counts for one queue since start (the service level of GET /api/v1/queues)."""
+
+    offered: int = 0  # callers who entered
+    answered: int = 0
+    within_service_level: int = 0
+    abandoned: int = 0
+    timed_out: int = 0
+    waits: list[float] = field(default_factory=list)  # the last answered callers' waits
+
+    def to_json(self, service_level: float) -> dict[str, Any]:
+        done = self.answered + self.abandoned + self.timed_out
+        return {"offered": self.offered, "answered": self.answered, "abandoned": self.abandoned,
+                "timed_out": self.timed_out, "service_level_seconds": service_level,
+                "service_level": round(self.within_service_level / done, 3) if done else None,
+                "average_wait": round(sum(self.waits) / len(self.waits), 1) if self.waits else None}
 
 
 def _wall(ts: str | datetime | None) -> float:
@@ -58,29 +85,35 @@ def _wall(ts: str | datetime | None) -> float:
 
 class AgentDesk:
     def __init__(self, *, store: CustomerStore, agents: AgentStore, bus: EventBus,
+                 connector: AgentConnector | None, voice: SpeechRenderer | None = None,
                  live: LiveCalls | None = None, engine: QueueEngine | None = None, recent: int = 10,
-                 clock: Callable[[], float] = time.time, connector: AgentConnector | None = None) -> None:
+                 music: MusicLibrary | None = None, clock: Callable[[], float] = time.time) -> None:
+        """`connector`: call control's agent connector (None: an API-only process; queue transfers
+        then fail with reason "no_connector"). `voice`: the TTS that says the caller's position
+        (None: music only)."""
         self.store = store
         self.agents = agents
         self.bus = bus
+        self.connector = connector
+        self.voice = voice
         self.live = live or LiveCalls()
         self.engine = engine or QueueEngine()
         self.recent = recent
+        self.music = music or MusicLibrary()
         self.clock = clock  # wall time: agents' `since` comes from the shared database
-        self.dial_agent: DialAgent | None = None
-        self.connector = connector
-        self._connections: dict[str, AgentConnection] = {}
-        if connector is not None:
-            self.dial_agent = self._connect
-        self.on_position: PositionHook | None = None
         self.library: Any = None  # the service's FlowLibrary, for the admin page
+        self.stats: dict[str, QueueStats] = {}
         self._applied: dict[str, float] = {}  # agent -> `since` of the newest state applied
+        self._pops: dict[str, dict[str, Any]] = {}  # agent -> the last pop (for hello)
+        self._missed: dict[str, dict[str, Any]] = {}  # agent -> the last missed call (for hello)
         self._wake: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         self.bus.add_listener(self._on_event)
         await self.bus.start()
         await self.reload_agents()
+        specs = [self.engine.defaults, *self.engine.specs.values()]
+        await self.music.preload([s.music for s in specs])
 
     async def close(self) -> None:
         await self.bus.close()
@@ -114,6 +147,11 @@ class AgentDesk:
         elif kind == "agent" and isinstance(event.get("agent"), dict):
             self.apply_agent(event["agent"], with_state=False)
             self._poke()
+        elif kind == "screen_pop" and agent_id is not None:
+            self._pops[agent_id] = event
+            self._missed.pop(agent_id, None)
+        elif kind == "missed" and agent_id is not None:
+            self._missed[agent_id] = event
 
     def _poke(self) -> None:
         if self._wake is not None and not self._wake.done():
@@ -129,12 +167,34 @@ class AgentDesk:
         """Send a screen pop to the agent's websockets, on whichever node they are."""
         await self.bus.publish(agent_id, {**payload, "type": "screen_pop", "agent_id": agent_id})
 
+    def current_for(self, agent: dict[str, Any]) -> dict[str, Any]:
+        """What a newly connected page must show (the websocket's hello): the pop of the call the
+        agent is offered, talking on or wrapping up, and the last missed call while they are away."""
+        out: dict[str, Any] = {"call": None, "missed": None}
+        pop = self._pops.get(agent["id"])
+        if (pop is not None and agent["state"] in ("ringing", "on_call", "wrap_up")
+                and agent.get("call_id") == pop.get("call_id")):
+            out["call"] = pop
+        missed = self._missed.get(agent["id"])
+        if missed is not None and agent["state"] == AgentState.AWAY.value:
+            out["missed"] = missed
+        return out
+
     async def set_agent_state(self, agent_id: str, state: AgentState | str,
                               call_id: str | None = None) -> None:
         """Record a state in the database, here, and on every other node (and the agent's page)."""
         state = AgentState(state)
         since = (await self.agents.set_state(agent_id, state, call_id)).timestamp()
         await self._state_changed(agent_id, state, since, call_id)
+
+    async def accept_offer(self, agent_id: str, call_id: str) -> bool:
+        """The agent took the call on the page: on_call, only if this call is offered to them
+        (or they already talk on it). False (nothing changed) for any other call."""
+        since = await self.agents.accept(agent_id, call_id)
+        if since is None:
+            return False
+        await self._state_changed(agent_id, AgentState.ON_CALL, since.timestamp(), call_id)
+        return True
 
     async def _state_changed(self, agent_id: str, state: AgentState, since: float,
                              call_id: str | None) -> None:
@@ -144,31 +204,28 @@ class AgentDesk:
         self._on_event(agent_id, event)
         await self.bus.publish(agent_id, event)
 
-    async def agent_call_ended(self, agent_id: str, *, wrap_up: bool = True) -> None:
-        """The bridged call is over: the agent goes to wrap-up (and makes themself available)."""
-        with contextlib.suppress(AgentNotFound):
-            await self.set_agent_state(agent_id, AgentState.WRAP_UP if wrap_up else AgentState.AVAILABLE)
-
     # ---- screen pop -----------------------------------------------------------------------
-    async def build_screen_pop(self, call: Any, agent_id: str, queue: str | None = None) -> dict[str, Any]:
-        """Caller, customer (or None), IVR path and inputs, transcript so far, recent history."""
+    async def build_screen_pop(self, call: CallView, agent_id: str,
+                               queue: str | None = None) -> dict[str, Any]:
+        """Caller, customer (the one the IVR identified, else the caller ID's owner, or None),
+        IVR path and inputs, transcript so far, recent history."""
         info = call.info
-        entry = self.live.get(info.call_id)
-        found = await lookup(self.store, phone=info.caller, recent=max(self.recent, 20))
-        interaction_id = entry.interaction_id if entry and entry.interaction_id else \
+        entry = self.live.get(call.key)
+        interaction_id = call.interaction_id or (entry.interaction_id if entry else None) or \
             await self.agents.interaction_for_call(info.call_id)
+        customer, recent, identified_by = await self._pop_customer(call)
         # This very call is already in the history: the agent wants the ones before it.
-        recent = [i for i in found["recent_interactions"] if i["id"] != interaction_id]
+        recent = [i for i in recent if i["id"] != interaction_id]
         by_channel: dict[str, dict[str, Any]] = {}
         for item in recent:
             by_channel.setdefault(item["channel"], item)
         transcript = [asdict(s) if is_dataclass(s) and not isinstance(s, type) else dict(s)
-                      for s in list(getattr(call, "transcript", []))[-MAX_TRANSCRIPT:]]
+                      for s in list(call.transcript)[-MAX_TRANSCRIPT:]]
         return {
-            "type": "screen_pop", "call_id": info.call_id, "interaction_id": interaction_id,
-            "agent_id": agent_id, "queue": queue,
+            "type": "screen_pop", "call_id": call.key, "sip_call_id": info.call_id,
+            "interaction_id": interaction_id, "agent_id": agent_id, "queue": queue,
             "caller": {"number": info.caller, "name": info.caller_name, "dialled": info.dialled},
-            "customer": found["customer"], "found": found["found"],
+            "customer": customer, "found": customer is not None, "identified_by": identified_by,
             "ivr": {"flow": entry.flow if entry else None, "node": entry.node if entry else None,
                     "path": list(entry.path) if entry else [], "inputs": list(entry.inputs) if entry else []},
             "transcript": transcript,
@@ -176,41 +233,60 @@ class AgentDesk:
             "last_by_channel": by_channel,
         }
 
+    async def _pop_customer(
+            self, call: CallView) -> tuple[dict[str, Any] | None, list[dict[str, Any]], str | None]:
+        want = max(self.recent, 20)
+        if call.customer_id:
+            customer = await self.store.get_customer(call.customer_id)
+            if customer is not None:
+                items, _ = await self.store.timeline(customer["id"], limit=want)
+                return (customer, [{k: i[k] for k in _RECENT_FIELDS} for i in items],
+                        call.identified_by or "ivr")
+            log.warning("call %s: the identified customer is gone; looking up the caller ID", call.key)
+        found = await lookup(self.store, phone=call.info.caller, recent=want)
+        if not found["found"]:
+            return None, [], None
+        return found["customer"], found["recent_interactions"], "caller_id"
+
     # ---- queues ---------------------------------------------------------------------------
-    async def transfer_queue(self, call: Any, queue_name: str) -> QueueOutcome:
-        """The interpreter's `transfer_queue` hook: not ok -> the transfer's on_failure (overflow).
-        When connected, returns once the conversation with the agent is over."""
-        outcome = await self.route_to_queue(call, queue_name, on_position=self.on_position)
-        connection = self._connections.pop(call.key, None) if hasattr(call, "key") else None
-        if outcome.ok and connection is not None and outcome.agent_id is not None:
-            try:
-                await connection.wait_finished()
-            finally:
-                await self.agent_call_ended(outcome.agent_id)
-        return outcome
+    async def transfer_queue(self, call: CallView, queue_name: str) -> QueueOutcome:
+        """The interpreter's `transfer_queue` hook: returns after the conversation with the agent
+        (connected) or when the caller could not be served (then the transfer's on_failure)."""
+        return await self.route_to_queue(call, queue_name)
 
-    async def _connect(self, call: Any, slot: AgentSlot) -> bool:
-        assert self.connector is not None
-        connection = await self.connector.connect(call, slot.sip_uri, timeout=120.0)
-        if connection.answered:
-            self._connections[call.key] = connection
-        return connection.answered
-
-    async def route_to_queue(self, call: Any, queue_name: str, *, on_position: PositionHook | None = None,
+    async def route_to_queue(self, call: CallView, queue_name: str, *,
                              timeout: float | None = None) -> QueueOutcome:
-        """Wait for an agent, offer, ring; returns when connected, timed out, or the caller hung up."""
+        """Wait (moving to the overflow queue at the timeout), offer, ring, talk; see the module doc."""
+        t0 = self.clock()
+        visited: list[str] = []
+        name = queue_name
+        while True:
+            visited.append(name)
+            outcome = await self._serve(call, name, t0, timeout if len(visited) == 1 else None)
+            overflow = self.engine.spec(name).overflow
+            if outcome.reason == "timeout" and overflow and overflow.removeprefix("queue:") not in visited:
+                name = overflow.removeprefix("queue:")
+                log.info("call %s: %s timed out, overflow to %s", call.key, visited[-1], name)
+                continue
+            return outcome
+
+    async def _serve(self, call: CallView, queue_name: str, t0: float, timeout: float | None) -> QueueOutcome:
         spec = self.engine.spec(queue_name)
-        call_id = call.info.call_id
+        stats = self.stats.setdefault(queue_name, QueueStats())
+        call_id = call.key
         if not self.engine.has_skill(spec.required_skill):
             return QueueOutcome(ok=False, reason="no_agents", queue=queue_name)
-        if self.dial_agent is None:
-            return QueueOutcome(ok=False, reason="no_dialer", queue=queue_name)
-        t0 = self.clock()
-        entry = self.engine.enqueue(call_id, queue_name, t0, timeout)
+        if self.connector is None:
+            return QueueOutcome(ok=False, reason="no_connector", queue=queue_name)
+        stats.offered += 1
+        entered = self.clock()
+        entry = self.engine.enqueue(call_id, queue_name, entered, timeout)
         self.live.update(call_id, queue=queue_name)
-        ended = asyncio.ensure_future(call.wait_ended())
-        announcer: asyncio.Task[None] | None = None
-        last_position: int | None = None
+        hold = CallerHold(call, music=self.music.get(spec.music),
+                          ringback=self.music.ringback if spec.ringing == "ringback" else None,
+                          voice=self.voice, announce_interval=spec.announce_interval)
+        hold.start()
+        ended: asyncio.Future[Any] = asyncio.ensure_future(call.wait_ended())
         offers = 0
 
         def outcome(ok: bool, reason: str, agent_id: str | None = None) -> QueueOutcome:
@@ -220,39 +296,43 @@ class AgentDesk:
         try:
             while True:
                 if call.ended:
+                    stats.abandoned += 1
                     return outcome(False, "abandoned")
                 now = self.clock()
                 slot = self.engine.offer(call_id, now)
                 if slot is not None:
-                    if announcer is not None:
-                        announcer.cancel()
                     offers += 1
-                    result = await self._offer(call, slot, queue_name, ended)
+                    hold.ringing()
+                    result = await self._offer(call, slot, spec, ended)
+                    if isinstance(result, str):  # "abandoned"
+                        stats.abandoned += 1
+                        return outcome(False, "abandoned", slot.id)
                     if result is not None:
-                        return outcome(result == "connected", result, slot.id)
-                    last_position = None
+                        await hold.close()
+                        connected = outcome(True, "connected", slot.id)
+                        return await self._talk(call, slot.id, spec, result, connected,
+                                                self.clock() - entered)
+                    hold.waiting()
                     continue
                 if entry.deadline <= now:
+                    stats.timed_out += 1
                     return outcome(False, "timeout")
-                position = self.engine.position(call_id)
-                if on_position is not None and position is not None and position != last_position:
-                    last_position = position
-                    if announcer is not None:
-                        announcer.cancel()
-                    announcer = asyncio.ensure_future(on_position(call, position))
-                await asyncio.wait({self._wake_future(), ended}, timeout=entry.deadline - now,
+                hold.position(self.engine.position(call_id))
+                wake: set[asyncio.Future[Any]] = {self._wake_future(), ended}
+                await asyncio.wait(wake, timeout=entry.deadline - now,
                                    return_when=asyncio.FIRST_COMPLETED)
         finally:
             self.engine.abandon(call_id)
             ended.cancel()
-            if announcer is not None:
-                announcer.cancel()
+            await hold.close()
             self.live.update(call_id, queue=None)
             self._poke()  # positions of the others changed
 
-    async def _offer(self, call: Any, slot: AgentSlot, queue: str, ended: asyncio.Future[Any]) -> str | None:
-        """Ring one agent: "connected", "abandoned", or None (try the next agent)."""
-        call_id = call.info.call_id
+    async def _offer(self, call: CallView, slot: AgentSlot, spec: QueueSpec,
+                     ended: asyncio.Future[Any]) -> AgentConnection | str | None:
+        """Ring one agent: the connection when answered, "abandoned", or None (try the next agent)."""
+        assert self.connector is not None
+        call_id = call.key
         if not await self.agents.reserve(slot.id, call_id):
             self.engine.withdraw(call_id)  # another node was faster: learn the agent's real state
             agent = await self.agents.get_agent(slot.id)
@@ -260,22 +340,37 @@ class AgentDesk:
                 self.apply_agent(agent)
             return None
         await self._state_changed(slot.id, AgentState.RINGING, slot.since, call_id)
-        await self.publish_screen_pop(slot.id, await self.build_screen_pop(call, slot.id, queue))
-        assert self.dial_agent is not None
-        dial = asyncio.ensure_future(self.dial_agent(call, slot))
-        spec = self.engine.spec(queue)
-        done, _ = await asyncio.wait({dial, ended}, timeout=spec.ring_timeout,
-                                     return_when=asyncio.FIRST_COMPLETED)
-        answered = False
-        if dial in done:
-            try:
-                answered = bool(dial.result())
-            except Exception:
-                log.exception("call %s: dialling agent %s failed", call_id, slot.id)
-        else:
+        await self.publish_screen_pop(slot.id, await self.build_screen_pop(call, slot.id, spec.name))
+        dial = asyncio.ensure_future(self.connector.connect(call, slot.sip_uri, timeout=spec.ring_timeout))
+        try:
+            done, _ = await asyncio.wait({dial, ended}, timeout=spec.ring_timeout + RING_GRACE,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the transfer itself is cancelled (shutdown): stop ringing
             dial.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await dial
+            with contextlib.suppress(Exception):
+                await self.agents.release(slot.id, call_id, AgentState.AVAILABLE, keep_since=True)
+            raise
+        connection: AgentConnection | None = None
+        why = f"your phone did not answer within {spec.ring_timeout:g} s"
+        if dial in done:
+            try:
+                connection = dial.result()
+            except Exception as exc:
+                log.exception("call %s: connecting agent %s failed", call_id, slot.id)
+                why = f"your phone could not be reached ({type(exc).__name__})"
+        else:
+            dial.cancel()  # the connector CANCELs the INVITE
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await dial
+        if connection is not None and connection.answered and not call.ended:
+            self.engine.answered(call_id, self.clock())
+            self.live.update(call_id, agent_id=slot.id)
+            await self.set_agent_state(slot.id, AgentState.ON_CALL, call_id)
+            return connection
+        if connection is not None and connection.answered:
+            connection.hangup()  # answered just as the caller left
         if call.ended:
             # The caller left while the phone rang: the agent goes back to idle, keeping their place.
             await self.agents.release(slot.id, call_id, AgentState.AVAILABLE, keep_since=True)
@@ -285,37 +380,47 @@ class AgentDesk:
                 await self._state_changed(slot.id, AgentState(agent["state"]), _wall(agent["state_since"]),
                                           agent["call_id"])
             return "abandoned"
-        if answered:
-            self.engine.answered(call_id, self.clock())
-            self.live.update(call_id, agent_id=slot.id)
-            await self.set_agent_state(slot.id, AgentState.ON_CALL, call_id)
-            return "connected"
+        if connection is not None and connection.status not in (None, 408, 480, 487):
+            why = f"your phone refused the call ({connection.status} {connection.reason})".rstrip()
         after = self.engine.no_answer(call_id, self.clock())
         state = after.state if after is not None else AgentState.AWAY
-        log.info("call %s: agent %s did not answer; agent now %s", call_id, slot.id, state.value)
-        await self.bus.publish(slot.id, {"type": "missed", "agent_id": slot.id, "call_id": call_id})
+        log.info("call %s: agent %s did not answer (%s); agent now %s", call_id, slot.id,
+                 connection.status if connection else "no result", state.value)
+        message = f"You missed a call from {call.info.caller or 'a withheld number'}: {why}"
+        message += (", so you were set to Away. Press Available to take calls again."
+                    if state == AgentState.AWAY else ". You stay available.")
+        await self.bus.publish(slot.id, {
+            "type": "missed", "agent_id": slot.id, "call_id": call_id, "queue": spec.name,
+            "caller": call.info.caller, "status": connection.status if connection else None,
+            "state": state.value, "message": message, "at": time.time()})
         await self.set_agent_state(slot.id, state)
         return None
 
+    async def _talk(self, call: CallView, agent_id: str, spec: QueueSpec, connection: AgentConnection,
+                    connected: QueueOutcome, wait: float) -> QueueOutcome:
+        """Until the bridged conversation is over; then the agent wraps up (keeping the call id, so
+        a reloaded page shows the call it is writing notes for)."""
+        stats = self.stats.setdefault(spec.name, QueueStats())
+        stats.answered += 1
+        stats.within_service_level += wait <= spec.service_level
+        stats.waits = [*stats.waits[-99:], wait]
+        try:
+            end = await connection.wait_finished()
+        finally:
+            connection.hangup()  # idempotent; cancelled (shutdown): the agent's leg ends too
+            with contextlib.suppress(AgentNotFound):
+                await self.set_agent_state(agent_id, AgentState.WRAP_UP, call.key)
+            self.live.update(call.key, agent_id=None)
+        log.info("call %s: %s with agent %s for %.1fs, %s hung up", call.key, spec.name, agent_id,
+                 end.talk_seconds, end.hangup_by)
+        return replace(connected, hangup_by=end.hangup_by, talk_seconds=end.talk_seconds)
+
     def snapshot(self) -> dict[str, Any]:
-        """Queue lengths, waiting positions and agent states as this node sees them."""
+        """Queue lengths, waiting positions, service levels and agent states as this node sees them."""
         return {"queues": self.engine.lengths(), "positions": self.engine.positions(),
+                "service": {name: st.to_json(self.engine.spec(name).service_level)
+                            for name, st in sorted(self.stats.items())},
                 "agents": [{"id": a.id, "name": a.name, "state": a.state.value, "since": a.since,
                             "call_id": a.call_id, "skills": sorted(a.skills),
                             "connected": self.bus.connected(a.id)}
                            for a in sorted(self.engine.agents.values(), key=lambda a: a.id)]}
-
-
-def position_announcer(tts: Any, text: str = "You are number {position} in line. Please hold.",
-                       ) -> PositionHook:
-    """An `on_position` that says the caller's place with the service's TTS (a voice.tts.Tts)."""
-
-    async def announce(call: Any, position: int) -> None:
-        pcm = await tts.render(text.format(position=position))
-        try:
-            await call.play(pcm, dtmf_barge_in=False)
-        except asyncio.CancelledError:
-            call.stop_playback()  # an agent is being rung: the caller hears them next
-            raise
-
-    return announce

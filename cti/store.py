@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from cti import writes
 from cti.db import BatchFailed, Database, GroupCommit
 from cti.identity import IDENTITY_KINDS
-from cti.models import Customer, Identity, Interaction, TranscriptSegment, UtcDateTime
+from cti.models import Customer, Identity, Interaction, InteractionNote, TranscriptSegment, UtcDateTime
 from cti.records import (
     CHANNELS,
     DIRECTIONS,
@@ -118,6 +118,11 @@ def customer_record(customer: Any, identities: Iterable[tuple[str, str]]) -> dic
         "created_at": iso(customer.created_at),
         "updated_at": iso(customer.updated_at),
     }
+
+
+def note_dict(note: InteractionNote) -> dict[str, Any]:
+    return {"id": note.id, "agent_id": note.agent_id, "text": note.text, "disposition": note.disposition,
+            "created_at": iso(note.created_at)}
 
 
 def summary_dict(row: Any) -> dict[str, Any]:
@@ -233,11 +238,14 @@ class CustomerStore:
         raise AssertionError("unreachable")
 
     async def finish_interaction(self, interaction_id: str, *, ended_at: datetime, status: str,
-                                 disposition: str | None, ivr: dict[str, Any] | None,
-                                 recording: str | None, transcript: Sequence[Segment],
+                                 ivr: dict[str, Any] | None, recording: str | None,
+                                 transcript: Sequence[Segment], outcome: str | None = None,
+                                 disposition: str | None = None,
                                  metadata: dict[str, Any] | None = None) -> None:
+        """Complete an interaction. `outcome`: how it ended; `disposition` is set only when given
+        (an agent's disposition saved during the call stays); `metadata` is merged into its own."""
         await self.db.run_write(writes.finish, interaction_id, ended_at, status, disposition, ivr, recording,
-                                list(transcript), metadata)
+                                list(transcript), outcome, metadata)
 
     async def attach_interaction(self, interaction_id: str, customer_id: str,
                                  metadata: dict[str, Any] | None = None) -> None:
@@ -265,7 +273,10 @@ class CustomerStore:
             out = summary_dict(row)
             out.update(content=row.content, metadata=row.meta, ivr=row.ivr, recording=row.recording,
                        call_id=row.call_id, idempotency_key=row.idempotency_key,
-                       created_at=iso(row.created_at))
+                       created_at=iso(row.created_at), outcome=row.outcome)
+            notes = (await s.execute(select(InteractionNote).where(
+                InteractionNote.interaction_id == interaction_id).order_by(InteractionNote.id))).scalars()
+            out["notes"] = [note_dict(n) for n in notes]
             out["transcript"] = [
                 {"start": g.start, "end": g.end, "speaker": g.speaker, "kind": g.kind, "text": g.text,
                  "confidence": g.confidence, "engine": g.engine} for g in segs

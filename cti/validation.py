@@ -159,7 +159,8 @@ def parse_ingest(body: Any, *, channels: tuple[str, ...], default_country: str) 
     idents = identities(ref, default_country, "customer")
     if not idents:
         raise invalid("customer", "needs at least one of phone, email, account, external_id")
-    metadata = body.get("metadata") or {}
+    metadata = body.get("metadata")
+    metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict):
         raise invalid("metadata", "must be a JSON object")
     key = opt_str(body, "idempotency_key", MAX_KEY)

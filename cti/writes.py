@@ -159,7 +159,7 @@ def ingest_batch(conn: Connection, items: Sequence[NewInteraction]) -> list[Inge
                 if pair not in known:
                     known[pair] = customer_id
                     new_identities.append({"customer_id": customer_id, "kind": pair[0], "value": pair[1]})
-        interaction_id = new_id()
+        interaction_id = item.id or new_id()
         rows_out.append({
             "id": interaction_id, "customer_id": customer_id, "channel": item.channel,
             "direction": item.direction, "status": item.status, "started_at": item.started_at,
@@ -200,9 +200,11 @@ def by_idempotency_key(conn: Connection, key: str) -> IngestResult | None:
 
 def finish(conn: Connection, interaction_id: str, ended_at: datetime, status: str, disposition: str | None,
            ivr: dict[str, Any] | None, recording: str | None, transcript: Sequence[Segment],
-           metadata: dict[str, Any] | None = None) -> None:
-    values: dict[str, Any] = {"ended_at": ended_at, "status": status, "disposition": disposition, "ivr": ivr,
-                              "recording": recording}
+           outcome: str | None = None, metadata: dict[str, Any] | None = None) -> None:
+    values: dict[str, Any] = {"ended_at": ended_at, "status": status, "ivr": ivr, "recording": recording,
+                              "outcome": outcome}
+    if disposition is not None:  # None keeps what an agent saved during the call
+        values["disposition"] = disposition
     if metadata:
         meta = conn.execute(select(INTERACTIONS.c.metadata)
                             .where(INTERACTIONS.c.id == interaction_id)).scalar()

@@ -12,19 +12,27 @@ import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 
 from cti.http import build_api
+from cti.ports import AgentConnector
 from cti.routing import AgentDesk
-from cti.web import DESK_KEY
+from cti.waiting import SpeechRenderer
+from cti.web import CONNECTOR_KEY, DESK_KEY, VOICE_KEY
 from tests.cti.conftest import API_KEY, Target, make_config
-from voice.callcontrol.call import Call, CallInfo, TranscriptSegment
-from voice.callcontrol.fake import FakeMedia, FakeSignalling
+from tests.desk_fakes import FakeCall, Segment
 
 BEARER = {"Authorization": f"Bearer {API_KEY}"}
 PASSWORD = "correct horse battery"
 
 
 @asynccontextmanager
-async def running_app(target: Target, **config: Any) -> AsyncIterator[TestClient[Any, Any]]:
-    app = build_api(make_config(target.url), schema=target.schema)
+async def running_app(target: Target, *, connector: AgentConnector | None = None,
+                      voice: SpeechRenderer | None = None,
+                      config: Any = None) -> AsyncIterator[TestClient[Any, Any]]:
+    """The API app as the service runs it: call control's connector and TTS set before startup."""
+    app = build_api(config or make_config(target.url), schema=target.schema)
+    if connector is not None:
+        app[CONNECTOR_KEY] = connector
+    if voice is not None:
+        app[VOICE_KEY] = voice
     client = TestClient(TestServer(app, host="127.0.0.1", port=0))
     await client.start_server()
     try:
@@ -72,27 +80,29 @@ async def seed_customer(client: TestClient[Any, Any], phone: str = "+4930123456"
     return body["customer_id"], body["interaction_id"]
 
 
-async def inbound_call(client: TestClient[Any, Any], call_id: str,
-                       caller: str = "+4930123456") -> tuple[Call, str]:
-    """A Call as the IVR sees it, with its interaction written the way the service writes it."""
+async def inbound_call(client: TestClient[Any, Any], call_id: str, caller: str = "+4930123456", *,
+                       customer_id: str | None = None,
+                       identified_by: str | None = None) -> tuple[FakeCall, str]:
+    """A call as the desk sees it (a CallView), with its interaction written the way the service
+    writes it and its IVR path in the live calls."""
     from cti.history import CallHistory
 
     desk = desk_of(client)
-    info = CallInfo(call_id=call_id, caller=caller, caller_name=None, dialled="100", remote="127.0.0.1:5060")
-    call = Call(info, FakeMedia(), FakeSignalling())
     interaction_id = await CallHistory(desk.store, node="test").call_started(
         key=f"test:{call_id};peer;ours", call_id=call_id, caller=caller, caller_name=None, dialled="100",
         started_at=datetime.now(UTC))
-    call.interaction_id = interaction_id
-    desk.live.add(call_id, caller=caller, dialled="100", flow="main", interaction_id=interaction_id)
-    hook = desk.live.ivr_hook(call_id)
+    call = FakeCall(call_id, caller, interaction_id=interaction_id, customer_id=customer_id,
+                    identified_by=identified_by)
+    desk.live.add(call.key, call_id=call_id, caller=caller, dialled="100", flow="main",
+                  interaction_id=interaction_id)
+    hook = desk.live.ivr_hook(call.key)
     for node in ("welcome", "menu", "support"):
         hook("node", {"flow": "main", "node": node})
     hook("input", {"node": "menu", "kind": "dtmf", "value": "2", "status": "match"})
     hook("input", {"node": "pin", "kind": "dtmf", "var": "pin", "value": "***", "status": "match"})
-    call.add_segment(TranscriptSegment(start=0.0, end=2.0, speaker="system", kind="prompt", text="Welcome"))
-    call.add_segment(TranscriptSegment(start=3.0, end=4.0, speaker="caller", kind="speech",
-                                       text="I want my refund", confidence=0.9))
+    call.transcript.append(Segment(start=0.0, end=2.0, speaker="system", kind="prompt", text="Welcome"))
+    call.transcript.append(Segment(start=3.0, end=4.0, speaker="caller", kind="speech",
+                                   text="I want my refund", confidence=0.9))
     return call, interaction_id
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from cti.queues import AgentSlot
 from tests.agents_helpers import PASSWORD, desk_of, inbound_call, make_agent, running_app, seed_customer
 from tests.cti.conftest import Target
+from tests.desk_fakes import FakeConnector
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -27,18 +27,13 @@ async def test_an_agent_signs_in_gets_a_screen_pop_and_saves_a_note(tmp_path: Pa
 
     assert shutil.which(CHROMIUM), "chromium is missing: apt-get install chromium (see the Makefile)"
     target = Target("sqlite", f"sqlite+aiosqlite:///{tmp_path / 'voice.db'}", None)
-    async with running_app(target) as client:
+    answer = asyncio.Event()  # the phone rings until the agent accepts on the page
+    connector = FakeConnector({"ann": 0.0}, gate=answer, talk=None)
+    async with running_app(target, connector=connector) as client:
         desk = desk_of(client)
         await seed_customer(client)
         await make_agent(client, "ann", ["support"], state="available")
         base = str(client.make_url("/")).rstrip("/")
-        answer = asyncio.Event()
-
-        async def dial_agent(call: Any, agent: AgentSlot) -> bool:
-            await answer.wait()  # the phone rings until the agent accepts on the page
-            return True
-
-        desk.dial_agent = dial_agent
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
             try:
@@ -62,22 +57,32 @@ async def test_an_agent_signs_in_gets_a_screen_pop_and_saves_a_note(tmp_path: Pa
                 routed = asyncio.ensure_future(desk.transfer_queue(call, "support"))
                 await expect(page.locator("#caller-number")).to_have_text("+4930123456")
                 await expect(page.locator("#customer .customer-name")).to_have_text("Anna Schmidt")
+                await expect(page.locator("#identified")).to_have_text("Identified by the calling number")
                 await expect(page.locator("#recent")).to_contain_text("Asked about the router refund")
                 await expect(page.locator("#ivr-path")).to_contain_text("support")
                 await expect(page.locator("#ivr-inputs")).to_contain_text("***")
                 await expect(page.locator("#transcript")).to_contain_text("I want my refund")
                 await expect(page.locator("#state")).to_have_text("ringing")
+                await page.reload()  # the pop survives a reload while the phone rings
+                await expect(page.locator("#caller-number")).to_have_text("+4930123456")
+                await expect(page.locator("#state")).to_have_text("ringing")
 
                 await page.click("#accept")
-                answer.set()
-                outcome = await asyncio.wait_for(routed, 10)
-                assert outcome.ok and outcome.agent_id == "ann"
                 await expect(page.locator("#state")).to_have_text("on call")
-
+                answer.set()
                 await page.fill("#note", "Refund sent again, caller happy")
                 await page.select_option("#disposition", "resolved")
                 await page.click("#save-note")
                 await expect(page.locator("#note-status")).to_have_text("Saved")
+                while not connector.connections:
+                    await asyncio.sleep(0.01)
+                connector.connections[0].finish("agent", 30.0)
+                outcome = await asyncio.wait_for(routed, 10)
+                assert outcome.ok and outcome.agent_id == "ann" and outcome.hangup_by == "agent"
+                await expect(page.locator("#state")).to_have_text("wrap up")
+                await page.reload()  # wrap-up: the call the note is for is still on screen
+                await expect(page.locator("#call-id")).to_have_text(call.key)
+                await expect(page.locator("#accept")).to_have_text("Accepted")
 
                 await page.fill("#search", "schmidt")
                 await page.press("#search", "Enter")
@@ -85,6 +90,25 @@ async def test_an_agent_signs_in_gets_a_screen_pop_and_saves_a_note(tmp_path: Pa
                 await expect(page.locator("#timeline")).to_contain_text("Invoice question")
                 ARTIFACTS.mkdir(exist_ok=True)
                 await page.screenshot(path=str(ARTIFACTS / "agent_page.png"), full_page=True)
+
+                # a call ann's phone lets ring out: the page says why she is away now
+                connector.answer_after["ann"] = None
+                desk.engine.defaults = replace(desk.engine.defaults, ring_timeout=1.0, timeout=5.0)
+                await page.click("button[data-state=available]")
+                await expect(page.locator("#state")).to_have_text("available")
+                second, _ = await inbound_call(client, "browser-missed@test", caller="+4930999")
+                routed = asyncio.ensure_future(desk.transfer_queue(second, "support"))
+                await expect(page.locator("#missed")).to_be_visible()
+                await expect(page.locator("#missed-text")).to_contain_text("did not answer within 1 s")
+                await expect(page.locator("#missed-text")).to_contain_text("set to Away")
+                await expect(page.locator("#state")).to_have_text("away")
+                await expect(page.locator("#accept")).to_have_text("Missed")
+                await page.reload()
+                await expect(page.locator("#missed-text")).to_contain_text("+4930999")
+                await page.click("#missed-available")
+                await expect(page.locator("#missed")).to_be_hidden()
+                second.hang_up()
+                assert (await asyncio.wait_for(routed, 10)).reason == "abandoned"
                 assert errors == []
             finally:
                 await browser.close()

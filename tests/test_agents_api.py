@@ -5,12 +5,13 @@ queue routing with screen pops, notes, search, the admin page."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from dataclasses import replace
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 
 from cti.agents import Agent
-from cti.queues import AgentSlot
+from cti.history import CallHistory
 from tests.agents_helpers import (
     BEARER,
     PASSWORD,
@@ -23,6 +24,7 @@ from tests.agents_helpers import (
     sign_in,
 )
 from tests.cti.conftest import API_KEY, Target, target  # noqa: F401  (fixture: SQLite and PostgreSQL)
+from tests.desk_fakes import FakeConnector
 
 
 async def test_agents_are_created_with_an_api_key_and_no_plaintext_password(target: Target) -> None:
@@ -101,32 +103,55 @@ async def test_the_events_websocket_admits_the_agent_or_an_api_key_only(target: 
 
 async def test_a_queued_call_pops_on_the_agents_screen_rings_out_to_the_next_and_takes_notes(
         target: Target) -> None:
-    async with running_app(target) as client:
+    connector = FakeConnector({"bob": 0.05}, talk=None)  # ann lets it ring out
+    async with running_app(target, connector=connector) as client:
         desk = desk_of(client)
+        desk.engine.defaults = replace(desk.engine.defaults, ring_timeout=0.3)
         await seed_customer(client)
         await make_agent(client, "ann", ["support"], state="available")  # idle longest: offered first
         await make_agent(client, "bob", ["support"], state="available")
-        dialled: list[str] = []
-
-        async def dial_agent(call: Any, agent: AgentSlot) -> bool:
-            dialled.append(agent.id)
-            return agent.id == "bob"  # ann lets it ring out
-
-        desk.dial_agent = dial_agent
         await sign_in(client, "bob")
         async with client.ws_connect("/api/v1/agents/bob/events") as bob_ws, \
                 client.ws_connect("/api/v1/agents/ann/events", headers=BEARER) as ann_ws:
             await next_of(bob_ws, "hello")
             call, interaction_id = await inbound_call(client, "call-1@test")
-            outcome = await desk.transfer_queue(call, "support")
-            assert outcome.ok and outcome.reason == "connected" and outcome.agent_id == "bob"
-            assert dialled == ["ann", "bob"] and outcome.offers == 2
+            routed = asyncio.ensure_future(desk.transfer_queue(call, "support"))
             missed = await next_of(ann_ws, "missed")
-            assert missed["call_id"] == "call-1@test"
+            assert missed["call_id"] == call.key and missed["state"] == "away"
+            assert "did not answer within 0.3 s" in missed["message"] and "Away" in missed["message"]
             pop = await next_of(bob_ws, "screen_pop")
-        assert pop["call_id"] == "call-1@test" and pop["interaction_id"] == interaction_id
+            while len(connector.connections) < 1:
+                await asyncio.sleep(0.01)
+            assert [d[1] for d in connector.dialled] == ["ann", "bob"]
+            assert connector.dialled[0][2] == 0.3  # the queue's ring timeout reaches the connector
+            assert not routed.done()  # the desk waits for the conversation itself
+            states = {a["id"]: a["state"] for a in await desk.agents.list_agents()}
+            assert states == {"ann": "away", "bob": "on_call"}  # RONA policy "away"
+
+            # accept: only the call offered to (or taken by) this agent
+            accepted = await client.post("/agent/api/accept", json={"call_id": call.key})
+            assert accepted.status == 200 and (await accepted.json())["state"] == "on_call"
+            other = await client.post("/agent/api/accept", json={"call_id": "not-this-one"})
+            assert other.status == 409 and (await other.json())["error"]["field"] == "call_id"
+            saved = await client.post("/agent/api/notes", json={
+                "call_id": call.key, "text": "Refund sent again", "disposition": "resolved"})
+            assert saved.status == 201, await saved.text()
+            assert (await saved.json())["interaction_id"] == interaction_id
+            # a new tab while talking: hello carries the call
+            async with client.ws_connect("/api/v1/agents/bob/events") as tab:
+                hello = await next_of(tab, "hello")
+                assert hello["call"]["call_id"] == call.key
+                assert hello["call"]["interaction_id"] == interaction_id
+            connector.connections[0].finish("caller", 61.5)
+            outcome = await asyncio.wait_for(routed, 5)
+        assert outcome.ok and outcome.reason == "connected" and outcome.agent_id == "bob"
+        assert outcome.offers == 2 and outcome.hangup_by == "caller" and outcome.talk_seconds == 61.5
+        assert (await desk.agents.get_agent("bob"))["state"] == "wrap_up"  # type: ignore[index]
+        assert pop["call_id"] == call.key and pop["sip_call_id"] == "call-1@test"
+        assert pop["interaction_id"] == interaction_id
         assert pop["caller"]["number"] == "+4930123456" and pop["queue"] == "support"
         assert pop["found"] and pop["customer"]["name"] == "Anna Schmidt"
+        assert pop["identified_by"] == "caller_id"
         assert pop["ivr"]["path"] == ["welcome", "menu", "support"]
         pin = {"node": "pin", "kind": "dtmf", "var": "pin", "value": "***", "status": "match"}
         assert pin in pop["ivr"]["inputs"]
@@ -134,67 +159,126 @@ async def test_a_queued_call_pops_on_the_agents_screen_rings_out_to_the_next_and
         assert pop["last_by_channel"]["chat"]["summary"] == "Asked about the router refund"
         assert pop["last_by_channel"]["email"]["subject"] == "Invoice 4711"
         assert interaction_id not in [i["id"] for i in pop["recent_interactions"]]  # not this call itself
-        states = {a["id"]: a["state"] for a in await desk.agents.list_agents()}
-        assert states == {"ann": "away", "bob": "on_call"}  # RONA policy "away"
 
-        accepted = await client.post("/agent/api/accept", json={"call_id": "call-1@test"})
-        assert (await accepted.json())["state"] == "on_call"
-        saved = await client.post("/agent/api/notes", json={
-            "call_id": "call-1@test", "text": "Refund sent again", "disposition": "resolved"})
-        assert saved.status == 201, await saved.text()
+        # the call ends after the agent's note: the disposition stays, the end has its own field
+        await CallHistory(desk.store).call_finished(interaction_id, ended_at=datetime.now(UTC),
+                                                    ended="caller_hangup", ivr=None, recording=None,
+                                                    transcript=[])
         detail = await (await client.get(f"/agent/api/interactions/{interaction_id}")).json()
-        assert detail["disposition"] == "resolved" and detail["summary"] == "Refund sent again"
+        assert detail["disposition"] == "resolved" and detail["outcome"] == "caller_hangup"
+        assert detail["summary"] == "Refund sent again"
         assert detail["agent"] == "bob" and detail["notes"][0]["text"] == "Refund sent again"
+        api_doc = await (await client.get(f"/api/v1/interactions/{interaction_id}", headers=BEARER)).json()
+        assert [n["text"] for n in api_doc["notes"]] == ["Refund sent again"]
+        assert api_doc["notes"][0]["agent_id"] == "bob" and api_doc["notes"][0]["disposition"] == "resolved"
         bad = await client.post("/agent/api/notes", json={"call_id": "call-1@test"})
         assert bad.status == 422
-        await desk.agent_call_ended("bob")
-        assert (await desk.agents.get_agent("bob"))["state"] == "wrap_up"  # type: ignore[index]
+        # wrap-up: a reload still shows the call the notes are for
+        async with client.ws_connect("/api/v1/agents/bob/events") as tab:
+            assert (await next_of(tab, "hello"))["call"]["call_id"] == call.key
+        # ann is away because of the missed call: her page says why, even after a reload
+        await sign_in(client, "ann")
+        async with client.ws_connect("/api/v1/agents/ann/events") as tab:
+            hello = await next_of(tab, "hello")
+            assert hello["call"] is None and hello["missed"]["call_id"] == call.key
+        assert (await client.post("/agent/api/accept", json={"call_id": call.key})).status == 409
+        assert (await desk.agents.get_agent("ann"))["state"] == "away"  # type: ignore[index]
 
 
-async def test_callers_wait_in_line_hear_their_position_and_are_forgotten_when_they_hang_up(
-        target: Target) -> None:
-    async with running_app(target) as client:
+async def test_accepting_an_abandoned_call_answers_409_and_changes_nothing(target: Target) -> None:
+    connector = FakeConnector({"ann": None})  # rings until the caller gives up
+    async with running_app(target, connector=connector) as client:
+        desk = desk_of(client)
+        await make_agent(client, "ann", ["support"], state="available")
+        await sign_in(client, "ann")
+        async with client.ws_connect("/api/v1/agents/ann/events") as ws:
+            await next_of(ws, "hello")
+            call, _ = await inbound_call(client, "gone@test")
+            routed = asyncio.ensure_future(desk.transfer_queue(call, "support"))
+            pop = await next_of(ws, "screen_pop")
+            async with client.ws_connect("/api/v1/agents/ann/events") as reload:  # reload while ringing
+                hello = await next_of(reload, "hello")
+                assert hello["agent"]["state"] == "ringing" and hello["call"]["call_id"] == pop["call_id"]
+            call.hang_up()
+            outcome = await asyncio.wait_for(routed, 5)
+            assert outcome.reason == "abandoned" and outcome.offers == 1
+        before = await desk.agents.get_agent("ann")
+        assert before is not None and before["state"] == "available" and before["call_id"] is None
+        late = await client.post("/agent/api/accept", json={"call_id": pop["call_id"]})
+        assert late.status == 409
+        assert await desk.agents.get_agent("ann") == before
+        assert (await client.post("/agent/api/accept", json={"call_id": "never-was"})).status == 409
+        assert (await client.post("/agent/api/accept", json={})).status == 422
+
+
+async def test_the_pop_shows_the_customer_the_ivr_identified_not_the_phones_owner(target: Target) -> None:
+    connector = FakeConnector({"ann": 0.0})
+    async with running_app(target, connector=connector) as client:
+        desk = desk_of(client)
+        await seed_customer(client)  # Anna owns +4930123456
+        made = await client.post("/api/v1/interactions", headers=BEARER, json={
+            "channel": "email", "direction": "inbound", "started_at": "2026-11-20T10:00:00Z",
+            "customer": {"account": "ACC-77", "name": "Bert Brecht"}, "subject": "Contract"})
+        bert = (await made.json())["customer_id"]
+        await make_agent(client, "ann", ["support"], state="available")
+        async with client.ws_connect("/api/v1/agents/ann/events", headers=BEARER) as ws:
+            await next_of(ws, "hello")
+            # Bert calls from Anna's phone and types his account number in the IVR
+            call, _ = await inbound_call(client, "acct@test", customer_id=bert, identified_by="account")
+            outcome = await desk.transfer_queue(call, "support")
+            pop = await next_of(ws, "screen_pop")
+        assert outcome.ok and outcome.hangup_by == "agent"
+        assert pop["customer"]["id"] == bert and pop["customer"]["name"] == "Bert Brecht"
+        assert pop["identified_by"] == "account" and pop["found"]
+        assert [i["subject"] for i in pop["recent_interactions"]] == ["Contract"]
+        assert pop["caller"]["number"] == "+4930123456"
+
+
+async def test_callers_wait_in_line_and_are_forgotten_when_they_hang_up(target: Target) -> None:
+    connector = FakeConnector({"cara": 0.0}, talk=None)
+    async with running_app(target, connector=connector) as client:
         desk = desk_of(client)
         await make_agent(client, "cara", ["sales"])  # away: nobody free
-        connected = asyncio.Event()
-
-        async def dial_agent(call: Any, agent: AgentSlot) -> bool:
-            connected.set()
-            return True
-
-        desk.dial_agent = dial_agent
-        heard: dict[str, list[int]] = {"first": [], "second": []}
-
-        def announce(name: str) -> Any:
-            async def on_position(call: Any, position: int) -> None:
-                heard[name].append(position)
-            return on_position
-
         first, _ = await inbound_call(client, "first@test", caller="+4930111")
         second, _ = await inbound_call(client, "second@test", caller="+4930222")
-        t1 = asyncio.ensure_future(desk.route_to_queue(first, "sales", on_position=announce("first")))
+        t1 = asyncio.ensure_future(desk.route_to_queue(first, "sales"))
         for _ in range(50):
             await asyncio.sleep(0)
-        t2 = asyncio.ensure_future(desk.route_to_queue(second, "sales", on_position=announce("second")))
-        while heard["second"] != [2]:
+        t2 = asyncio.ensure_future(desk.route_to_queue(second, "sales"))
+        while desk.engine.positions().get(second.key) != 2:
             await asyncio.sleep(0.01)
-        assert heard["first"] == [1] and desk.engine.lengths()["sales"] == 2
-        first.signalling.remote_hangup("caller_hangup")
+        assert desk.engine.positions()[first.key] == 1 and desk.engine.lengths()["sales"] == 2
+        first.hang_up()
         gone = await asyncio.wait_for(t1, 5)
         assert not gone.ok and gone.reason == "abandoned"
-        while heard["second"] != [2, 1]:
+        while desk.engine.positions().get(second.key) != 1:
             await asyncio.sleep(0.01)
         await sign_in(client, "cara")
         assert (await client.post("/agent/api/state", json={"state": "available"})).status == 200
-        served = await asyncio.wait_for(t2, 5)
-        assert served.ok and served.agent_id == "cara" and connected.is_set()
+        while not connector.connections:
+            await asyncio.sleep(0.01)
         assert desk.engine.lengths()["sales"] == 0 and desk.engine.calls == {}
+        connector.connections[0].finish("agent", 3.0)
+        served = await asyncio.wait_for(t2, 5)
+        assert served.ok and served.agent_id == "cara" and served.hangup_by == "agent"
 
         third, _ = await inbound_call(client, "third@test", caller="+4930333")
-        late = await desk.route_to_queue(third, "sales", timeout=0)  # cara is on a call: overflow now
+        late = await desk.route_to_queue(third, "sales", timeout=0)  # cara wraps up: overflow now
         assert not late.ok and late.reason == "timeout"
         nobody = await desk.route_to_queue(third, "no-such-skill")
         assert not nobody.ok and nobody.reason == "no_agents"
+        service = (await (await client.get("/api/v1/queues", headers=BEARER)).json())["service"]["sales"]
+        counts = (service["offered"], service["answered"], service["abandoned"], service["timed_out"])
+        assert counts == (3, 1, 1, 1)
+
+
+async def test_without_call_control_a_queue_transfer_fails_at_once(target: Target) -> None:
+    async with running_app(target) as client:
+        await make_agent(client, "ann", ["support"], state="available")
+        call, _ = await inbound_call(client, "api-only@test")
+        outcome = await desk_of(client).transfer_queue(call, "support")
+        assert not outcome.ok and outcome.reason == "no_connector"
+        assert (await desk_of(client).agents.get_agent("ann"))["state"] == "available"  # type: ignore[index]
 
 
 async def test_agents_search_customers_and_open_any_timeline(target: Target) -> None:

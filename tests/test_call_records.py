@@ -34,7 +34,7 @@ KEYS_ONLY = {"engine": "none"}
 def voice_rows(svc: RunningService) -> list[dict[str, Any]]:
     with sqlite3.connect(svc.workdir / "voice.db") as db:
         db.row_factory = sqlite3.Row
-        rows = db.execute("SELECT id, call_id, status, disposition, idempotency_key, metadata, ivr "
+        rows = db.execute("SELECT id, call_id, status, outcome, disposition, idempotency_key, metadata, ivr "
                           "FROM interactions WHERE channel = 'voice'").fetchall()
     return [dict(r) for r in rows]
 
@@ -181,7 +181,7 @@ def test_sigterm_drains_then_says_goodbye_and_records_shutdown(tmp_path: Path) -
         assert len(caller_ep.received) > heard_before + 50  # > 1 s more audio: the goodbye
         wait_for(lambda: svc_exited(svc), 15, "the service to exit")
         (row,) = voice_rows(svc)
-    assert row["status"] == "completed" and row["disposition"] == "shutdown", row
+    assert row["status"] == "completed" and row["outcome"] == "shutdown", row
     assert json.loads(row["ivr"])["ended"] == "shutdown"
 
 

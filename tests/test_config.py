@@ -82,3 +82,59 @@ def test_queue_settings_reach_every_queue(tmp_path: Path) -> None:
     path.write_text("[queues]\nno_answer = voicemail\n")
     with pytest.raises(ConfigError, match=r"\[queues\] no_answer: expected one of away, available"):
         load_config(path)
+
+
+def test_queue_sections_override_the_queues_defaults_and_reach_the_engine(tmp_path: Path) -> None:
+    from cti.web import queue_engine
+
+    music = tmp_path / "jazz.wav"
+    music.write_bytes(b"RIFF")  # only its existence is checked here; cti.waiting reads it at start
+    path = tmp_path / "q.conf"
+    path.write_text(f"[queues]\ntimeout = 90\nannounce_interval = 45\n\n"
+                    f"[queue support]\nring_timeout = 7\nmusic = {music}\noverflow = queue:general\n"
+                    f"ringing = ringback\nservice_level_seconds = 15\nskill = helpdesk\n\n"
+                    f"[queue general]\nannounce_interval = 0\n")
+    cfg = load_config(path)
+    support = cfg.queue["support"]
+    assert (support.timeout, support.ring_timeout, support.announce_interval) == (90.0, 7.0, 45.0)
+    assert support.music == music and support.overflow == "queue:general" and support.skill == "helpdesk"
+    engine = queue_engine(cfg)
+    spec = engine.spec("support")
+    assert (spec.required_skill, spec.overflow, spec.ringing, spec.service_level) == ("helpdesk", "general",
+                                                                                    "ringback", 15.0)
+    assert engine.spec("general").announce_interval == 0.0 and engine.spec("general").timeout == 90.0
+    other = engine.spec("billing")  # not configured: the [queues] settings
+    assert (other.timeout, other.announce_interval, other.overflow) == (90.0, 45.0, None)
+    assert other.required_skill == "billing"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("[queue support]\nmusic = /no/such.wav\n", "[queue support] music: file not found: /no/such.wav"),
+        ("[queue support]\noverflow = voicemail\n", "[queue support] overflow: expected queue:NAME"),
+        ("[queue support]\noverflow = queue:support\n", "[queue support] overflow: a queue cannot overflow"),
+        ("[queue support]\nring_timeout = 2\n", "[queue support] ring_timeout: expected a number from 5"),
+        ("[queue support]\nmusik = x\n", "[queue support] unknown key 'musik'"),
+        ("[queue sup port!]\ntimeout = 60\n", "[queue sup port!]: a queue name is letters"),
+        ("[queues]\nringing = beep\n", "[queues] ringing: expected one of music, ringback"),
+        ("[queues]\nannounce_interval = -1\n", "[queues] announce_interval: expected a number from 0"),
+    ],
+)
+def test_bad_queue_settings_name_file_section_key_and_problem(tmp_path: Path, body: str,
+                                                              message: str) -> None:
+    path = tmp_path / "bad.conf"
+    path.write_text(body)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(str(path)) and message in str(info.value)
+
+
+def test_the_example_documents_every_queue_key() -> None:
+    from voice.config import _QUEUE_KEYS
+
+    text = (ROOT / "sip.example.conf").read_text()
+    section = text[text.index("[queue support]"):]
+    for key in _QUEUE_KEYS:
+        assert f"\n{key} =" in section, f"[queue NAME] {key} is not shown in sip.example.conf"
+    assert load_config(ROOT / "sip.example.conf").queue["support"].overflow == "queue:agents"

@@ -11,7 +11,6 @@ import asyncpg
 import pytest
 
 from cti.events import INLINE_LIMIT, SUBSCRIBER_BUFFER, EventBus, PostgresEventBus, asyncpg_dsn, make_bus
-from cti.queues import AgentSlot
 from tests.agents_helpers import (
     BEARER,
     desk_of,
@@ -23,6 +22,7 @@ from tests.agents_helpers import (
     sign_in,
 )
 from tests.cti.conftest import PG_DSN, PG_URL, Target
+from tests.desk_fakes import FakeConnector
 
 
 async def test_in_process_delivery_reaches_the_agents_subscribers_and_every_listener() -> None:
@@ -71,7 +71,8 @@ async def _until(check: Any, timeout: float = 5.0) -> None:
 @pytest.mark.postgres
 async def test_a_call_on_node_a_pops_on_node_b_through_listen_notify(pg_schema: str) -> None:
     target = Target("postgres", PG_URL, pg_schema)
-    async with running_app(target) as node_a, running_app(target) as node_b:
+    connector = FakeConnector({"ann": 0.0}, talk=None)
+    async with running_app(target, connector=connector) as node_a, running_app(target) as node_b:
         desk_a, desk_b = desk_of(node_a), desk_of(node_b)
         assert isinstance(desk_a.bus, PostgresEventBus) and isinstance(desk_b.bus, PostgresEventBus)
         await seed_customer(node_a)
@@ -84,20 +85,21 @@ async def test_a_call_on_node_a_pops_on_node_b_through_listen_notify(pg_schema: 
             assert (await next_of(ws, "state"))["state"] == "available"
             await _until(lambda: desk_a.engine.agents["ann"].state == "available")
 
-            dialled: list[str] = []
-
-            async def dial_agent(call: Any, agent: AgentSlot) -> bool:
-                dialled.append(agent.id)
-                return True
-
-            desk_a.dial_agent = dial_agent
             call, interaction_id = await inbound_call(node_a, "pg-call@test")
-            outcome = await desk_a.transfer_queue(call, "support")
-            assert outcome.ok and outcome.agent_id == "ann" and dialled == ["ann"]
+            routed = asyncio.ensure_future(desk_a.transfer_queue(call, "support"))
             pop = await next_of(ws, "screen_pop")
-            assert pop["call_id"] == "pg-call@test" and pop["customer"]["name"] == "Anna Schmidt"
+            assert pop["call_id"] == call.key and pop["customer"]["name"] == "Anna Schmidt"
             assert pop["interaction_id"] == interaction_id and pop["ivr"]["path"][-1] == "support"
             await _until(lambda: desk_b.engine.agents["ann"].state == "on_call")
+            # node B holds the page: a reload there shows the call node A is bridging
+            async with node_b.ws_connect("/api/v1/agents/ann/events") as tab:
+                assert (await next_of(tab, "hello"))["call"]["call_id"] == call.key
+            # the page on node B accepts the call node A offered
+            assert (await node_b.post("/agent/api/accept", json={"call_id": call.key})).status == 200
+            connector.connections[0].finish("agent", 5.0)
+            outcome = await asyncio.wait_for(routed, 5)
+            assert outcome.ok and outcome.agent_id == "ann" and [d[1] for d in connector.dialled] == ["ann"]
+            await _until(lambda: desk_b.engine.agents["ann"].state == "wrap_up")
 
             # Too big for a NOTIFY payload: it travels through agent_events by reference.
             big = {"call_id": "big@test", "transcript": [{"text": "x" * 100, "n": i} for i in range(200)]}
@@ -112,33 +114,32 @@ async def test_a_call_on_node_a_pops_on_node_b_through_listen_notify(pg_schema: 
         finally:
             await conn.close()
         queues = await (await node_b.get("/api/v1/queues", headers=BEARER)).json()
-        assert queues["agents"][0]["state"] == "on_call"
+        assert queues["agents"][0]["state"] == "wrap_up"
 
 
 @pytest.mark.postgres
 async def test_two_nodes_never_give_one_agent_two_calls(pg_schema: str) -> None:
     target = Target("postgres", PG_URL, pg_schema)
-    async with running_app(target) as node_a, running_app(target) as node_b:
+    connector = FakeConnector({"ann": 0.0}, talk=None)
+    async with running_app(target, connector=connector) as node_a, \
+            running_app(target, connector=connector) as node_b:
         desk_a, desk_b = desk_of(node_a), desk_of(node_b)
         await make_agent(node_a, "ann", ["support"], state="available")
         await _until(lambda: desk_b.engine.agents.get("ann") is not None
                      and desk_b.engine.agents["ann"].state == "available")
-        dialled: list[str] = []
-
-        async def dial_agent(call: Any, agent: AgentSlot) -> bool:
-            dialled.append(call.info.call_id)
-            return True
-
-        desk_a.dial_agent = desk_b.dial_agent = dial_agent
         call_a, _ = await inbound_call(node_a, "race-a@test", caller="+4930111")
         call_b, _ = await inbound_call(node_b, "race-b@test", caller="+4930222")
         tasks = {asyncio.ensure_future(desk_a.route_to_queue(call_a, "support")): call_a,
                  asyncio.ensure_future(desk_b.route_to_queue(call_b, "support")): call_b}
+        await _until(lambda: len(connector.connections) == 1, 10)
+        await asyncio.sleep(0.3)  # the other node had time to offer ann too, if it were going to
+        assert len(connector.dialled) == 1
+        connector.connections[0].finish()
         done, pending = await asyncio.wait(tasks, timeout=10, return_when=asyncio.FIRST_COMPLETED)
         assert len(done) == 1
         winner = next(iter(done)).result()
-        assert winner.ok and winner.agent_id == "ann" and len(dialled) == 1
+        assert winner.ok and winner.agent_id == "ann"
         (loser_task,) = pending
-        tasks[loser_task].signalling.remote_hangup("caller_hangup")  # the other caller gives up waiting
+        tasks[loser_task].hang_up()  # the other caller gives up waiting
         loser = await asyncio.wait_for(loser_task, 5)
-        assert loser.reason == "abandoned" and len(dialled) == 1
+        assert loser.reason == "abandoned" and len(connector.dialled) == 1

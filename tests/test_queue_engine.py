@@ -134,39 +134,6 @@ def test_withdrawn_offer_and_errors() -> None:
     assert finished.state == AgentState.WRAP_UP and finished.since == 99.0
 
 
-async def test_the_position_announcer_speaks_the_place_and_stops_when_cancelled() -> None:
-    import asyncio
-
-    import numpy as np
-
-    from cti.routing import position_announcer
-    from voice.callcontrol.call import Call, CallInfo
-    from voice.callcontrol.fake import FakeMedia, FakeSignalling
-
-    class Tts:
-        def __init__(self) -> None:
-            self.texts: list[str] = []
-
-        async def render(self, text: str) -> np.ndarray:
-            self.texts.append(text)
-            return np.zeros(8000, dtype=np.int16)
-
-    tts, media = Tts(), FakeMedia(realtime=1000.0)  # a prompt that would play for a long time
-    call = Call(CallInfo(call_id="c", caller="1", caller_name=None, dialled="2", remote="x"), media,
-                FakeSignalling())
-    task = asyncio.ensure_future(position_announcer(tts)(call, 3))
-    while not media.played:
-        await asyncio.sleep(0)
-    assert tts.texts == ["You are number 3 in line. Please hold."]
-    task.cancel()  # an agent answers: the announcement stops at once
-    await asyncio.gather(task, return_exceptions=True)
-    for _ in range(3):
-        await asyncio.sleep(0)  # the media's play() sees its stop
-    assert task.cancelled() and media._stop is None
-    call.signalling.remote_hangup("caller_hangup")
-    await position_announcer(tts)(call, 1)  # a caller who left is no error
-
-
 def test_an_agent_who_missed_the_caller_gets_them_again_when_nobody_else_is_free() -> None:
     engine = engine_with(("ann", {"support"}, 1.0), ("bob", {"support"}, 2.0))
     engine.set_state("bob", AgentState.ON_CALL, 3.0)

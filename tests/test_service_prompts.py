@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.peers import wait_for
 from tests.peers.pcap import RtpStreamBuilder
 from tests.peers.rtp import RtpEndpoint, heard_audio
 from tests.peers.service import running_service
@@ -50,7 +51,8 @@ def test_caller_hears_the_prompts_spoken_at_their_length(tmp_path: Path) -> None
         caller.join(40)
         result = outcome[0]
         assert result.ok, result.describe()  # type: ignore[attr-defined]
-    record = call_records(svc)[-1]
+        wait_for(lambda: call_records(svc), 10, "the call's record")  # read through the API
+        record = call_records(svc)[-1]
     assert [p["node"] for p in record["path"]] == ["menu", "two"]
     assert [p["text"] for p in record["prompts"]] == ["Press 1, 2 or 3.", "You pressed two. Goodbye."]
 

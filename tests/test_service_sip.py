@@ -25,11 +25,21 @@ pytestmark = pytest.mark.peer
 
 
 def call_records(svc: RunningService) -> list[dict[str, Any]]:
-    """The one-JSON-line-per-call records the service logged."""
+    """The IVR records of the calls that ended, in the order their end lines were logged.
+
+    The log's per-call line carries ids, path and masked inputs only (no caller number, prompts
+    or customer record), so the whole record is read from the call's interaction by its id."""
     out = []
     for line in svc.log.splitlines():
-        if " voice.calls: {" in line:
-            out.append(json.loads(line.split(" voice.calls: ", 1)[1]))
+        if " voice.calls: {" not in line:
+            continue
+        logged = json.loads(line.split(" voice.calls: ", 1)[1])
+        if logged.get("event") != "call_end" or not logged.get("interaction_id"):
+            continue
+        ivr = api(svc, "GET", f"/interactions/{logged['interaction_id']}").get("ivr")
+        if ivr is None:  # logged at the flow's end, stored a moment later
+            continue
+        out.append(ivr)
     return out
 
 

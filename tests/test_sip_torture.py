@@ -7,7 +7,6 @@ describes; invalid ones raise SipParseError with the reason an element would put
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -413,7 +412,6 @@ def test_mutations_raise_only_sip_parse_error() -> None:
     rnd = random.Random(4475)
     alphabet = b' \t\r\n:;,<>"\\@[]%\x00\xff=/?0123456789aZ'
     names = sorted(VALID) + sorted(INVALID)
-    started = time.monotonic()
     cases = 0
     for name in names:
         data = load(name)
@@ -436,5 +434,4 @@ def test_mutations_raise_only_sip_parse_error() -> None:
                     assert isinstance(item, (Request, Response, SipParseError))
             except SipParseError:
                 pass
-    assert cases > 4000
-    assert time.monotonic() - started < 5.0
+    assert cases > 4000  # (how fast the parser is lives in the fuzz runs and benchmarks, not here)

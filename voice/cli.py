@@ -21,7 +21,10 @@ def _lazy(target: str) -> object:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from voice import __version__
+
     parser = argparse.ArgumentParser(prog="voice", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"voice {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="start the SIP/RTP service, IVR and HTTP API")

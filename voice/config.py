@@ -112,9 +112,24 @@ class CtiConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class QueuesConfig:
-    timeout: float = 300.0  # seconds a caller waits before the transfer's on_failure (overflow)
+    """[queues]: the settings of every queue; a [queue NAME] section overrides them for one queue."""
+
+    timeout: float = 300.0  # seconds a caller waits before the overflow queue or on_failure
     ring_timeout: float = 20.0  # seconds an agent's phone rings before the next agent is tried
     no_answer: str = "away"  # what an agent who let it ring becomes: away | available
+    music: Path = Path("recordings/moh/default.wav")  # music on hold (any WAV; resampled to 8 kHz)
+    announce_interval: float = 30.0  # seconds between position announcements (0: only on change)
+    ringing: str = "music"  # what the caller hears while an agent's phone rings: music | ringback
+    overflow: str = ""  # queue:NAME the caller moves to when the timeout passes ("": on_failure)
+    service_level_seconds: float = 20.0  # answered within this many seconds counts as in service level
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueueConfig(QueuesConfig):
+    """One [queue NAME] section, its unset keys taken from [queues]."""
+
+    name: str
+    skill: str = ""  # the agent skill that serves this queue ("": the queue's name)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,9 +190,12 @@ class Config:
     asr: AsrConfig = AsrConfig()
     cti: CtiConfig = CtiConfig()
     queues: QueuesConfig = QueuesConfig()
+    queue: dict[str, QueueConfig] = field(default_factory=dict)  # [queue NAME] sections by NAME
     webrtc: WebRtcConfig = WebRtcConfig()
     log_level: str = "info"
     hours: dict[str, BusinessHours] = field(default_factory=dict)  # [hours NAME] sections
+    log_format: str = "text"  # text | json (one JSON object per line)
+    sip_trace: str = "no"  # no | headers | full: every SIP message in the log (voice.sip.trace)
 
 
 def parse_host_port(text: str, default_port: int) -> HostPort:
@@ -262,6 +280,23 @@ def _timezone(text: str) -> str:
     return name
 
 
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _audio_file(text: str) -> Path:
+    path = Path(text.strip())
+    if not path.is_file():
+        raise ValueError(f"file not found: {path}")
+    return path
+
+
+def _queue_target(text: str) -> str:
+    t = text.strip()
+    if t and not (t.startswith("queue:") and QUEUE_NAME.match(t.removeprefix("queue:"))):
+        raise ValueError(f"expected queue:NAME (or nothing), found {text!r}")
+    return t
+
+
 def _networks(text: str) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(p, strict=False) for p in _split_list(text))
 
@@ -327,6 +362,16 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
         "timeout": (lambda s: float(_int_range(5, 86400)(s)), "timeout"),
         "ring_timeout": (lambda s: float(_int_range(5, 300)(s)), "ring_timeout"),
         "no_answer": (_choice("away", "available"), "no_answer"),
+        "music": (_audio_file, "music"),
+        "announce_interval": (lambda s: float(_int_range(0, 3600)(s)), "announce_interval"),
+        "ringing": (_choice("music", "ringback"), "ringing"),
+        "overflow": (_queue_target, "overflow"),
+        "service_level_seconds": (lambda s: float(_int_range(1, 3600)(s)), "service_level_seconds"),
+    },
+    "log": {
+        "level": (_choice("debug", "info", "warning", "error"), "level"),
+        "format": (_choice("text", "json"), "format"),
+        "sip_trace": (_choice("no", "headers", "full"), "sip_trace"),
     },
     "webrtc": {
         "turn_url": (_turn_url, "turn_url"),
@@ -335,8 +380,41 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
         "codecs": (_webrtc_codecs, "codecs"),
         "hold_music": (lambda s: Path(s.strip()), "hold_music"),
     },
-    "log": {"level": (_choice("debug", "info", "warning", "error"), "level")},
 }
+# [queue NAME]: the [queues] keys for one queue, plus the skill that serves it.
+_QUEUE_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {
+    **_KEYS["queues"], "skill": (str.strip, "skill")}
+
+
+def _section_keys(source: str, section: str) -> dict[str, tuple[Callable[[str], Any], str]]:
+    if section.startswith("queue "):
+        name = section.removeprefix("queue ").strip()
+        if not QUEUE_NAME.match(name):
+            raise ConfigError(f"{source}: [{section}]: a queue name is letters, digits, '.', '_' and '-' "
+                              f"(the name a flow uses in transfer: queue:NAME)")
+        return _QUEUE_KEYS
+    if section not in _KEYS:
+        raise ConfigError(
+            f"{source}: unknown section [{section}] "
+            f"(known: {', '.join(sorted(_KEYS))}, queue NAME, hours NAME)"
+        )
+    return _KEYS[section]
+
+
+def _queue_sections(source: str, values: dict[str, dict[str, Any]],
+                    defaults: QueuesConfig) -> dict[str, QueueConfig]:
+    """[queue NAME] sections over the [queues] defaults; an overflow must name another queue."""
+    base = {k: getattr(defaults, k) for k in QueuesConfig.__dataclass_fields__}
+    out: dict[str, QueueConfig] = {}
+    for section, kwargs in values.items():
+        if not section.startswith("queue "):
+            continue
+        name = section.removeprefix("queue ").strip()
+        queue = QueueConfig(**{**base, **kwargs, "name": name})
+        if queue.overflow == f"queue:{name}":
+            raise ConfigError(f"{source}: [{section}] overflow: a queue cannot overflow into itself")
+        out[name] = queue
+    return out
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -363,16 +441,14 @@ def load_config(path: str | Path | None) -> Config:
             except ValueError as exc:
                 raise ConfigError(f"{source}: [{section}] {exc}") from None
             continue
-        if section not in _KEYS:
-            raise ConfigError(
-                f"{source}: unknown section [{section}] (known: {', '.join(sorted(_KEYS))})"
-            )
+        keys = _section_keys(source, section)
+        values.setdefault(section, {})
         for key, raw in parser.items(section):
-            spec = _KEYS[section].get(key)
+            spec = keys.get(key)
             if spec is None:
                 raise ConfigError(
                     f"{source}: [{section}] unknown key {key!r} "
-                    f"(known: {', '.join(sorted(_KEYS[section]))})"
+                    f"(known: {', '.join(sorted(keys))})"
                 )
             convert, name = spec
             try:
@@ -396,6 +472,7 @@ def load_config(path: str | Path | None) -> Config:
     if any(len(k) < 16 for k in http.api_keys):
         raise ConfigError(f"{source}: [http] api_keys: every key must be at least 16 characters")
     asr = build("asr", AsrConfig)
+    queues = build("queues", QueuesConfig)
     if not 0.0 <= asr.min_confidence <= 1.0:
         raise ConfigError(f"{source}: [asr] min_confidence: expected 0.0-1.0, found {asr.min_confidence}")
     return Config(
@@ -409,8 +486,11 @@ def load_config(path: str | Path | None) -> Config:
         ivr=build("ivr", IvrConfig),
         asr=asr,
         cti=build("cti", CtiConfig),
-        queues=build("queues", QueuesConfig),
+        queues=queues,
+        queue=_queue_sections(source, values, queues),
         webrtc=build("webrtc", WebRtcConfig),
         log_level=values.get("log", {}).get("level", "info"),
         hours=hours,
+        log_format=values.get("log", {}).get("format", "text"),
+        sip_trace=values.get("log", {}).get("sip_trace", "no"),
     )

@@ -17,6 +17,7 @@ from voice.aio.sip import SipEndpoint
 from voice.callcontrol import (
     AnswerSettings,
     Call,
+    CallMetrics,
     CallRecorder,
     CallTransferred,
     DeskCall,
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from cti.ports import AgentConnection, CallView
+    from cti.routing import QueueOutcome
 
 log = logging.getLogger("voice")
 
@@ -51,11 +53,14 @@ class Service:
     def __init__(self, config: Config, *, run_flow: FlowRunner | None = None) -> None:
         self.config = config
         self._run_flow = run_flow
+        self._run_flow_given = run_flow is not None
         self.endpoint: SipEndpoint | None = None
         self.core: SipCore | None = None
         self.switch: Switch | None = None
         self.pool = RtpPortPool(config.rtp.port_min, config.rtp.port_max)
-        self.lifecycle = Lifecycle([log_lifecycle])
+        self.call_metrics = CallMetrics()
+        self.lifecycle = Lifecycle([log_lifecycle, self.call_metrics])
+        self.lifecycle.subscribe_refusals(self.call_metrics)
         self.recorder: CallRecorder | None = None
         self.registration: Registration | None = None
         self.http_runner: web.AppRunner | None = None
@@ -66,6 +71,7 @@ class Service:
         self.ivr: Any = None
         self.desk: Any = None  # cti.routing.AgentDesk: queues, agents, screen pops
         self.speech: Any = None  # voice.asr.SpeechRecognizer
+        self.tts: Any = None  # voice.tts.Tts
         # agents' browser softphones (voice.callcontrol.webrtc); conversations are transcribed
         # once speech recognition has started
         self.phones = browser_phones(config, speech=lambda: self.speech.pool if self.speech else None)
@@ -96,6 +102,7 @@ class Service:
         log.info("node %s: SIP listening on %s (%s), RTP ports %d-%d, trusted %s", cfg.node.id, listen,
                  "+".join(cfg.sip.transports), cfg.rtp.port_min, cfg.rtp.port_max,
                  ", ".join(str(n) for n in cfg.sip.trusted))
+        self._readiness()
         if cfg.register is not None:
             reg = cfg.register
             self.registration = Registration(self.core, registrar=reg.registrar, username=reg.username,
@@ -130,6 +137,29 @@ class Service:
         if self.http_runner is not None:
             await self.http_runner.cleanup()
 
+    def _readiness(self) -> None:
+        """What /readyz reports besides the database: SIP listening, speech workers up."""
+        from cti.ops import add_readiness_check
+
+        assert self.http_runner is not None
+        app = self.http_runner.app
+
+        def sip() -> str | None:
+            ep = self.endpoint
+            if ep is None or not (ep.udp_port or ep.tcp_port):
+                return "SIP not listening"
+            if self.switch is not None and self.switch.draining:
+                return "draining: not taking new calls"
+            return None
+
+        def speech() -> str | None:
+            if self.config.asr.engine == "none" or self._run_flow_given:
+                return None
+            return None if self.speech is not None else "speech workers not running (keys only)"
+
+        add_readiness_check(app, "sip", sip)
+        add_readiness_check(app, "speech", speech)
+
     def _media_host(self, peer_host: str) -> str:
         return local_address_for(peer_host, self.config.sip.public_address, self.config.sip.listen.host)
 
@@ -145,8 +175,10 @@ class Service:
         from cti.lookup import make_lookup
         from cti.web import DESK_KEY
         from cti.web.keys import PHONES_KEY
+        from voice.ivr.runtime import make_tts
 
-        app = build_api(self.config, connector=self)
+        self.tts = make_tts(self.config)
+        app = build_api(self.config, connector=self, voice=self.tts)
         app[PHONES_KEY] = self.phones
         self.http_runner = web.AppRunner(app, access_log=None)
         await self.http_runner.setup()  # runs cleanup_ctx startup: database open and migrated
@@ -189,12 +221,9 @@ class Service:
         from voice.ivr.runtime import IvrRuntime
 
         self.ivr = IvrRuntime(self.config, lookup=self.lookup, desk=self.desk, speech=self.speech,
-                              transfer_queue=self._transfer_queue)
+                              transfer_queue=self._transfer_queue, tts=self.tts)
         if self.desk is not None:
-            from cti.routing import position_announcer
-
             self.desk.library = self.ivr.library
-            self.desk.on_position = position_announcer(self.ivr.tts)
         self._background.extend(self.ivr.start())
         self._run_flow = self.ivr.run_call
 
@@ -209,11 +238,10 @@ class Service:
         """`transfer: queue:NAME`: wait in the queue and talk to an agent (the desk does both);
         the flow goes on when the agent hangs up first."""
         assert self.desk is not None
-        outcome = await self.desk.transfer_queue(DeskCall(call), queue)
+        outcome: QueueOutcome = await self.desk.transfer_queue(DeskCall(call), queue)
         self.lifecycle.publish(CallTransferred(
-            call=call, target=f"queue:{queue}", ok=bool(outcome.ok), agent_id=outcome.agent_id,
-            waited=float(outcome.waited), talk_seconds=float(getattr(outcome, "talk_seconds", 0.0) or 0.0),
-            hangup_by=getattr(outcome, "hangup_by", None)))
+            call=call, target=f"queue:{outcome.queue}", ok=outcome.ok, agent_id=outcome.agent_id,
+            waited=outcome.waited, talk_seconds=outcome.talk_seconds or 0.0, hangup_by=outcome.hangup_by))
         return outcome
 
     # ---- SIP events ---------------------------------------------------------------------
@@ -230,11 +258,11 @@ class Service:
                 log.warning("registration to %s failed (%s)", event.registration.registrar, event.status)
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("aiosqlite", "asyncio", "alembic", "sqlalchemy"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def setup_logging(level: str, fmt: str = "text", sip_trace: str = "no") -> None:
+    from voice import logs, sipwire
+
+    logs.setup_logging(level, fmt)
+    sipwire.configure(sip_trace)
 
 
 async def serve(config: Config) -> None:
@@ -261,7 +289,9 @@ async def serve(config: Config) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
-    print(f"voice: ready (SIP {config.sip.listen}, HTTP {config.http.listen.host}:{service.http_port})",
+    from voice.firstrun import ready_message
+
+    print(ready_message(config, service.http_port, service.endpoint.udp_port if service.endpoint else None),
           flush=True)
     await stop.wait()
     log.info("stopping: draining calls for up to %d s (signal again to stop at once)",
@@ -281,7 +311,10 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"voice: configuration error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(config.log_level)
+    from voice.firstrun import with_api_key
+
+    config = with_api_key(config)  # the first run generates one (data/api_key) when none is configured
+    setup_logging(config.log_level, config.log_format, config.sip_trace)
     try:
         asyncio.run(serve(config))
     except OSError as exc:

@@ -1,12 +1,14 @@
 """The agent side of the HTTP service: agents API, agent page, admin page, events websocket.
 
-`setup(app, config, schema=None)` is called by `cti.http.build_api`; after the app's startup the
-service finds the node's `AgentDesk` (queues, screen pops, live calls) under `DESK_KEY`.
+`setup(app, config, schema=None)` is called by `cti.http.build_api`. Before the app starts, the
+service puts its `AgentConnector` under `CONNECTOR_KEY` and its TTS under `VOICE_KEY` (see
+cti.web.keys); after startup it finds the node's `AgentDesk` (queues, screen pops, live calls)
+under `DESK_KEY`.
 
 Admin API (Bearer API key, under /api/v1):
 - POST /agents {"id", "name", "sip_uri", "skills": [...], "password"} -> 201 the agent
 - GET /agents, GET /agents/{id}, PATCH /agents/{id} {"name"|"sip_uri"|"skills"|"password"|"state"}
-- GET /queues -> queue lengths, waiting positions and agent states on this node
+- GET /queues -> queue lengths, waiting positions, service levels and agent states on this node
 - GET /agents/{id}/events: the websocket (see cti.web.agent)
 """
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
@@ -23,17 +25,14 @@ from cti.agents import AGENT_ID, AgentExists, AgentNotFound, AgentStore
 from cti.events import make_bus
 from cti.http import DATABASE_KEY, PREFIX, STORE_KEY, json_response, read_json
 from cti.live import LiveCalls
-from cti.queues import AgentState, QueueEngine
+from cti.queues import AgentState, QueueEngine, QueueSpec
 from cti.routing import AgentDesk
 from cti.validation import ApiError, check_text, invalid, require_object
 from cti.web import admin, agent, softphone
-from cti.web.keys import DESK_KEY, SOCKETS_KEY
-from voice.config import Config
+from cti.web.keys import CONNECTOR_KEY, DESK_KEY, SOCKETS_KEY, VOICE_KEY
+from voice.config import Config, QueuesConfig
 
-if TYPE_CHECKING:
-    from cti.ports import AgentConnector
-
-__all__ = ["DESK_KEY", "setup"]
+__all__ = ["CONNECTOR_KEY", "DESK_KEY", "VOICE_KEY", "queue_engine", "setup"]
 
 _FIELDS = {"id", "name", "sip_uri", "skills", "password", "state"}
 
@@ -129,20 +128,29 @@ async def queues(request: web.Request) -> web.Response:
     return json_response({**desk.snapshot(), "calls": desk.live.snapshot()})
 
 
-def setup(app: web.Application, config: Config, *, schema: str | None = None,
-          connector: AgentConnector | None = None) -> None:
-    """Add the agent side's routes and its startup/cleanup to the API application; `connector`
-    (call control) rings agents' phones for the queues."""
+def queue_spec(name: str, q: QueuesConfig, skill: str = "") -> QueueSpec:
+    return QueueSpec(name=name, skill=skill, timeout=q.timeout, ring_timeout=q.ring_timeout,
+                     no_answer=q.no_answer, music=str(q.music), announce_interval=q.announce_interval,
+                     ringing=q.ringing, overflow=q.overflow.removeprefix("queue:") or None,
+                     service_level=q.service_level_seconds)
+
+
+def queue_engine(config: Config) -> QueueEngine:
+    """The ACD with the config's queues: [queue NAME] sections, [queues] for every other queue."""
+    return QueueEngine([queue_spec(name, q, q.skill) for name, q in config.queue.items()],
+                       defaults=queue_spec("", config.queues))
+
+
+def setup(app: web.Application, config: Config, *, schema: str | None = None) -> None:
+    """Add the agent side's routes and its startup/cleanup to the API application."""
     app[SOCKETS_KEY] = weakref.WeakSet()
 
     async def desk_ctx(app: web.Application) -> AsyncIterator[None]:
         # Runs after the database context: the store exists and is migrated.
-        queues = config.queues
-        engine = QueueEngine(default_timeout=queues.timeout, ring_timeout=queues.ring_timeout,
-                             no_answer=queues.no_answer)
         desk = AgentDesk(store=app[STORE_KEY], agents=AgentStore(app[DATABASE_KEY]),
-                         bus=make_bus(config.database.url, schema=schema), live=LiveCalls(),
-                         engine=engine, recent=config.cti.recent_interactions, connector=connector)
+                         bus=make_bus(config.database.url, schema=schema),
+                         connector=app.get(CONNECTOR_KEY), voice=app.get(VOICE_KEY), live=LiveCalls(),
+                         engine=queue_engine(config), recent=config.cti.recent_interactions)
         await desk.start()
         app[DESK_KEY] = desk
         try:

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from cti.http import CONFIG_KEY, json_response
+from cti.seclog import security_event
 from cti.web.agent import page
 from cti.web.auth import (
     ADMIN_COOKIE,
@@ -44,6 +45,7 @@ async def admin_login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     key = matching_api_key(request, str(form.get("key", "")))
     if key is None:
+        security_event("login_failed", request.remote or "?", who="admin")
         raise web.HTTPFound("/admin/login?failed=1")
     resp = web.HTTPFound("/admin")
     set_cookie(resp, request, ADMIN_COOKIE, admin_token(key), max_age=ADMIN_HOURS * 3600)
@@ -72,15 +74,28 @@ async def _library(app: web.Application) -> Any:
     return library
 
 
-def flows_summary(library: Any) -> list[dict[str, Any]]:
+def live_nodes(calls: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """{flow: {node: live calls there}} from the live calls' snapshot."""
+    out: dict[str, dict[str, int]] = {}
+    for call in calls:
+        if call.get("flow") and call.get("node"):
+            nodes = out.setdefault(call["flow"], {})
+            nodes[call["node"]] = nodes.get(call["node"], 0) + 1
+    return out
+
+
+def flows_summary(library: Any, live: dict[str, dict[str, int]] | None = None) -> list[dict[str, Any]]:
+    """Every flow with its status and diagram; `live` highlights the nodes where calls are now."""
     from voice.ivr.graph import to_svg
 
     out = []
     for name in sorted(set(library.flows) | set(library.errors)):
         flow = library.flows.get(name)
         errors = [str(e) for e in library.errors.get(name, [])]
+        here = (live or {}).get(name, {})
         out.append({"name": name, "valid": not errors, "loaded": flow is not None, "errors": errors,
-                    "nodes": len(flow.nodes) if flow else 0, "svg": to_svg(flow) if flow else None})
+                    "nodes": len(flow.nodes) if flow else 0, "live": here,
+                    "svg": to_svg(flow, live=here) if flow else None})
     return out
 
 
@@ -88,8 +103,9 @@ async def overview(request: web.Request) -> web.Response:
     require_admin(request)
     desk = request.app[DESK_KEY]
     library = await _library(request.app)
-    flows = await asyncio.to_thread(flows_summary, library) if library is not None else []
-    return json_response({"flows": flows, "calls": desk.live.snapshot(), **desk.snapshot()})
+    calls = desk.live.snapshot()
+    flows = await asyncio.to_thread(flows_summary, library, live_nodes(calls)) if library is not None else []
+    return json_response({"flows": flows, "calls": calls, **desk.snapshot()})
 
 
 def drop_own_library(app: web.Application) -> None:

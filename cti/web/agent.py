@@ -2,11 +2,15 @@
 
 Websocket contract (`GET /api/v1/agents/{agent_id}/events`, the agent's session cookie or an API
 key): the server sends JSON objects, each with a "type":
-- "hello": {"agent": {...}} once, on connect;
+- "hello": {"agent": {...}, "call": the screen pop of the call the agent is offered, on or wrapping
+  up (else null), "missed": the last "missed" event while the agent is away because of it (else
+  null)} once, on connect: a reloaded page or a new tab shows what the agent was looking at;
 - "state": {"agent_id", "state", "since", "call_id"} on every state change;
-- "screen_pop": {"call_id", "interaction_id", "caller", "customer", "found", "ivr", "transcript",
-  "recent_interactions", "last_by_channel", "queue"} when the agent's phone starts ringing;
-- "missed": {"call_id"} when the agent let a call ring out.
+- "screen_pop": {"call_id", "sip_call_id", "interaction_id", "caller", "customer", "found",
+  "identified_by", "ivr", "transcript", "recent_interactions", "last_by_channel", "queue"} when
+  the agent's phone starts ringing (`customer` is the one the IVR identified, else the caller ID's);
+- "missed": {"call_id", "queue", "caller", "status", "state", "message"} when the agent let a call
+  ring out (or their phone refused it); `message` says why they are now `state` (away, usually).
 Clients may send {"type": "ping"} and get {"type": "pong"}; the softphone's rtc_* messages are
 described in cti.web.softphone.
 """
@@ -109,13 +113,16 @@ async def post_state(request: web.Request) -> web.Response:
 
 
 async def accept(request: web.Request) -> web.Response:
-    """The agent took the call shown on screen: on a call."""
+    """The agent took the call shown on screen: on a call. 409 (nothing changed) when that call is
+    not offered to this agent (any more): the caller hung up, another agent took it, a typo."""
     agent_id = await require_agent(request)
     body = require_object(await read_json(request), {"call_id"})
-    if not isinstance(body.get("call_id"), str):
+    if not isinstance(body.get("call_id"), str) or not body["call_id"]:
         raise invalid("call_id", "required")
-    await request.app[DESK_KEY].set_agent_state(agent_id, AgentState.ON_CALL, body["call_id"])
-    return json_response(await request.app[DESK_KEY].agents.get_agent(agent_id))
+    desk = request.app[DESK_KEY]
+    if not await desk.accept_offer(agent_id, body["call_id"]):
+        raise ApiError(409, "this call is not offered to you (any more)", "call_id")
+    return json_response(await desk.agents.get_agent(agent_id))
 
 
 async def post_note(request: web.Request) -> web.Response:
@@ -132,7 +139,10 @@ async def post_note(request: web.Request) -> web.Response:
     desk = request.app[DESK_KEY]
     interaction_id = body.get("interaction_id")
     if not interaction_id and isinstance(body.get("call_id"), str):
-        interaction_id = await desk.agents.interaction_for_call(body["call_id"])
+        # the pop's call_id is the call's key (live on some node) or, from other clients, the Call-ID
+        live = desk.live.get(body["call_id"])
+        interaction_id = (live.interaction_id if live else None) or \
+            await desk.agents.interaction_for_call(body["call_id"])
     if not isinstance(interaction_id, str) or not interaction_id:
         raise invalid("interaction_id", "no interaction for this call")
     try:
@@ -163,12 +173,10 @@ async def customer_timeline(request: web.Request) -> web.Response:
 
 async def interaction(request: web.Request) -> web.Response:
     await require_agent(request)
-    desk = request.app[DESK_KEY]
     found = await request.app[STORE_KEY].get_interaction(request.match_info["id"][:36])
     if found is None:
         raise ApiError(404, "no such interaction", "id")
-    found["notes"] = await desk.agents.notes(found["id"])
-    return json_response(found)
+    return json_response(found)  # with its notes
 
 
 # ---- websocket -----------------------------------------------------------------------------
@@ -189,7 +197,7 @@ async def events_socket(request: web.Request) -> web.StreamResponse:
     phone = softphone.attach(request, agent_id, ws)
     reader = asyncio.ensure_future(_read(ws, phone))
     try:
-        await ws.send_json({"type": "hello", "agent": agent})
+        await ws.send_json({"type": "hello", "agent": agent, **desk.current_for(agent)})
         while not ws.closed:
             getter = asyncio.ensure_future(sub.get())
             done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)

@@ -1,4 +1,14 @@
-"""Application keys of the agent side (kept apart so every web module can import them)."""
+"""Application keys of the agent side (kept apart so every web module can import them).
+
+Set by the service on the application before `AppRunner.setup()` (the desk is built at startup):
+- `PHONES_KEY`: call control's `BrowserPhones` (cti.ports), the agents' browser softphones;
+  without it a page's rtc_register is answered with rtc_error;
+- `CONNECTOR_KEY`: call control's `AgentConnector` (cti.ports); without it queue transfers fail
+  with reason "no_connector" (an API-only process);
+- `VOICE_KEY`: the TTS (`render(text) -> 8 kHz int16`) that tells waiting callers their position;
+  without it they hear the music only.
+After startup the node's `AgentDesk` is under `DESK_KEY`.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +16,12 @@ import weakref
 
 from aiohttp import web
 
-from cti.ports import BrowserPhones
+from cti.ports import AgentConnector, BrowserPhones
 from cti.routing import AgentDesk
+from cti.waiting import SpeechRenderer
 
 DESK_KEY = web.AppKey("cti_desk", AgentDesk)
 SOCKETS_KEY = web.AppKey("cti_sockets", weakref.WeakSet[web.WebSocketResponse])
-# Call control's browser softphones (set by the service when it runs call control; absent otherwise).
+CONNECTOR_KEY = web.AppKey("cti_connector", AgentConnector)
+VOICE_KEY = web.AppKey("cti_voice", SpeechRenderer)
 PHONES_KEY = web.AppKey("cti_browser_phones", BrowserPhones)

@@ -55,7 +55,7 @@ async def test_customer_errors(api: Api) -> None:
     assert st == 422
     st, err = await api.call("GET", "/api/v1/customers", params={"shoe": "44"})
     assert st == 422 and err["error"]["field"] == "shoe"
-    st, err = await api.call("DELETE", f"/api/v1/customers/{first['id']}")
+    st, err = await api.call("PUT", f"/api/v1/customers/{first['id']}")
     assert st == 405 and err["error"]["status"] == 405
 
 
@@ -130,7 +130,8 @@ async def test_lookup_known_and_unknown_callers(api: Api) -> None:
     # recent defaults to [cti] recent_interactions (5 in the test config)
     assert [i["summary"] for i in hit["recent_interactions"]] == [f"chat {i}" for i in (6, 5, 4, 3, 2)]
     assert set(hit["recent_interactions"][0]) == {
-        "id", "channel", "direction", "started_at", "subject", "summary", "disposition"}
+        "id", "channel", "direction", "status", "started_at", "ended_at", "agent", "subject", "summary",
+        "disposition"}
     st, by_account = await api.call("GET", "/api/v1/lookup", params={"account": "77", "recent": "1"})
     assert by_account["customer"]["id"] == c["id"] and len(by_account["recent_interactions"]) == 1
     empty = {"found": False, "customer": None, "attributes": {}, "recent_interactions": []}

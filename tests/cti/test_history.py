@@ -45,7 +45,8 @@ async def test_a_call_is_recorded_at_answer_and_completed_at_the_end(store: Cust
         ], details={"transfers": [{"target": "queue:billing", "agent_id": "ann", "waited": 4.0}]})
     done = await store.get_interaction(iid)
     assert done is not None
-    assert done["status"] == "completed" and done["disposition"] == "caller_hangup"
+    assert done["status"] == "completed" and done["outcome"] == "caller_hangup"
+    assert done["disposition"] is None  # the agent's field: the call end leaves it alone
     assert done["ended_at"] == "2024-06-01T12:01:35Z" and done["recording"] == "recordings/calls/abc.wav"
     assert done["ivr"]["path"] == ["welcome", "menu", "billing"]
     assert done["ivr"]["inputs"][0]["value"] == "2" and done["ivr"]["inputs"][1]["value"] == MASK == "****"

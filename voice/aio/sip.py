@@ -15,6 +15,7 @@ import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from voice import sipwire
 from voice.sip.core import SipCore
 from voice.sip.events import Event
 from voice.sip.message import SipParseError, StreamParser
@@ -79,6 +80,7 @@ class SipEndpoint:
         return self.loop.time()
 
     def feed(self, data: bytes, source: Address) -> None:
+        sipwire.received(data, source)  # metrics, trace, security events
         try:
             self.core.receive(data, source, self.now())
         except Exception:  # a peer must never take the service down
@@ -124,6 +126,7 @@ class SipEndpoint:
 
     # ---- sending ------------------------------------------------------------------
     def _transmit(self, data: bytes, peer: Address) -> None:
+        sipwire.sent(data, peer)
         if peer.transport == "tcp":
             self._send_tcp(data, peer)
             return
@@ -198,6 +201,7 @@ class SipEndpoint:
                     self.flush()
                     break
                 for message in messages:
+                    sipwire.received_message(message, source)
                     try:
                         self.core.receive_message(message, source, self.now())
                     except Exception:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cti import metrics
 from voice.asr.base import SpeechResult
 from voice.asr.endpoint import Endpointer, NoInput, SpeechEnded, SpeechStarted
 from voice.asr.engine import EngineError, EngineResult, resolve_engine
@@ -117,6 +119,7 @@ class SpeechRecognizer:
             ended.cancel()
             utt.cancel()
             call.speech_in_progress = False
+        metrics.speech_recognized(result.engine, result.status, utt.latency)
         return result
 
     async def _finish(self, call: Call, utt: _Utterance) -> SpeechResult:
@@ -126,8 +129,10 @@ class SpeechRecognizer:
             return SpeechResult(status="noinput", engine=engine)
         if utt.result is None:  # the stream could not be opened
             return SpeechResult(status="error", start=utt.start, engine=engine)
+        t0 = time.perf_counter()
         try:
             eres: EngineResult = await utt.result
+            utt.latency = time.perf_counter() - t0  # end of speech to the result
         except EngineError as exc:
             log.error("asr: recognition failed on call %s: %s", call.info.call_id, exc)
             return SpeechResult(status="error", start=utt.start, end=utt.stop, engine=engine)
@@ -182,6 +187,7 @@ class _Utterance:
         self.outcome: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.start = 0.0
         self.stop = 0.0
+        self.latency: float | None = None  # end of speech to the engine's result (metrics)
 
     def on_frame(self, frame: np.ndarray) -> None:
         if self.outcome.done():

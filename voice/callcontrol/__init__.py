@@ -7,7 +7,7 @@
 - `switch`: owns the calls by key, implements cti.ports.AgentConnector, drains;
 - `call`: the Call a flow drives; `fake`: in-memory ports for tests;
 - `lifecycle`: answered / identified / transferred / finished, and its subscribers
-  (`records`: the history; `log_lifecycle`: the log lines).
+  (`records`: the history; `log_lifecycle`: the log lines; `CallMetrics`: /metrics).
 """
 
 from voice.callcontrol.call import Call, CallEnded, CallInfo, TranscriptSegment
@@ -17,6 +17,8 @@ from voice.callcontrol.lifecycle import (
     CallAnswered,
     CallFinished,
     CallIdentified,
+    CallMetrics,
+    CallRefused,
     CallTransferred,
     Lifecycle,
     log_lifecycle,
@@ -32,7 +34,9 @@ __all__ = [
     "CallFinished",
     "CallIdentified",
     "CallInfo",
+    "CallMetrics",
     "CallRecorder",
+    "CallRefused",
     "CallTransferred",
     "DeskCall",
     "FlowRunner",

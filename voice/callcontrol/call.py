@@ -116,6 +116,7 @@ class Call:
         *,
         clock: Callable[[], float] = time.monotonic,
         key: str | None = None,
+        node: str = "",
         on_identified: Callable[[Call], None] | None = None,
     ) -> None:
         self.info = info
@@ -134,6 +135,7 @@ class Call:
         self.transcript: list[TranscriptSegment] = []
         self.interaction_id: str | None = None  # the call's record in the interaction history
         self.key = key or info.call_id  # unique on this service: the dialog and the node
+        self.node = node  # the [node] id of the service that owns the call
         self.customer_id: str | None = None  # the customer the IVR identified
         self.identified_by: str | None = None  # "caller_id", "account", ...
         self._on_identified = on_identified

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from voice.callcontrol.call import Call, CallInfo
 from voice.callcontrol.leg import Leg, SipLink
-from voice.callcontrol.lifecycle import CallAnswered, CallFinished, CallIdentified, Lifecycle
+from voice.callcontrol.lifecycle import CallAnswered, CallFinished, CallIdentified, CallRefused, Lifecycle
 from voice.sip.sdp import SdpError, SessionDescription, build_offer, negotiate
 from voice.sip.session import CallState, InboundCall
 
@@ -63,6 +63,7 @@ class InboundAnswer:
         self.call: Call | None = None
         self.task: asyncio.Task[None] | None = None
         self.delayed_offer = False
+        self.offered_at = datetime.now(UTC)  # the INVITE arrived
 
     def info(self) -> CallInfo:
         invite = self.sip.invite
@@ -97,6 +98,7 @@ class InboundAnswer:
         if retry_after is not None:
             headers.append(("Retry-After", str(retry_after)))
         self.leg.link(lambda now: self.sip.reject(status, reason, now, tuple(headers)))
+        self.lifecycle.refused(CallRefused(call_id=self.sip.call_id, status=status, reason=reason))
 
     # ---- the call's task ---------------------------------------------------------------------
     async def _run(self) -> None:
@@ -120,6 +122,7 @@ class InboundAnswer:
         if self.settings.answer_delay > 0:
             await asyncio.sleep(self.settings.answer_delay)
         if self.sip.state is not CallState.EARLY or leg.ended:  # cancelled while ringing
+            self.lifecycle.refused(CallRefused(call_id=self.sip.call_id, status=487, reason="cancelled"))
             return
         if self.delayed_offer:
             sdp = build_offer(leg.media_host, leg.rtp.local_port, self.sip.session_id,
@@ -129,7 +132,9 @@ class InboundAnswer:
             sdp = leg.answer_sdp()
         recording = self._start_recording()
         leg.link(lambda now: self.sip.answer(sdp, now))
-        call = self.call = Call(self.info(), leg.rtp, leg, key=self.key, on_identified=self._identified)
+        answered_at = datetime.now(UTC)
+        call = self.call = Call(self.info(), leg.rtp, leg, key=self.key, node=self.settings.node,
+                                on_identified=self._identified)
         leg.on_info_digit = call.deliver_digit
         self.lifecycle.publish(CallAnswered(call=call, node=self.settings.node))
         ivr: dict[str, Any] | None = None
@@ -141,8 +146,10 @@ class InboundAnswer:
                 await leg.hangup("flow_end")
             cause = await call.wait_ended()
             path = leg.rtp.stop_recording() if recording and leg.rtp is not None else None
-            self.lifecycle.publish(CallFinished(call=call, cause=cause, ivr=ivr,
-                                                recording=str(path) if path else None))
+            self.lifecycle.publish(CallFinished(
+                call=call, cause=cause, ivr=ivr, node=self.settings.node,
+                recording=str(path) if path else None,
+                details={"offered_at": self.offered_at.isoformat(), "answered_at": answered_at.isoformat()}))
 
     async def _wait_confirmed(self) -> bool:
         """Until the ACK (True), or the call ending first: BYE/CANCEL race, no ACK (False)."""

@@ -15,6 +15,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from cti.models import new_id
 from voice.callcontrol.lifecycle import (
     CallAnswered,
     CallFinished,
@@ -36,12 +37,16 @@ class CallRecorder:
         self.history = history
         self._chains: dict[str, asyncio.Task[None]] = {}
         self._details: dict[str, dict[str, Any]] = {}
+        self._written: set[str] = set()  # calls whose record exists
         self.pending: set[asyncio.Task[None]] = set()
 
     def __call__(self, event: LifecycleEvent) -> None:
         call = event.call
         if isinstance(event, CallAnswered):
             self._details[call.key] = {}
+            # The record's id is known at once (the flow's first log line, the live view and the
+            # screen pop carry it) though the row is written a moment later.
+            call.interaction_id = new_id()
             self._then(call.key, lambda: self._created(event))
         elif isinstance(event, CallIdentified):
             self._then(call.key, lambda: self._identified(event))
@@ -76,21 +81,31 @@ class CallRecorder:
         call = event.call
         info = call.info
         call.interaction_id = await self.history.call_started(
-            key=call.key, call_id=info.call_id, caller=info.caller, caller_name=info.caller_name,
-            dialled=info.dialled, node=event.node, started_at=datetime.fromtimestamp(info.started_at, UTC),
-            customer_id=call.customer_id)
+            interaction_id=call.interaction_id, key=call.key, call_id=info.call_id, caller=info.caller,
+            caller_name=info.caller_name, dialled=info.dialled, node=event.node,
+            started_at=datetime.fromtimestamp(info.started_at, UTC), customer_id=call.customer_id)
+        self._written.add(call.key)
+        log.debug("call recorded call_id=%s interaction=%s node=%s key=%s", info.call_id, call.interaction_id,
+                  event.node, call.key)
 
     async def _identified(self, event: CallIdentified) -> None:
-        if event.call.interaction_id is not None:
+        if event.call.interaction_id is not None and event.call.key in self._written:
             await self.history.call_identified(event.call.interaction_id, customer_id=event.customer_id,
                                                by=event.by)
 
     async def _finished(self, event: CallFinished) -> None:
         call = event.call
         details = self._details.pop(call.key, {})
-        if call.interaction_id is None:
+        queued = [t for t in details.get("transfers", []) if str(t["target"]).startswith("queue:")]
+        if queued:  # the CDR's queue facts: the agent who took the call, else the last queue tried
+            last = next((t for t in reversed(queued) if t["ok"]), queued[-1])
+            details.update(queue=str(last["target"]).removeprefix("queue:"), agent_id=last["agent_id"],
+                           wait_seconds=last["waited"],
+                           talk_seconds=last["talk_seconds"] if last["ok"] else None)
+        if call.interaction_id is None or call.key not in self._written:
             log.error("call %s ended without its record (the create failed); nothing to complete", call.key)
             return
+        self._written.discard(call.key)
         await self.history.call_finished(
             call.interaction_id, ended_at=datetime.now(UTC), ended=event.cause, ivr=event.ivr,
             recording=event.recording, transcript=[asdict(s) for s in call.transcript],

@@ -783,8 +783,8 @@ class BrowserPhones:
         receive-only offer in, (listen id, our answer) out. Neither party hears the supervisor."""
         if not offer_sdp or len(offer_sdp) > SDP_MAX:
             raise SoftphoneError("sdp", f"must be an SDP offer, at most {SDP_MAX} characters")
-        leg = next((x for x in self.legs.values()
-                    if x.caller.info.call_id == call_id and x.answered and not x.ended), None)
+        leg = next((x for x in self.legs.values()  # the call's key (unique) or its SIP Call-ID
+                    if call_id in (x.caller.key, x.caller.info.call_id) and x.answered and not x.ended), None)
         if leg is None:
             raise SoftphoneError("call_id", "no call talking to a browser agent on this node has this id")
         monitor = MonitorLeg(self, leg)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cti import metrics
 from voice.callcontrol.call import SAMPLE_RATE, Call, CallEnded, TranscriptSegment
 from voice.hours import BusinessHours, now_view
 from voice.ivr.expr import Expr, ExprError
@@ -123,6 +124,10 @@ class FlowInterpreter:
     async def run(self) -> CallRecord:
         """Run the call to its end; never raises. Logs the record as one JSON line on voice.calls."""
         t0 = time.monotonic()
+        self._log_line("call started", {"event": "call_start", "call_id": self.call.info.call_id,
+                                        "interaction_id": self.call.interaction_id,
+                                        "node_id": self.call.node, "flow": self.flow.name,
+                                        "node": self.flow.start})
         try:
             await self._run_flow(self.flow, 0)
             await self._finish("hangup")
@@ -153,9 +158,14 @@ class FlowInterpreter:
     def _close_record(self, t0: float) -> None:
         self.record.duration = time.monotonic() - t0
         self.record.variables = self.public_variables()
-        if self.log_record:
-            calls_log.info(json.dumps(self.record.to_json(), separators=(",", ":")))
+        fields = self.record.log_fields(self.call.interaction_id)
+        self._log_line("call ended", {"event": "call_end", "node_id": self.call.node, **fields})
         self.emit("end", {"ended": self.record.ended})
+
+    def _log_line(self, msg: str, line: dict[str, Any]) -> None:
+        """One line on voice.calls: JSON text (format = text), or its keys (format = json)."""
+        if self.log_record:
+            calls_log.info(json.dumps(line, separators=(",", ":")), extra={"fields": {"msg": msg, **line}})
 
     async def _finish(self, ended: str, target: str | None = None) -> None:
         self.record.ended = ended
@@ -195,6 +205,7 @@ class FlowInterpreter:
             self.current, self.current_flow = node, flow
             self.vars["last_node"] = name
             self.record.path.append({"flow": flow.name, "node": name, "t": round(self.call.elapsed(), 3)})
+            metrics.flow_step(flow.name)
             self.emit("node", {"flow": flow.name, "node": name})
             if node.when is not None and not self.truth(node.when):
                 name = node.otherwise or node.next

@@ -32,6 +32,27 @@ class CallRecord:
     def nodes(self) -> list[str]:
         return [p["node"] for p in self.path]
 
+    def log_fields(self, interaction_id: str | None = None) -> dict[str, Any]:
+        """What the per-call log line carries: ids, the path, inputs as recorded (sensitive ones
+        already masked), how it ended. Never the caller's number, the prompts (they may say the
+        customer's name or balance) or the variables (they hold the looked-up customer record)."""
+        return {
+            "call_id": self.call_id,
+            "interaction_id": interaction_id,
+            "flow": self.flow,
+            "node": self.path[-1]["node"] if self.path else None,
+            "dialled": self.dialled,
+            "duration": round(self.duration, 3),
+            "ended": self.ended,
+            "transfer_target": self.transfer_target,
+            "transfers_failed": list(self.transfers_failed),
+            "path": [p["node"] for p in self.path],
+            "inputs": [{k: i.get(k) for k in ("node", "kind", "value", "status") if k in i}
+                       for i in self.inputs],
+            "recordings": len(self.recordings),
+            "error": self.error,
+        }
+
     def to_json(self) -> dict[str, Any]:
         out = {
             "call_id": self.call_id,

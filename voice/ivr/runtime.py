@@ -12,15 +12,20 @@ import aiohttp
 
 from voice.callcontrol.call import Call
 from voice.config import Config
+from voice.tts import Tts
 
 log = logging.getLogger("voice.ivr")
 
 
+def make_tts(config: Config) -> Tts:
+    """The service's TTS (one for prompts, queue announcements and the goodbye)."""
+    return Tts(config.ivr.tts, config.ivr.tts_voice, Path("data") / "tts-cache")
+
+
 class IvrRuntime:
     def __init__(self, config: Config, *, lookup: Any = None, speech: Any = None, desk: Any = None,
-                 transfer_queue: Any = None) -> None:
+                 transfer_queue: Any = None, tts: Tts | None = None) -> None:
         from voice.ivr import FlowLibrary
-        from voice.tts import Tts
 
         ivr = config.ivr
         self.config = config
@@ -28,7 +33,7 @@ class IvrRuntime:
         self.speech = speech
         self.desk = desk  # cti.routing.AgentDesk: live calls for the admin page and screen pops
         self.transfer_queue = transfer_queue
-        self.tts = Tts(ivr.tts, ivr.tts_voice, Path("data") / "tts-cache")
+        self.tts = tts or make_tts(config)
         # Passing the TTS lets the library pre-render every static prompt at load and on reload.
         self.library = FlowLibrary(ivr.flows, prompts_dir=ivr.prompts, default_flow=ivr.default_flow,
                                    routes=ivr.routes, tts=self.tts)
@@ -48,9 +53,10 @@ class IvrRuntime:
         flow = self.library.flow_for(info.dialled)
         on_event = None
         if self.desk is not None:
-            self.desk.live.add(info.call_id, caller=info.caller, caller_name=info.caller_name,
-                               dialled=info.dialled, interaction_id=call.interaction_id)
-            on_event = self.desk.live.ivr_hook(info.call_id)
+            self.desk.live.add(call.key, call_id=info.call_id, caller=info.caller,
+                               caller_name=info.caller_name, dialled=info.dialled,
+                               interaction_id=call.interaction_id)
+            on_event = self.desk.live.ivr_hook(call.key)
         interpreter = FlowInterpreter(
             flow, call, tts=self.tts, speech=self.speech, lookup=self.lookup, http=self.http,
             recordings_dir=self.config.ivr.recordings, prompts_dir=self.config.ivr.prompts,
@@ -60,7 +66,7 @@ class IvrRuntime:
             record = await interpreter.run()
         finally:
             if self.desk is not None:
-                self.desk.live.remove(info.call_id)
+                self.desk.live.remove(call.key)
         result: dict[str, Any] = record.to_json()
         return result
 

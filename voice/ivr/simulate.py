@@ -120,7 +120,14 @@ def main(args: argparse.Namespace) -> int:
             print(exc, file=sys.stderr)
             return 2
         prompts, recordings = cfg.ivr.prompts, cfg.ivr.recordings
-    library = FlowLibrary(path.parent, prompts_dir=prompts, default_flow=path.stem, routes={})
+    from voice.ivr.tools import flow_name, library_for_file
+
+    found, problem = library_for_file(path, prompts, cfg.ivr.flows if cfg is not None else Path("ivr_flows"))
+    if found is None:
+        print(problem, file=sys.stderr)
+        return 2
+    library = found
+    name = flow_name(library, path)
     for err in library.load():
         print(err, file=sys.stderr)
     logging.getLogger("voice.ivr").setLevel(logging.ERROR)
@@ -139,7 +146,7 @@ def main(args: argparse.Namespace) -> int:
             except Exception as exc:  # the simulator still works without customer data
                 print(f"customer store unavailable ({exc}); lookups find nothing", file=sys.stderr)
         try:
-            sim = Simulator(library, path.stem, args.caller, lookup=lookup, prompts_dir=prompts,
+            sim = Simulator(library, name, args.caller, lookup=lookup, prompts_dir=prompts,
                             recordings_dir=recordings)
             return await sim.run()
         finally:

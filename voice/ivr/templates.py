@@ -17,12 +17,26 @@ from voice.ivr.expr import Expr, ExprError
 MASK = "****"
 
 
+class FilterError(ValueError):
+    """A filter was given a value it cannot say (e.g. `|money` on text): the flow fails there
+    instead of reading "abc dollars" to the caller."""
+
+
 def money(value: Any, currency: str = "dollar") -> str:
-    """42.5 -> '42 dollars and 50 cents'; 1 -> '1 dollar'; 0.05 -> '5 cents'."""
+    """42.5 -> '42 dollars and 50 cents'; 1 -> '1 dollar'; 0.05 -> '5 cents'; '' -> ''.
+
+    Anything that is not a finite number (text, a boolean, NaN) raises FilterError."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, bool):
+        raise FilterError(f"money: {value!r} is not a number")
     try:
-        amount = Decimal(str(value)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+        amount = Decimal(str(value).strip())
+        if not amount.is_finite():
+            raise InvalidOperation
+        amount = amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
     except (InvalidOperation, ValueError):
-        return str(value)
+        raise FilterError(f"money: {str(value)[:40]!r} is not a number") from None
     sign = "minus " if amount < 0 else ""
     amount = abs(amount)
     whole, cents = int(amount), int((amount - int(amount)) * 100)

@@ -22,7 +22,8 @@ function ago(epoch) {
 }
 
 function renderFlows(flows) {
-  const key = JSON.stringify(flows.map((f) => [f.name, f.valid, f.errors, f.nodes, f.svg && f.svg.length]));
+  // redrawn when a flow changes or live calls move to other nodes (highlighted in the diagram)
+  const key = JSON.stringify(flows.map((f) => [f.name, f.valid, f.errors, f.nodes, f.live, f.svg && f.svg.length]));
   if (key === flowsShown) return;
   flowsShown = key;
   const box = $("flows");

@@ -29,6 +29,29 @@ async function api(method, path, body) {
 function showState(state) {
   $("state").textContent = state.replace("_", " ");
   $("state").className = "state " + state;
+  if (state !== "away") $("missed").hidden = true; // the explanation is for being away
+  if (current && (state === "on_call" || state === "wrap_up")) markAccepted();
+}
+
+const IDENTIFIED = {
+  caller_id: "Identified by the calling number",
+  account: "Identified in the IVR by account number",
+  email: "Identified in the IVR by e-mail address",
+};
+
+function showMissed(ev) {
+  // Why the agent is away now: their phone let a call ring out (or refused it).
+  $("missed-text").textContent = ev.message || "You missed a call.";
+  $("missed").hidden = false;
+  if (current && current.call_id === ev.call_id) {
+    $("accept").disabled = true;
+    $("accept").textContent = "Missed";
+  }
+}
+
+function markAccepted() {
+  $("accept").disabled = true;
+  $("accept").textContent = "Accepted";
 }
 
 function when(iso) {
@@ -80,8 +103,11 @@ function renderPop(pop) {
   $("call-id").textContent = pop.call_id;
   $("accept").disabled = false;
   $("accept").textContent = "Accept";
+  $("accept-status").textContent = "";
   $("note-status").textContent = "";
   renderCustomer(pop);
+  $("identified").textContent = pop.customer
+    ? (IDENTIFIED[pop.identified_by] || (pop.identified_by ? "Identified by " + pop.identified_by : "")) : "";
   const path = $("ivr-path");
   path.replaceChildren(...(pop.ivr.path || []).map((n) => el("li", n)));
   $("ivr-inputs").replaceChildren(...(pop.ivr.inputs || []).map((i) =>
@@ -157,11 +183,12 @@ function connect(delay) {
     const ev = JSON.parse(msg.data);
     if (ev.type === "screen_pop") renderPop(ev);
     else if (ev.type === "state") showState(ev.state);
-    else if (ev.type === "hello") showState(ev.agent.state);
-    else if (ev.type === "missed" && current && current.call_id === ev.call_id) {
-      $("accept").disabled = true;
-      $("accept").textContent = "Missed";
-    }
+    else if (ev.type === "hello") {
+      // A reload or a new tab: the call on screen comes back with the state.
+      if (ev.call && (!current || current.call_id !== ev.call.call_id)) renderPop(ev.call);
+      showState(ev.agent.state);
+      if (ev.missed) showMissed(ev.missed);
+    } else if (ev.type === "missed") showMissed(ev);
   };
   ws.onclose = () => {
     $("link").textContent = "reconnecting…";
@@ -179,11 +206,17 @@ async function main() {
   }
   $("accept").addEventListener("click", async () => {
     if (!current) return;
-    const a = await api("POST", "/agent/api/accept", { call_id: current.call_id });
-    showState(a.state);
-    $("accept").disabled = true;
-    $("accept").textContent = "Accepted";
+    try {
+      const a = await api("POST", "/agent/api/accept", { call_id: current.call_id });
+      markAccepted();
+      showState(a.state);
+    } catch (err) {
+      $("accept").disabled = true;
+      $("accept-status").textContent = "Not accepted: " + err.message;
+    }
   });
+  $("missed-available").addEventListener("click", async () =>
+    showState((await api("POST", "/agent/api/state", { state: "available" })).state));
   $("search-form").addEventListener("submit", search);
   $("note-form").addEventListener("submit", saveNote);
   connect(500);

@@ -31,8 +31,9 @@
       const calls = (await resp.json()).calls.filter((c) => c.agent_id);
       const chosen = pick.value;
       pick.replaceChildren(...calls.map((c) => {
-        const o = el("option", `${c.caller} → ${c.agent_id}`, null, { value: c.call_id });
-        if (c.call_id === chosen) o.selected = true;
+        const id = c.key || c.call_id;
+        const o = el("option", `${c.caller} → ${c.agent_id}`, null, { value: id });
+        if (id === chosen) o.selected = true;
         return o;
       }));
       if (!calls.length) pick.append(el("option", "no calls with an agent", null, { value: "" }));
