@@ -429,9 +429,10 @@ async def test_both_sides_of_the_conversation_land_in_the_transcript_as_two_spea
             caller_says = render_phrase("i would like to check my invoice please", voice="slt")
             up = RtpStreamBuilder(codec=PCMU, ssrc=0x1111).silence(300).audio(caller_says).silence(1200)
             caller.peer.send(up.packets, (HOST, caller.rtp.local_port))
-            await asyncio.sleep(max(up.duration, 3.5 + len(agent_says) / 8000) + 1.5)
+            # both have finished speaking (and their pauses ended the utterances) before the hang-up
+            await asyncio.sleep(max(up.duration, 3.5 + len(agent_says) / 8000) + 3.0)
             await phones.receive("ann", {"type": "rtc_hangup", "leg": leg.id})
-            end = await asyncio.wait_for(leg.wait_finished(), 15)  # after the last words are decoded
+            end = await asyncio.wait_for(leg.wait_finished(), 20)  # after the last words are decoded
             assert end.hangup_by == "agent"
             speech = [s for s in caller.call.transcript if s.kind == "speech"]
             by = {s.speaker: s for s in speech}
