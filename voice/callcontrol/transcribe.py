@@ -49,6 +49,7 @@ class SpeakerTranscriber:
         self.session: PoolSession | None = None
         self.pending: set[asyncio.Future[EngineResult]] = set()
         self.segments = 0
+        self.utterances = 0
         self.closed = False
         self._restart()
 
@@ -98,6 +99,7 @@ class SpeakerTranscriber:
         session, self.session = self.session, None
         start, end = self.start, self.t0 + at
         result = session.finish()
+        self.utterances += 1
         self.pending.add(result)
         result.add_done_callback(lambda fut: self._decoded(fut, start, end))
 
@@ -138,3 +140,6 @@ class ConversationTranscriber:
 
     async def close(self, grace: float = 10.0) -> None:
         await asyncio.gather(self.caller.close(grace), self.agent.close(grace))
+        log.info("conversation transcribed: %d caller and %d agent segments of %d and %d utterances"
+                 " (%d still decoding)", self.caller.segments, self.agent.segments, self.caller.utterances,
+                 self.agent.utterances, len(self.caller.pending) + len(self.agent.pending))

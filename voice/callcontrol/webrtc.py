@@ -586,6 +586,7 @@ class BrowserLeg:
             self.transcriber = ConversationTranscriber(pool, self.caller)
             remove_caller = self.caller.add_audio_listener(self.transcriber.caller.on_frame)
             self._transcribe_agent = self.transcriber.agent.on_frame
+            log.info("browser leg %s: transcribing the conversation (caller, agent)", self.id)
         caller_gone = asyncio.ensure_future(self.caller.wait_ended())
         hangup_by = "agent"
         try:
