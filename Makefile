@@ -3,11 +3,11 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := sip-tester baresip kamailio flite espeak-ng sox libsndfile1 chromium tshark
+APT_PACKAGES := sip-tester baresip kamailio flite espeak-ng sox libsndfile1 chromium tshark fail2ban
 CONFIG ?= sip.example.conf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test setup system-deps lint typecheck pytest bench clean
+.PHONY: run test setup system-deps lint typecheck pytest bench clean fuzz
 
 setup: .stamp-system $(BIN)/voice
 
@@ -42,9 +42,25 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=3
+
+# Coverage-guided fuzzing (atheris/libFuzzer) of the SIP parser, the SIP core, SDP and RTP/RTCP/RFC 4733,
+# each for FUZZ_SECONDS on a scratch corpus under .fuzz/ grown from fuzz/seeds/. A crash stops here
+# and leaves its reproducer as .fuzz/<target>-crash-*; `python fuzz/fuzz_<target>.py FILE` replays it.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := sip sip_core sdp rtp
+fuzz: setup
+	@set -e; mkdir -p .fuzz; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p .fuzz/corpus-$$t; \
+	  if $(BIN)/python fuzz/fuzz_$$t.py -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -timeout=10 \
+	      -rss_limit_mb=2048 -artifact_prefix=.fuzz/$$t- .fuzz/corpus-$$t fuzz/seeds/$${t%_core} \
+	      > .fuzz/$$t.log 2>&1; then \
+	    echo "fuzz_$$t: $$(awk '/number_of_executed_units/ {print $$2}' .fuzz/$$t.log) inputs in $(FUZZ_SECONDS) s, no crash"; \
+	  else tail -40 .fuzz/$$t.log; echo "fuzz_$$t: CRASH, reproducer in .fuzz/$$t-crash-*"; exit 1; fi; \
+	done
 
 bench: setup
 	$(BIN)/python benchmarks/calls.py
 
 clean:
-	rm -rf $(VENV) .stamp-system *.egg-info
+	rm -rf $(VENV) .stamp-system *.egg-info .fuzz

@@ -111,8 +111,9 @@ async def run(n: int, seconds: float, lo: int, hi: int, ports: list[int]) -> dic
     orig = RtpSession._on_tick
 
     def timed_tick(self: RtpSession, now: float) -> None:
-        if self.clock is not None:
-            lateness.append(self.loop.time() - self.clock.deadline())
+        clock = self.core.clock
+        if clock is not None:
+            lateness.append(self.loop.time() - clock.deadline())
         orig(self, now)
 
     RtpSession._on_tick = timed_tick  # type: ignore[method-assign]

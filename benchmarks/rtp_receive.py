@@ -44,7 +44,7 @@ async def run(n: int, runs: int) -> float:
         batch = packets(sender, speech, n)
         t = time.process_time()
         for i, data in enumerate(batch):
-            session._on_rtp(data, ("127.0.0.1", 9))
+            session._receive(data, ("127.0.0.1", 9), False)
             if i % 50 == 49:
                 await asyncio.sleep(0)  # the loop's turn: batched in-band detection runs here
         await asyncio.sleep(0)

@@ -64,6 +64,12 @@ class AgentNotFound(Exception):
     pass
 
 
+# The hash of a random password nobody kept, with the same parameters as real ones: checked
+# against for unknown agent ids, so that they cost one scrypt like a wrong password does.
+_DUMMY_HASH = ("scrypt$16384$8$1$afe2ab1092962ef92ccae4d1611b83cb$"
+               "f7ee2a63546244a7cf53d1fe978551f35736ec73b8eabfa79565429b85d30812")
+
+
 def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(password.encode(), salt=salt, **_SCRYPT)
@@ -140,8 +146,9 @@ class AgentStore:
         """A new session token, or None for a wrong id or password (same cost either way)."""
         async with self.db.read() as s:
             stored = (await s.execute(select(Agent.password_hash).where(Agent.id == agent_id))).scalar()
-        # Hash even for unknown agents: the answer time must not tell which ids exist.
-        ok = await asyncio.to_thread(check_password, password, stored or hash_password("x"))
+        # Hash even for unknown agents, in the worker thread like any other: the answer and its
+        # time must not tell which ids exist, and no scrypt runs on the event loop.
+        ok = await asyncio.to_thread(check_password, password, stored or _DUMMY_HASH)
         if not ok or not stored:
             return None
         token = secrets.token_urlsafe(32)

@@ -45,6 +45,12 @@ def test_example_documents_every_key() -> None:
         ("[nonsense]\na = b\n", "unknown section [nonsense]"),
         ("[register]\nregistrar = sip:pbx\n", "[register] username: required"),
         ("not ini at all\n", "not a valid INI file"),
+        ("[throttle]\ninvite_rate = -3\n", "[throttle] invite_rate: expected a number from 0 to 100000"),
+        ("[throttle]\ninvite_rate = nan\n", "[throttle] invite_rate: expected a number"),
+        ("[throttle]\nexempt = 10.0.0.0/40\n", "[throttle] exempt:"),
+        ("[throttle]\nblok_time = 5\n", "[throttle] unknown key 'blok_time'"),
+        ("[http]\nsignin_failures = many\n", "[http] signin_failures:"),
+        ("[sip]\ndigest_algorithms = SHA-1\n", "[sip] digest_algorithms: expected one of sha-256, md5"),
     ],
 )
 def test_bad_config_names_file_key_and_problem(tmp_path: Path, body: str, message: str) -> None:
@@ -138,3 +144,21 @@ def test_the_example_documents_every_queue_key() -> None:
     for key in _QUEUE_KEYS:
         assert f"\n{key} =" in section, f"[queue NAME] {key} is not shown in sip.example.conf"
     assert load_config(ROOT / "sip.example.conf").queue["support"].overflow == "queue:agents"
+
+
+def test_throttle_settings_load(tmp_path: Path) -> None:
+    import ipaddress
+
+    path = tmp_path / "t.conf"
+    path.write_text("[throttle]\ninvite_rate = 2.5\ninvite_burst = 4\nflood_block = 30\nauth_failures = 3\n"
+                    "auth_window = 20\nblock_time = 900\nexempt = 192.0.2.0/24\nmax_sources = 500\n"
+                    "[http]\nsignin_failures = 2\nsignin_window = 60\nsignin_block = 120\n")
+    cfg = load_config(path)
+    t = cfg.throttle
+    assert (t.invite_rate, t.invite_burst, t.flood_block, t.auth_failures, t.auth_window, t.block_time,
+            t.max_sources) == (2.5, 4, 30.0, 3, 20.0, 900.0, 500)
+    assert t.exempt == (ipaddress.ip_network("192.0.2.0/24"),)
+    assert (cfg.http.signin_failures, cfg.http.signin_window, cfg.http.signin_block) == (2, 60.0, 120.0)
+    path.write_text("[sip]\ndigest_algorithms = md5\n")
+    assert load_config(path).sip.digest_algorithms == ("MD5",)
+    assert load_config(None).sip.digest_algorithms == ("SHA-256", "MD5")

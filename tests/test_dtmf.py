@@ -221,3 +221,11 @@ def test_no_false_positives_on_speech(tmp_path):
     assert detect(np.concatenate(speech)) == ""
     # and a key pressed over the speech prompt's end is still heard
     assert detect(np.concatenate([speech[0][-4000:], dtmf_tone("7", 80), silence(40)])) == "7"
+
+
+def test_key_tone_is_voice_audio_dtmf_tone() -> None:
+    from voice.audio import dtmf_tone
+    from voice.rtp.dtmf import key_tone
+
+    for digit in "159#D":
+        assert np.array_equal(key_tone(digit, 120), dtmf_tone(digit, 120))

@@ -228,3 +228,21 @@ def test_latch_compares_normalized_addresses():
     assert latch.accept(("2001:db8::1", 4000), 1, 1, 0)
     v4 = SourceLatch(("192.0.2.1", 4000), frozenset({0}))
     assert v4.accept(("::ffff:192.0.2.1", 4000), 1, 1, 0)  # from a dual-stack socket
+
+
+def test_sender_frame_is_build_then_advance() -> None:
+    a, b = RtpSender(random.Random(5)), RtpSender(random.Random(5))
+    for i in range(4):
+        if i == 2:
+            a.gap()
+            b.gap()
+        expected = a.build(8, bytes([i]) * 160)
+        a.advance()
+        assert b.frame(8, bytes([i]) * 160) == expected
+    assert (a.seq, a.ts, a.packets, a.octets) == (b.seq, b.ts, b.packets, b.octets)
+
+
+def test_frame_clock_take_counts_due_frames() -> None:
+    clock = FrameClock(10.0)
+    assert clock.take(9.99) == 0 and clock.take(10.0) == 1 and clock.take(10.0) == 0
+    assert clock.take(10.065) == 3 and clock.n == 4 and clock.deadline() == 10.08

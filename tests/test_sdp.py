@@ -186,3 +186,42 @@ def test_build_offer_is_negotiable() -> None:
     assert (neg.codec.name, neg.dtmf_payload_type, neg.remote_port) == ("PCMA", 97, 30000)
     with pytest.raises(SdpError):
         build_offer("h", 1, 1, 1, codecs=("opus",))
+
+
+@pytest.mark.parametrize(
+    ("conn", "message"),
+    [
+        ("IN IP4 localhost", "'localhost' is not an IP address"),
+        ("IN IP4 media.example.com", "not an IP address"),
+        ("IN IP4 192.0.2.1\x00", "not an IP address"),
+        ("IN IP4 127.1", "not an IP address"),  # inet_aton would take it; we take literals only
+        ("IN IP6 fe80::1%eth0", "not an IP address"),
+        ("IN IP4 224.2.1.1/127", "multicast"),
+    ],
+)
+def test_media_address_must_be_a_unicast_ip_literal(conn: str, message: str) -> None:
+    """Issue 10: a name in c= was resolved by every sendto (a blocking lookup per packet)."""
+    with pytest.raises(SdpError, match=message):
+        negotiate(sdp(f"v=0\no=- 1 2 IN IP4 h\ns=-\nc={conn}\nt=0 0\nm=audio 4000 RTP/AVP 0\n"))
+
+
+def test_media_level_name_is_refused_even_with_a_session_address() -> None:
+    with pytest.raises(SdpError, match=r"'rtp\.example' is not an IP address"):
+        negotiate(sdp("v=0\no=- 1 2 IN IP4 h\ns=-\nc=IN IP4 192.0.2.7\nt=0 0\n"
+                      "m=audio 4000 RTP/AVP 0\nc=IN IP4 rtp.example\n"))
+
+
+@pytest.mark.parametrize("text", [
+    b"v=0\r\nc=IN IP4 2001:db8::1\r\n", b"v=0\r\nc=IN IP6 192.0.2.1\r\n",
+    b"v=0\r\nm=audio 65536 RTP/AVP 0\r\n",
+    b"v=0\r\nm=audio \xc2\xb2 RTP/AVP 0\r\n", b"v=0\r\nm=audio 4000/\xc2\xb2 RTP/AVP 0\r\n"])
+def test_address_type_and_port_range_are_checked(text: bytes) -> None:
+    with pytest.raises(SdpError):
+        SessionDescription.parse(text)
+
+
+def test_port_65535_and_odd_digits_in_formats() -> None:
+    offer = sdp("v=0\no=- 1 2 IN IP4 h\ns=-\nc=IN IP4 192.0.2.7\nt=0 0\nm=audio 65535 RTP/AVP ² 8 0\n"
+                "a=ptime:²\na=rtpmap:8 PCMA/²\n")
+    neg = negotiate(offer)  # "²" is str.isdigit() but not a number: ignored, not a crash
+    assert (neg.remote_port, neg.codec.name, neg.ptime) == (65535, "PCMU", 20)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from voice.hours import BusinessHours, parse_hours
+from voice.sip.throttle import ThrottleSettings
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -45,6 +46,7 @@ class SipConfig:
     public_address: str | None = None
     domain: str = "voice.local"
     auth_users: dict[str, str] = field(default_factory=dict)
+    digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")  # challenges offered, most preferred first
     user_agent: str = "voice/0.1"
     max_calls: int = 1000
     t1_ms: int = 500
@@ -73,6 +75,10 @@ class HttpConfig:
     listen: HostPort = HostPort(host="127.0.0.1", port=8080)
     api_keys: tuple[str, ...] = ()
     max_body: int = 1024 * 1024
+    # Agent and admin sign-in throttling: failures per source address and per account in a window.
+    signin_failures: int = 5
+    signin_window: float = 300.0
+    signin_block: float = 300.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -191,6 +197,7 @@ class Config:
     cti: CtiConfig = CtiConfig()
     queues: QueuesConfig = QueuesConfig()
     queue: dict[str, QueueConfig] = field(default_factory=dict)  # [queue NAME] sections by NAME
+    throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
     webrtc: WebRtcConfig = WebRtcConfig()
     log_level: str = "info"
     hours: dict[str, BusinessHours] = field(default_factory=dict)  # [hours NAME] sections
@@ -239,6 +246,10 @@ def _bool(text: str) -> bool:
     raise ValueError(f"expected yes or no, found {text!r}")
 
 
+def _empty(what: str) -> tuple[str, ...]:
+    raise ValueError(f"expected {what}")
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def check(text: str) -> str:
         t = text.strip().lower()
@@ -254,6 +265,16 @@ def _int_range(lo: int, hi: int) -> Callable[[str], int]:
         n = int(text)
         if not lo <= n <= hi:
             raise ValueError(f"expected a number from {lo} to {hi}, found {n}")
+        return n
+
+    return check
+
+
+def _float_range(lo: float, hi: float) -> Callable[[str], float]:
+    def check(text: str) -> float:
+        n = float(text)
+        if not lo <= n <= hi:  # NaN fails too
+            raise ValueError(f"expected a number from {lo:g} to {hi:g}, found {text.strip()!r}")
         return n
 
     return check
@@ -310,6 +331,8 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
         "public_address": (lambda s: str(ipaddress.ip_address(s.strip())), "public_address"),
         "domain": (str.strip, "domain"),
         "auth_users": (_mapping, "auth_users"),
+        "digest_algorithms": (lambda s: tuple(_choice("sha-256", "md5")(p).upper() for p in _split_list(s))
+                              or _empty("at least one algorithm"), "digest_algorithms"),
         "user_agent": (str.strip, "user_agent"),
         "max_calls": (_int_range(1, 100000), "max_calls"),
         "t1_ms": (_int_range(10, 5000), "t1_ms"),
@@ -332,6 +355,9 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
         "listen": (lambda s: parse_host_port(s, 8080), "listen"),
         "api_keys": (lambda s: tuple(_split_list(s)), "api_keys"),
         "max_body": (_int_range(1024, 1 << 30), "max_body"),
+        "signin_failures": (_int_range(0, 1000), "signin_failures"),
+        "signin_window": (lambda s: float(_int_range(1, 86400)(s)), "signin_window"),
+        "signin_block": (lambda s: float(_int_range(1, 86400)(s)), "signin_block"),
     },
     "database": {"url": (str.strip, "url")},
     "ivr": {
@@ -372,6 +398,17 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
         "level": (_choice("debug", "info", "warning", "error"), "level"),
         "format": (_choice("text", "json"), "format"),
         "sip_trace": (_choice("no", "headers", "full"), "sip_trace"),
+    },
+    "throttle": {
+        "invite_rate": (_float_range(0.0, 100000.0), "invite_rate"),
+        "invite_burst": (_int_range(1, 1000000), "invite_burst"),
+        "flood_block": (lambda s: float(_int_range(1, 86400)(s)), "flood_block"),
+        "auth_failures": (_int_range(0, 100000), "auth_failures"),
+        "auth_window": (lambda s: float(_int_range(1, 86400)(s)), "auth_window"),
+        "block_time": (lambda s: float(_int_range(1, 604800)(s)), "block_time"),
+        "exempt": (_networks, "exempt"),
+        "max_sources": (_int_range(100, 10000000), "max_sources"),
+        "refusals_per_second": (_int_range(1, 100000), "refusals_per_second"),
     },
     "webrtc": {
         "turn_url": (_turn_url, "turn_url"),
@@ -488,6 +525,7 @@ def load_config(path: str | Path | None) -> Config:
         cti=build("cti", CtiConfig),
         queues=queues,
         queue=_queue_sections(source, values, queues),
+        throttle=build("throttle", ThrottleSettings),
         webrtc=build("webrtc", WebRtcConfig),
         log_level=values.get("log", {}).get("level", "info"),
         hours=hours,

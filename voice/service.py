@@ -33,6 +33,7 @@ from voice.sip import events as ev
 from voice.sip.core import CallPolicy, LocalIdentity, SipCore
 from voice.sip.digest import DigestVerifier
 from voice.sip.register import Registration
+from voice.sip.throttle import SourceThrottle
 from voice.sip.transaction import TimerValues
 
 if TYPE_CHECKING:
@@ -86,8 +87,12 @@ class Service:
         host = local_address_for("192.0.2.1", cfg.sip.public_address, listen.host)
         user = cfg.register.username if cfg.register is not None else "voice"
         identity = LocalIdentity(host=host, port=listen.port, user=user, user_agent=cfg.sip.user_agent)
-        verifier = DigestVerifier(cfg.sip.domain, cfg.sip.auth_users) if cfg.sip.auth_users else None
-        policy = CallPolicy(trusted=cfg.sip.trusted, verifier=verifier, max_calls=cfg.sip.max_calls)
+        verifier = (DigestVerifier(cfg.sip.domain, cfg.sip.auth_users, algorithms=cfg.sip.digest_algorithms)
+                    if cfg.sip.auth_users else None)
+        # The core asks before any provisional response: no free media port, or draining -> 503.
+        policy = CallPolicy(trusted=cfg.sip.trusted, verifier=verifier, max_calls=cfg.sip.max_calls,
+                            has_capacity=lambda: self.switch is not None and self.switch.accepting(),
+                            throttle=SourceThrottle(cfg.throttle))
         t1 = cfg.sip.t1_ms / 1000
         self.core = SipCore(identity, policy, TimerValues(t1=t1, t2=max(4.0, 8 * t1), t4=max(5.0, 10 * t1)))
         self.endpoint = SipEndpoint(self.core, self._on_event)

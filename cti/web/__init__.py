@@ -27,9 +27,10 @@ from cti.http import DATABASE_KEY, PREFIX, STORE_KEY, json_response, read_json
 from cti.live import LiveCalls
 from cti.queues import AgentState, QueueEngine, QueueSpec
 from cti.routing import AgentDesk
+from cti.security import SigninThrottle
 from cti.validation import ApiError, check_text, invalid, require_object
 from cti.web import admin, agent, softphone
-from cti.web.keys import CONNECTOR_KEY, DESK_KEY, SOCKETS_KEY, VOICE_KEY
+from cti.web.keys import CONNECTOR_KEY, DESK_KEY, SIGNIN_KEY, SOCKETS_KEY, VOICE_KEY
 from voice.config import Config, QueuesConfig
 
 __all__ = ["CONNECTOR_KEY", "DESK_KEY", "VOICE_KEY", "queue_engine", "setup"]
@@ -144,6 +145,8 @@ def queue_engine(config: Config) -> QueueEngine:
 def setup(app: web.Application, config: Config, *, schema: str | None = None) -> None:
     """Add the agent side's routes and its startup/cleanup to the API application."""
     app[SOCKETS_KEY] = weakref.WeakSet()
+    http = config.http
+    app[SIGNIN_KEY] = SigninThrottle(http.signin_failures, http.signin_window, http.signin_block)
 
     async def desk_ctx(app: web.Application) -> AsyncIterator[None]:
         # Runs after the database context: the store exists and is migrated.

@@ -14,7 +14,6 @@ from typing import Any
 from aiohttp import web
 
 from cti.http import CONFIG_KEY, json_response
-from cti.seclog import security_event
 from cti.web.agent import page
 from cti.web.auth import (
     ADMIN_COOKIE,
@@ -24,6 +23,9 @@ from cti.web.auth import (
     matching_api_key,
     require_admin,
     set_cookie,
+    signin_failed,
+    signin_refusal,
+    signin_succeeded,
 )
 from cti.web.keys import DESK_KEY
 
@@ -43,10 +45,14 @@ async def admin_login_page(request: web.Request) -> web.StreamResponse:
 
 async def admin_login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
+    refusal = signin_refusal(request, "admin")
+    if refusal is not None:
+        return refusal
     key = matching_api_key(request, str(form.get("key", "")))
     if key is None:
-        security_event("login_failed", request.remote or "?", who="admin")
+        signin_failed(request, "admin")
         raise web.HTTPFound("/admin/login?failed=1")
+    signin_succeeded(request, "admin")
     resp = web.HTTPFound("/admin")
     set_cookie(resp, request, ADMIN_COOKIE, admin_token(key), max_age=ADMIN_HOURS * 3600)
     raise resp

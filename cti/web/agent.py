@@ -32,7 +32,15 @@ from cti.http import STORE_KEY, json_response, read_json
 from cti.queues import AgentState
 from cti.validation import ApiError, check_text, invalid, require_object
 from cti.web import softphone
-from cti.web.auth import AGENT_COOKIE, api_key_ok, own_auth, set_cookie
+from cti.web.auth import (
+    AGENT_COOKIE,
+    api_key_ok,
+    own_auth,
+    set_cookie,
+    signin_failed,
+    signin_refusal,
+    signin_succeeded,
+)
 from cti.web.keys import DESK_KEY, SOCKETS_KEY
 
 log = logging.getLogger("cti.web")
@@ -76,9 +84,15 @@ async def login_page(request: web.Request) -> web.StreamResponse:
 async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     agent_id, password = str(form.get("agent", "")), str(form.get("password", ""))
+    account = f"agent:{agent_id}"
+    refusal = signin_refusal(request, account)
+    if refusal is not None:
+        return refusal
     token = await request.app[DESK_KEY].agents.sign_in(agent_id, password) if agent_id and password else None
     if token is None:
+        signin_failed(request, account)
         raise web.HTTPFound("/agent/login?failed=1")
+    signin_succeeded(request, account)
     resp = web.HTTPFound("/agent")
     set_cookie(resp, request, AGENT_COOKIE, token, max_age=12 * 3600)
     raise resp

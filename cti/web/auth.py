@@ -15,8 +15,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from cti.http import CONFIG_KEY
+from cti.http import CONFIG_KEY, json_response
+from cti.security import security_event
 from cti.validation import ApiError
+from cti.web.keys import SIGNIN_KEY
 
 AGENT_COOKIE = "voice_agent"
 ADMIN_COOKIE = "voice_admin"
@@ -77,3 +79,23 @@ def own_auth(handler: Handler) -> Handler:
     """Mark a /api/v1 handler that authenticates by itself (cookies as well as API keys)."""
     handler.own_auth = True  # type: ignore[attr-defined]
     return handler
+
+
+# ---- sign-in throttling (cti/security.py) ------------------------------------------------
+def signin_refusal(request: web.Request, account: str) -> web.Response | None:
+    """A 429 (with Retry-After) when this source or this account is blocked for failed sign-ins."""
+    wait = request.app[SIGNIN_KEY].retry_after(request.remote or "-", account, time.monotonic())
+    if not wait:
+        return None
+    body = ApiError(429, f"too many failed sign-ins: try again in {wait} s").body()
+    return json_response(body, status=429, headers={"Retry-After": str(wait)})
+
+
+def signin_failed(request: web.Request, account: str) -> None:
+    src = request.remote or "-"
+    security_event("signin_failed", src, account=account)
+    request.app[SIGNIN_KEY].failed(src, account, time.monotonic())
+
+
+def signin_succeeded(request: web.Request, account: str) -> None:
+    request.app[SIGNIN_KEY].succeeded(request.remote or "-", account)

@@ -18,10 +18,12 @@ from aiohttp import web
 
 from cti.ports import AgentConnector, BrowserPhones
 from cti.routing import AgentDesk
+from cti.security import SigninThrottle
 from cti.waiting import SpeechRenderer
 
 DESK_KEY = web.AppKey("cti_desk", AgentDesk)
 SOCKETS_KEY = web.AppKey("cti_sockets", weakref.WeakSet[web.WebSocketResponse])
 CONNECTOR_KEY = web.AppKey("cti_connector", AgentConnector)
 VOICE_KEY = web.AppKey("cti_voice", SpeechRenderer)
+SIGNIN_KEY = web.AppKey("cti_signin_throttle", SigninThrottle)
 PHONES_KEY = web.AppKey("cti_browser_phones", BrowserPhones)

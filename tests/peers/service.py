@@ -87,7 +87,7 @@ def write_config(
 
 @contextlib.contextmanager
 def running_service(
-    tmp_path: Path, *, start_timeout: float = 20.0, rtp_pairs: int = 50, **sections: Mapping[str, object]
+    tmp_path: Path, *, start_timeout: float = 60.0, rtp_pairs: int = 50, **sections: Mapping[str, object]
 ) -> Iterator[RunningService]:
     """Start the service on loopback; it is always stopped when the block ends."""
     workdir = tmp_path / "service"

@@ -1,6 +1,7 @@
 """Loop-wide media work shared by every RTP session: the 20 ms send schedule (`Pacer`) and
 in-band DTMF classification (`InbandBatch`). One of each per event loop, so the per-packet
 overhead of timers and numpy calls is paid once per wake-up or loop iteration, not per call.
+Both only schedule: the work itself is the sans-IO `voice.rtp.session`'s.
 """
 
 from __future__ import annotations
@@ -10,10 +11,8 @@ import math
 import weakref
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from voice.rtp.dtmf import GoertzelDetector
 from voice.rtp.pacing import FRAME_SECONDS, FrameClock
+from voice.rtp.session import detect_inband
 
 if TYPE_CHECKING:
     from voice.aio.rtp import RtpSession
@@ -89,20 +88,18 @@ class Pacer:
 
 
 class InbandBatch:
-    """In-band DTMF detection for every session on a loop, run once per loop iteration.
+    """In-band DTMF detection for every session on a loop, once per loop iteration.
 
-    Per frame the detector's matrix product and checks cost a dozen numpy calls whose fixed
-    overhead dwarfs the arithmetic on 160 samples; at 500 calls that was a tenth of a core.
-    Sessions queue their decoded frames here; one callback (call_soon, so in the same loop
-    iteration as the packets) cuts each session's blocks, classifies the blocks of all
-    sessions in one batch, and runs each session's press/release rules on its own keys.
+    Sessions whose audio waits for detection register here; one callback (call_soon, so in the
+    same loop iteration as the packets) runs `voice.rtp.session.detect_inband` over all of them,
+    which classifies their blocks in one batch, then delivers each session's digits.
     """
 
     _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, InbandBatch] = weakref.WeakKeyDictionary()
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.frames: dict[RtpSession, list[np.ndarray]] = {}
+        self.pending: dict[RtpSession, None] = {}
 
     @classmethod
     def for_loop(cls, loop: asyncio.AbstractEventLoop) -> InbandBatch:
@@ -111,31 +108,14 @@ class InbandBatch:
             batch = cls._by_loop[loop] = cls(loop)
         return batch
 
-    def add(self, session: RtpSession, frame: np.ndarray) -> None:
-        frames = self.frames.get(session)
-        if frames is not None:
-            frames.append(frame)
-            return
-        if not self.frames:
+    def add(self, session: RtpSession) -> None:
+        if not self.pending:
             self.loop.call_soon(self.flush)
-        self.frames[session] = [frame]
+        self.pending[session] = None
 
     def flush(self) -> None:
-        pending, self.frames = self.frames, {}
-        groups: dict[tuple[float, ...], list[tuple[RtpSession, GoertzelDetector, np.ndarray]]] = {}
-        for session, frames in pending.items():
-            detector = session._inband
-            if session.closed or detector is None:  # ended, or RFC 4733 arrived meanwhile
-                continue
-            blocks = detector.take_blocks(frames[0] if len(frames) == 1 else np.concatenate(frames))
-            if len(blocks):
-                groups.setdefault(detector.settings, []).append((session, detector, blocks))
-        for members in groups.values():
-            blocks = np.concatenate([m[2] for m in members]) if len(members) > 1 else members[0][2]
-            keys = members[0][1].classify_blocks(blocks)
-            start = 0
-            for session, detector, own in members:
-                for digit in detector.advance(keys[start:start + len(own)]):
-                    session._inband_digit(digit)
-                start += len(own)
-
+        pending, self.pending = self.pending, {}
+        detect_inband([s.core for s in pending], self.loop.time())
+        for session in pending:
+            if session.core.has_events:
+                session._drain()

@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from voice import sipwire
+from voice.aio.resolve import HostResolver, cut
 from voice.sip.core import SipCore
 from voice.sip.events import Event
 from voice.sip.message import SipParseError, StreamParser
@@ -27,6 +28,9 @@ MAX_DATAGRAM = 65535
 MAX_TCP_BUFFER = 1 << 20  # a peer that sends a megabyte without a complete message is dropped
 UDP_BUFFER = 4 << 20  # SO_RCVBUF/SO_SNDBUF asked for (the kernel caps it at net.core.rmem_max/wmem_max)
 UDP_DRAIN = 64  # datagrams read per readiness event (asyncio itself reads one)
+MAX_UDP_PAYLOAD = 65507  # 65535 - 20 (IPv4 header) - 8 (UDP header)
+UDP_REQUEST_LIMIT = 1300  # RFC 3261 18.1.1: larger requests go over TCP when the MTU is unknown
+LOGGED_MAX = 256  # distinct (problem, peer) pairs logged before the set starts over
 
 
 class SipEndpoint:
@@ -46,6 +50,9 @@ class SipEndpoint:
         self._tasks: set[asyncio.Task[None]] = set()
         self.udp_port = 0
         self.tcp_port = 0
+        self.resolver = HostResolver(self.loop)
+        self._logged: set[tuple[str, str]] = set()
+        self.stats = {"oversized_dropped": 0, "requests_over_tcp": 0, "unresolved_dropped": 0}
 
     # ---- lifecycle ---------------------------------------------------------------
     async def start(self, host: str, port: int, transports: tuple[str, ...] = ("udp", "tcp")) -> None:
@@ -125,30 +132,66 @@ class SipEndpoint:
         self.flush()
 
     # ---- sending ------------------------------------------------------------------
+    def _log_once(self, problem: str, peer: Address, message: str, *args: object) -> None:
+        key = (problem, peer.host)
+        if key in self._logged:
+            return
+        if len(self._logged) >= LOGGED_MAX:
+            self._logged.clear()
+        self._logged.add(key)
+        log.warning(message, *args)
+
     def _transmit(self, data: bytes, peer: Address) -> None:
         sipwire.sent(data, peer)
         if peer.transport == "tcp":
             self._send_tcp(data, peer)
             return
-        if self._udp is None:
-            log.warning("no UDP transport to reach %s", peer)
+        if len(data) > UDP_REQUEST_LIMIT and not data.startswith(b"SIP/"):
+            # RFC 3261 18.1.1: a request over 1300 bytes (path MTU unknown) MUST go over a
+            # congestion-controlled transport; UDP again only if the TCP connection fails.
+            self.stats["requests_over_tcp"] += 1
+            self._spawn(self._send_request_over_tcp(data, peer))
             return
-        host = peer.host
+        if len(data) > MAX_UDP_PAYLOAD:
+            # A response goes back the way its request came (18.2.2); one too big for a datagram
+            # cannot, so it is dropped, and said so (the transaction layer will time out).
+            self.stats["oversized_dropped"] += 1
+            self._log_once("oversized", peer, "SIP response of %d bytes to %s is larger than a UDP datagram "
+                           "(%d): not sent", len(data), cut(peer.host), MAX_UDP_PAYLOAD)
+            return
+        self._send_udp(data, peer)
+
+    def _send_udp(self, data: bytes, peer: Address) -> None:
+        if self._udp is None:
+            self._log_once("no_udp", peer, "no UDP transport to reach %s", cut(peer.host))
+            return
         try:
-            ipaddress.ip_address(host)
+            ipaddress.ip_address(peer.host)
         except ValueError:
             self._spawn(self._resolve_and_send(data, peer))
             return
-        self._udp.sendto(data, (host, peer.port))
+        self._udp.sendto(data, (peer.host, peer.port))
 
     async def _resolve_and_send(self, data: bytes, peer: Address) -> None:
-        try:
-            infos = await self.loop.getaddrinfo(peer.host, peer.port, type=2)  # SOCK_DGRAM
-        except OSError as exc:
-            log.warning("cannot resolve %s: %s", peer.host, exc)
+        addr = await self.resolver.resolve(peer.host, peer.port)
+        if addr is None:
+            self.stats["unresolved_dropped"] += 1  # logged once by the resolver
             return
-        if infos and self._udp is not None:
-            self._udp.sendto(data, infos[0][4][:2])
+        if self._udp is not None:
+            self._udp.sendto(data, addr)
+
+    async def _send_request_over_tcp(self, data: bytes, peer: Address) -> None:
+        tcp = Address(peer.host, peer.port, "tcp")
+        if await self._connect_and_send(_via_over_tcp(data), tcp, quiet=True):
+            return
+        if len(data) > MAX_UDP_PAYLOAD:
+            self.stats["oversized_dropped"] += 1
+            self._log_once("oversized", peer, "SIP request of %d bytes to %s: no TCP connection and too "
+                           "large for UDP: not sent", len(data), cut(peer.host))
+            return
+        self._log_once("tcp_fallback", peer, "SIP request of %d bytes to %s sent over UDP: TCP connection "
+                       "failed (RFC 3261 18.1.1)", len(data), cut(peer.host))
+        self._send_udp(data, peer)
 
     def _send_tcp(self, data: bytes, peer: Address) -> None:
         conn = peer.conn if peer.conn in self._conns else self._conn_by_peer.get((peer.host, peer.port))
@@ -158,20 +201,43 @@ class SipEndpoint:
             return
         self._spawn(self._connect_and_send(data, peer))
 
-    async def _connect_and_send(self, data: bytes, peer: Address) -> None:
+    async def _connect_and_send(self, data: bytes, peer: Address, *, quiet: bool = False) -> bool:
+        """Open a TCP connection to `peer` (its name resolved like any other), send, then read
+        the answers on it; False when no connection could be made."""
+        addr = await self.resolver.resolve(peer.host, peer.port)
+        if addr is None:
+            return False
+        conn = self._conn_by_peer.get(addr)
+        existing = self._conns.get(conn) if conn is not None else None
+        if existing is not None and not existing.is_closing():
+            existing.write(data)
+            return True
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(peer.host, peer.port, limit=MAX_TCP_BUFFER), 5)
+                asyncio.open_connection(addr[0], addr[1], limit=MAX_TCP_BUFFER), 5)
         except (OSError, TimeoutError) as exc:
-            log.warning("TCP connect to %s failed: %s", peer, exc)
-            return
+            if not quiet:
+                self._log_once("tcp_connect", peer, "TCP connect to %s:%d failed: %s", cut(peer.host),
+                               peer.port, exc)
+            return False
         writer.write(data)
-        await self._read_connection(reader, writer)
+        self._spawn(self._read_connection(reader, writer))
+        return True
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        """Every spawned task's end is looked at: a failure is logged here (briefly), never left as
+        "Task exception was never retrieved"."""
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("SIP transport task failed: %s: %s", exc.__class__.__name__, cut(str(exc), 200))
 
     # ---- receiving over TCP -----------------------------------------------------------
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -214,6 +280,19 @@ class SipEndpoint:
             if self._conn_by_peer.get((host, port)) == conn:
                 del self._conn_by_peer[(host, port)]
             writer.close()
+
+
+def _via_over_tcp(data: bytes) -> bytes:
+    """The request with its top Via's transport changed to TCP (RFC 3261 18.1.1: the Via names the
+    transport the request is really sent over)."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    for i, line in enumerate(lines):
+        name = line.split(b":", 1)[0].strip().lower()
+        if name in (b"via", b"v"):
+            lines[i] = line.replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP", 1)
+            break
+    return b"\r\n".join(lines) + sep + body
 
 
 def udp_socket(family: int, address: Any) -> socket.socket:

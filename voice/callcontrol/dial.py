@@ -92,7 +92,7 @@ class OutboundDial:
                           sdp_offer=offer, now=self.link.endpoint.now(), extra_headers=self.extra_headers,
                           credentials=self.credentials)
         leg = self.leg = Leg(self.link, sip, media_host=self.media_host, codecs=self.codecs)
-        leg.rtp = rtp
+        leg.attach_media(rtp)
         self.invited_at = time.monotonic()
         self.link.endpoint.flush()
         caller_gone = asyncio.ensure_future(self.caller.wait_ended())

@@ -115,17 +115,18 @@ class InboundAnswer:
     async def _answer_and_run(self) -> None:
         leg = self.leg
         try:
-            leg.rtp = await self.pool.open_session(leg.media_host)
-        except RuntimeError:
+            rtp = await self.pool.open_session(leg.media_host)
+        except RuntimeError:  # (the SIP core refuses calls before ringing when no port is left)
             self.reject(503, "Service Unavailable (no media port)", retry_after=5)
             return
+        leg.attach_media(rtp)
         if self.settings.answer_delay > 0:
             await asyncio.sleep(self.settings.answer_delay)
         if self.sip.state is not CallState.EARLY or leg.ended:  # cancelled while ringing
             self.lifecycle.refused(CallRefused(call_id=self.sip.call_id, status=487, reason="cancelled"))
             return
         if self.delayed_offer:
-            sdp = build_offer(leg.media_host, leg.rtp.local_port, self.sip.session_id,
+            sdp = build_offer(leg.media_host, rtp.local_port, self.sip.session_id,
                               self.sip.next_sdp_version(), leg.codecs)
         else:
             leg.configure_media()
@@ -133,7 +134,7 @@ class InboundAnswer:
         recording = self._start_recording()
         leg.link(lambda now: self.sip.answer(sdp, now))
         answered_at = datetime.now(UTC)
-        call = self.call = Call(self.info(), leg.rtp, leg, key=self.key, node=self.settings.node,
+        call = self.call = Call(self.info(), rtp, leg, key=self.key, node=self.settings.node,
                                 on_identified=self._identified)
         leg.on_info_digit = call.deliver_digit
         self.lifecycle.publish(CallAnswered(call=call, node=self.settings.node))

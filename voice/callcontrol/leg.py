@@ -106,6 +106,17 @@ class Leg:
             self.confirmed.set_result(False)
         self.close_media()
 
+    def attach_media(self, rtp: RtpSession) -> None:
+        """The leg's RTP session; a media transport that fails ends the call (BYE, `media_failed`)."""
+        self.rtp = rtp
+        rtp.set_failure_listener(self._media_failed)
+
+    def _media_failed(self, reason: str) -> None:
+        if self.ended:
+            return
+        log.warning("call %s: media failed (%s): ending the call", self.sip.call_id, reason[:200])
+        self.end_now("media_failed")
+
     def close_media(self) -> None:
         if self.rtp is not None and not self.rtp.closed:
             self.rtp.close()

@@ -124,7 +124,7 @@ class Switch:
     # ---- inbound ----------------------------------------------------------------------------
     def accepting(self) -> bool:
         """Whether a new call can be taken now (the SIP core asks before any provisional)."""
-        return not self.draining and self.pool.in_use < len(self.pool.ports)
+        return not self.draining and self.pool.free() > 0
 
     def on_event(self, event: ev.Event) -> None:
         if not isinstance(event, ev.IncomingCall):

@@ -10,6 +10,7 @@ or reordered updates of an event already reported are ignored.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections import deque
 from dataclasses import dataclass
@@ -145,6 +146,15 @@ COLS = (1209.0, 1336.0, 1477.0, 1633.0)
 KEYPAD = ("123A", "456B", "789C", "*0#D")
 
 
+@functools.cache
+def _basis(sample_rate: int, block: int) -> npt.NDArray[np.float64]:
+    n = np.arange(block)
+    w = 2 * np.pi * np.array(ROWS + COLS)[:, None] * n[None, :] / sample_rate
+    basis = np.concatenate([np.cos(w), np.sin(w)])
+    basis.setflags(write=False)
+    return basis
+
+
 class GoertzelDetector:
     """In-band DTMF detection on 8 kHz int16 audio, for peers without telephone-event.
 
@@ -168,10 +178,7 @@ class GoertzelDetector:
     def __init__(self, *, sample_rate: int = 8000, min_level: float = 500.0, min_purity: float = 0.75,
                  relative_peak_db: float = 6.0, normal_twist_db: float = 8.0,
                  reverse_twist_db: float = 4.0, min_blocks: int = 2, release_blocks: int = 2) -> None:
-        n = np.arange(self.BLOCK)
-        freqs = np.array(ROWS + COLS)
-        w = 2 * np.pi * freqs[:, None] * n[None, :] / sample_rate
-        self._basis = np.concatenate([np.cos(w), np.sin(w)])  # (16, BLOCK)
+        self._basis = _basis(sample_rate, self.BLOCK)  # (16, BLOCK), shared: every call makes one
         self.min_energy = self.BLOCK * min_level**2  # sum of squares for an RMS of min_level
         self.min_purity = min_purity
         self.relative_peak = 10 ** (relative_peak_db / 10)
@@ -292,3 +299,11 @@ def dtmf_frequencies(digit: str) -> tuple[float, float]:
     raise ValueError(f"not a DTMF digit: {digit!r}")
 
 
+def key_tone(digit: str, ms: int, amplitude: float = 0.25, sample_rate: int = 8000) -> npt.NDArray[np.int16]:
+    """The dual tone of a key as int16 PCM, both components at `amplitude` (what
+    voice.audio.dtmf_tone makes, here without that module's file and asyncio imports)."""
+    low, high = dtmf_frequencies(digit)
+    n = np.arange(sample_rate * ms // 1000)
+    x = amplitude * (np.sin(2 * np.pi * low * n / sample_rate) + np.sin(2 * np.pi * high * n / sample_rate))
+    out: npt.NDArray[np.int16] = np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16)
+    return out

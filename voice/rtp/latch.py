@@ -15,6 +15,7 @@ Policy (close to Asterisk's `strictrtp=yes` with `probation`):
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 Address = tuple[str, int]
 
@@ -33,20 +34,34 @@ def normalize_host(host: str) -> str:
 
 
 class SourceLatch:
-    def __init__(self, expected: Address, payload_types: frozenset[int], probation: int = 3) -> None:
+    def __init__(self, expected: Address, payload_types: frozenset[int], probation: int = 3,
+                 previous: SourceLatch | None = None) -> None:
+        """`previous`: the latch this one replaces after a re-INVITE that kept the address (only
+        the payload types changed), whose latched source carries over."""
         self.expected = (normalize_host(expected[0]), expected[1])
         self.payload_types = payload_types
         self.probation = probation
         self.latched: Address | None = None
+        # Where we send: spelled as the socket gave it (a dual-stack socket needs the mapped form),
+        # or as configured. Compared only in normalized form.
+        self.send_to: Address = (expected[0], expected[1])  # the latched source, else the SDP address
+        self._raw: object = None  # the source exactly as last accepted once latched: a cheap check
         self._candidate: tuple[Address, int, int, int] | None = None  # (addr, ssrc, last seq, count)
+        if previous is not None and previous.latched is not None:
+            self.latched, self.send_to, self._raw = previous.latched, previous.send_to, previous._raw
 
-    def accept(self, addr: Address, ssrc: int, seq: int, payload_type: int) -> bool:
-        """True if the packet is from our peer; may latch."""
-        src = (normalize_host(addr[0]), addr[1])
+    def accept(self, addr: tuple[Any, ...], ssrc: int, seq: int, payload_type: int) -> bool:
+        """True if the packet is from our peer; may latch. `addr` as the socket reports it."""
+        if addr == self._raw:
+            return True
+        src: Address = (normalize_host(addr[0]), addr[1])
         if self.latched is not None:
-            return src == self.latched
+            if src == self.latched:
+                self._raw = addr
+                return True
+            return False
         if src == self.expected:
-            self.latched = src
+            self._latch(src, addr)
             return True
         if payload_type not in self.payload_types:
             return False
@@ -57,11 +72,11 @@ class SourceLatch:
             count = 1
         self._candidate = (src, ssrc, seq, count)
         if count >= self.probation:
-            self.latched = src
+            self._latch(src, addr)
             return True
         return False
 
-    @property
-    def send_to(self) -> Address:
-        """Where our media goes: the latched source, else the SDP address."""
-        return self.latched or self.expected
+    def _latch(self, src: Address, addr: tuple[Any, ...]) -> None:
+        self.latched = src
+        self.send_to = (addr[0], src[1])
+        self._raw = addr

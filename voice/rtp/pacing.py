@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from voice.rtp.packet import header
+from voice.rtp.packet import HEADER_STRUCT as _HEADER
 
 FRAME_SECONDS = 0.02
 FRAME_SAMPLES = 160
@@ -45,13 +45,21 @@ class FrameClock:
     def lateness(self, now: float) -> float:
         return now - self.deadline()
 
-    def due(self, now: float) -> Due:
-        """Frames due at `now`; advances the schedule past them."""
-        if now < self.deadline():
-            return Due(0, 0)
+    def take(self, now: float) -> int:
+        """How many frames are due at `now` (0 when early); advances the schedule past them."""
+        n = self.n
+        if now < self.t0 + n * self.period:
+            return 0
         # at least one: float rounding of (now - t0) / period must not stall an exactly-on-time wake-up
-        count = max(1, int((now - self.t0) / self.period) - self.n + 1)
-        self.n += count
+        count = int((now - self.t0) / self.period) - n + 1
+        if count < 1:
+            count = 1
+        self.n = n + count
+        return count
+
+    def due(self, now: float) -> Due:
+        """Frames due at `now`, split into those to send and those to skip; advances the schedule."""
+        count = self.take(now)
         send = min(count, self.max_catchup)
         return Due(send, count - send)
 
@@ -76,13 +84,24 @@ class RtpSender:
         """We stopped sending (hold, stall): the next packet starts a talkspurt."""
         self.marker_next = True
 
+    def frame(self, payload_type: int, payload: bytes) -> bytes:
+        """The packet of this frame time, which then passes: `build` + `advance`, in one call
+        because it runs 50 times a second per call."""
+        m, self.marker_next = self.marker_next, False
+        seq, ts = self.seq, self.ts
+        self.seq, self.ts = (seq + 1) & 0xFFFF, (ts + FRAME_SAMPLES) & 0xFFFFFFFF
+        self.packets += 1
+        self.octets += len(payload)
+        return _HEADER.pack(0x80, (0x80 if m else 0) | payload_type, seq, ts, self.ssrc) + payload
+
     def build(self, payload_type: int, payload: bytes, *, timestamp: int | None = None,
               marker: bool | None = None) -> bytes:
         """Serialize the next packet (seq + 1); `timestamp` overrides for RFC 4733 events."""
         m = self.marker_next if marker is None else marker
         self.marker_next = False
-        data = header(payload_type, m, self.seq, self.ts if timestamp is None else timestamp, self.ssrc)
-        self.seq = (self.seq + 1) & 0xFFFF
+        seq = self.seq
+        self.seq = (seq + 1) & 0xFFFF
         self.packets += 1
         self.octets += len(payload)
-        return data + payload
+        return _HEADER.pack(0x80, (0x80 if m else 0) | payload_type, seq,
+                            self.ts if timestamp is None else timestamp, self.ssrc) + payload

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 RTP_VERSION = 2
 _HEADER = struct.Struct("!BBHII")
 HEADER_SIZE = _HEADER.size  # 12
+HEADER_STRUCT = _HEADER  # (b0, b1, sequence, timestamp, ssrc): for senders that pack their own
 
 
 class PacketError(ValueError):

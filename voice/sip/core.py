@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from voice.sip import events as ev
@@ -29,8 +29,10 @@ from voice.sip.message import (
     parse_message,
 )
 from voice.sip.outbound import OutboundCall
+from voice.sip.security import security_event
 from voice.sip.session import CallState, DialogCall, InboundCall
-from voice.sip.timers import TimerHeap
+from voice.sip.throttle import SourceThrottle, Verdict
+from voice.sip.timers import Timer, TimerHeap
 from voice.sip.transaction import (
     Address,
     InviteClientTransaction,
@@ -62,6 +64,11 @@ class CallPolicy:
     trusted: Sequence[NETWORK] = ()
     verifier: DigestVerifier | None = None
     max_calls: int = 1000
+    # Asked before each new call: False when no media port (or other resource) is left, so the
+    # INVITE gets 503 before any provisional response instead of ringing first.
+    has_capacity: Callable[[], bool] | None = None
+    retry_after: int = 5  # seconds, in the Retry-After of a 503 for a full service
+    throttle: SourceThrottle = field(default_factory=SourceThrottle)  # per-source limits ([throttle])
 
     def is_trusted(self, host: str) -> bool:
         try:
@@ -92,6 +99,7 @@ class LocalIdentity:
 
 class SipCore:
     RING_TIMEOUT = 180.0  # seconds an inbound call may stay unanswered
+    MAX_SERVER_TRANSACTIONS = 10000  # past this, out-of-dialog OPTIONS are answered statelessly
 
     def __init__(self, identity: LocalIdentity, policy: CallPolicy | None = None,
                  timers: TimerValues | None = None) -> None:
@@ -105,7 +113,9 @@ class SipCore:
         self._client_tx: dict[TxKey, NonInviteClientTransaction | InviteClientTransaction] = {}
         # Calls by (Call-ID, local tag): inbound ones from their INVITE, outbound ones (our From tag) too.
         self.calls: dict[tuple[str, str], DialogCall] = {}
-        self.stats = {"received": 0, "parse_errors": 0, "sent": 0}
+        self._ring_timers: dict[tuple[str, str], Timer] = {}
+        self.stats = {"received": 0, "parse_errors": 0, "sent": 0, "throttled": 0, "shed": 0,
+                      "auth_failed": 0}
         self.now = 0.0  # time of the latest receive() or handle_timer()
 
     # ---- adapter surface --------------------------------------------------
@@ -138,6 +148,9 @@ class SipCore:
         self.now = now
         if not data.strip(b"\r\n"):
             return  # keepalive (RFC 5626 4.4.1)
+        if data[:7] == b"INVITE " and self.policy.throttle.shed(source.host, now):
+            self.stats["shed"] += 1  # a refused source over its answers for this second: not even parsed
+            return
         try:
             message = parse_message(data)
         except SipParseError as exc:
@@ -240,8 +253,23 @@ class SipCore:
         if request.method == "CANCEL":
             self._receive_cancel(request, source, now)
             return
-        tx = self._new_server_tx(request, source, key)
+        if request.method == "INVITE" and not request.to.tag and self._refused_source(request, source, now):
+            return
         rejection = self._uas_checks(request)
+        if (rejection is None and request.method == "OPTIONS" and not request.to.tag
+                and len(self._server_tx) >= self.MAX_SERVER_TRANSACTIONS):
+            # An OPTIONS flood must not grow the transaction table (each lives 64*T1): past the
+            # bound, OPTIONS are answered statelessly (8.2.7), so monitoring still gets its 200.
+            self._reply_stateless(request, source, 200, "OK", self.capabilities())
+            return
+        if rejection is None and request.method == "INVITE" and not request.to.tag:
+            refusal = self._invite_refusal(request, source, now)
+            if refusal is not None:
+                # Refused before any call exists, statelessly (as Kamailio's sl_send_reply): a
+                # retransmitted INVITE gets a new answer, and a flood of them leaves no state behind.
+                self._reply_stateless(request, source, *refusal)
+                return
+        tx = self._new_server_tx(request, source, key)
         if rejection is not None:
             status, reason, headers = rejection
             self.respond(tx, status, reason, now=now, headers=headers)
@@ -263,11 +291,37 @@ class SipCore:
         return [("Allow", ALLOW), ("Accept", ACCEPT), ("Accept-Encoding", "identity"),
                 ("Accept-Language", "en"), ("Supported", ", ".join(sorted(SUPPORTED_EXTENSIONS)))]
 
-    def _reply_stateless(self, request: Request, source: Address, status: int, reason: str) -> None:
+    def _reply_stateless(self, request: Request, source: Address, status: int, reason: str,
+                         headers: Sequence[tuple[str, str]] = ()) -> None:
         if request.method == "ACK":
             return
-        response = make_response(request, status, reason, headers=[("Server", self.identity.user_agent)])
+        response = make_response(request, status, reason, to_tag=new_tag(),
+                                 headers=[("Server", self.identity.user_agent), *headers])
         self.send(response.serialize(), self.response_address(request, source))
+
+    # ---- throttling (voice/sip/throttle.py) ---------------------------------------
+    def _refused_source(self, request: Request, source: Address, now: float) -> bool:
+        """A new INVITE from a flooding or blocked source is answered statelessly, before any
+        transaction or call state exists, so a flood costs no memory (Kamailio pike + sl_send_reply)."""
+        decision = self.policy.throttle.check_invite(source.host, now)
+        if decision.verdict is Verdict.ALLOW:
+            return False
+        self.stats["throttled"] += 1
+        if decision.verdict is Verdict.FLOOD:
+            if decision.started:
+                security_event("blocked", source.host, reason="invite_flood", seconds=decision.retry_after)
+            self._reply_stateless(request, source, 503, "Service Unavailable (too many calls)",
+                                  [("Retry-After", str(decision.retry_after))])
+        else:
+            self._reply_stateless(request, source, 403, "Forbidden")
+        return True
+
+    def _failed(self, source: Address, now: float) -> None:
+        """Count a failed authentication or refused untrusted call against its source."""
+        throttle = self.policy.throttle
+        if throttle.failed(source.host, now):
+            security_event("blocked", source.host, reason="auth_failures",
+                           seconds=_seconds(throttle.settings.block_time))
 
     def _uas_checks(self, request: Request) -> tuple[int, str, list[tuple[str, str]]] | None:
         """8.2.1-8.2.3, in the RFC's order."""
@@ -294,25 +348,37 @@ class SipCore:
         return None
 
     # ---- initial INVITE -------------------------------------------------------
-    def _new_invite(self, request: Request, tx: ServerTransaction, source: Address, now: float) -> None:
-        assert isinstance(tx, InviteServerTransaction)
-        self.respond(tx, 100, "Trying", now=now)
+    def _invite_refusal(self, request: Request, source: Address,
+                        now: float) -> tuple[int, str, list[tuple[str, str]]] | None:
+        """Policy (trust or digest), then capacity: the refusal of a new INVITE, if any. It is the
+        first and only response, never preceded by a provisional one."""
         policy = self.policy
         if not policy.is_trusted(source.host):
             if policy.verifier is None:
-                self.respond(tx, 403, "Forbidden (not a trusted source)", now=now)
-                return
+                security_event("untrusted_call", source.host, to=request.request_uri.user or "")
+                self._failed(source, now)
+                return 403, "Forbidden (not a trusted source)", []
             auth = request.headers.get("Authorization")
-            user = policy.verifier.verify(auth, method="INVITE", now=now) if auth else None
+            verifier = policy.verifier
+            user = verifier.verify(auth, method="INVITE", now=now, uri=request.uri) if auth else None
             if user is None:
-                stale = bool(auth) and policy.verifier.last_stale
-                self.respond(tx, 401, "Unauthorized", now=now,
-                             headers=[("WWW-Authenticate", policy.verifier.challenge(now, stale=stale))])
-                return
-        active = sum(1 for c in self.calls.values() if c.state is not CallState.ENDED)
-        if active >= policy.max_calls:
-            self.respond(tx, 503, "Service Unavailable", now=now, headers=[("Retry-After", "5")])
-            return
+                stale = bool(auth) and verifier.last_stale
+                if auth and not stale:
+                    self.stats["auth_failed"] += 1
+                    security_event("auth_failed", source.host, user=_auth_user(auth),
+                                   reason=verifier.last_reason)
+                    self._failed(source, now)
+                return 401, "Unauthorized", [("WWW-Authenticate", c) for c in verifier.challenges(now, stale)]
+            policy.throttle.succeeded(source.host)
+        full = self.active_calls() >= policy.max_calls
+        if full or (policy.has_capacity is not None and not policy.has_capacity()):
+            reason = "Service Unavailable (no call slot)" if full else "Service Unavailable (no media port)"
+            return 503, reason, [("Retry-After", str(policy.retry_after))]
+        return None
+
+    def _new_invite(self, request: Request, tx: ServerTransaction, source: Address, now: float) -> None:
+        assert isinstance(tx, InviteServerTransaction)
+        self.respond(tx, 100, "Trying", now=now)
         local_tag = new_tag()
         dialog = Dialog.from_invite(request, local_tag=local_tag, peer=source,
                                     contact=self.identity.contact(source.transport),
@@ -322,12 +388,17 @@ class SipCore:
         self.calls[(request.call_id, local_tag)] = call
         # A call the application never answers or rejects must not ring forever (a PBX's no-answer
         # timeout): after RING_TIMEOUT it gets 480 and its state goes away.
-        self.timers.schedule(now + self.RING_TIMEOUT,
-                             lambda t: call.reject(480, "Temporarily Unavailable (not answered)", t), "ring")
+        self._ring_timers[(request.call_id, local_tag)] = self.timers.schedule(
+            now + self.RING_TIMEOUT,
+            lambda t: call.reject(480, "Temporarily Unavailable (not answered)", t), "ring")
         self._events.append(ev.IncomingCall(call=call))
 
     def forget_call(self, call: DialogCall) -> None:
-        self.calls.pop((call.dialog.call_id, call.dialog.local_tag), None)
+        key = (call.dialog.call_id, call.dialog.local_tag)
+        self.calls.pop(key, None)
+        ring = self._ring_timers.pop(key, None)
+        if ring is not None:
+            ring.cancel()  # an ended call must not stay referenced for the rest of RING_TIMEOUT
 
     def emit(self, event: ev.Event) -> None:
         self._events.append(event)
@@ -447,3 +518,17 @@ class SipCore:
 
     def active_calls(self) -> int:
         return sum(1 for c in self.calls.values() if c.state is not CallState.ENDED)
+
+
+def _auth_user(header: str) -> str:
+    """The username an Authorization header claims, for the security log ("-" when none)."""
+    from voice.sip.digest import DigestError, parse_auth_params
+
+    try:
+        return parse_auth_params(header)[1].get("username", "-")
+    except DigestError:
+        return "-"
+
+
+def _seconds(value: float) -> int:
+    return int(value) if value == int(value) else int(value) + 1

@@ -10,10 +10,14 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Challenge", "DigestError", "DigestVerifier", "authorization", "parse_auth_params"]
+from voice.sip.uri import SipUri
+
+__all__ = ["Challenge", "DigestError", "DigestVerifier", "authorization", "parse_auth_params",
+           "same_resource"]
 
 
 class DigestError(ValueError):
@@ -151,7 +155,19 @@ def authorization(
 
 
 class DigestVerifier:
-    """Server side of Digest: issues stateless nonces and checks credentials against `users`."""
+    """Server side of Digest (RFC 7616 3.3-3.5): issues nonces it can verify and checks credentials.
+
+    Nonces are `<issued ms>.<HMAC>`: any nonce this verifier signed is recognized without a
+    table, and one older than `nonce_ttl` is stale. What it remembers is which `nc` values each
+    nonce has been used with (only after a correct response, so only a caller who knows a password
+    adds entries), so the same Authorization replayed in a new request fails (RFC 7616 3.4.5).
+    The table is bounded: when full, the oldest nonces are forgotten and every nonce issued up to
+    then counts as stale, so forgetting never lets a replay through.
+    """
+
+    MAX_NONCES = 10000  # nonces remembered with their nc values
+    MAX_NC_PER_NONCE = 256  # requests one nonce may authenticate before the client gets a new one
+    DEFAULT_ALGORITHMS = ("SHA-256", "MD5")  # RFC 8760 2: most preferred first; MD5 for old phones
 
     def __init__(
         self,
@@ -160,18 +176,27 @@ class DigestVerifier:
         *,
         secret: bytes | None = None,
         nonce_ttl: float = 300.0,
-        algorithm: str = "MD5",
+        algorithm: str | None = None,
+        algorithms: Sequence[str] | None = None,
     ) -> None:
-        _hash_for(algorithm)
+        chosen = tuple(algorithms) if algorithms else (algorithm,) if algorithm else self.DEFAULT_ALGORITHMS
+        for name in chosen:
+            _hash_for(name)
         self.realm = realm
         self._users = users
         self._secret = secret if secret is not None else secrets.token_bytes(32)
         self.nonce_ttl = nonce_ttl
-        self.algorithm = algorithm
+        self.algorithms = chosen
+        self.algorithm = chosen[0]
+        self._dummy_password = secrets.token_hex(16)  # hashed for unknown users, so they cost the same
+        self._used: OrderedDict[str, set[str]] = OrderedDict()  # nonce -> nc values seen
+        self._floor = -1.0  # nonces issued at or before this time count as stale (table overflowed)
         self.last_stale = False  # set by verify(): the credentials were right but the nonce had expired
+        self.last_reason = ""  # set by verify() on failure, for the security log (never sent to the peer)
 
     def __repr__(self) -> str:
-        return f"DigestVerifier(realm={self.realm!r}, users={len(self._users)}, algorithm={self.algorithm})"
+        return (f"DigestVerifier(realm={self.realm!r}, users={len(self._users)}, "
+                f"algorithms={','.join(self.algorithms)})")
 
     def _sign(self, stamp: str) -> str:
         return hmac.new(self._secret, f"{stamp}:{self.realm}".encode(), hashlib.sha256).hexdigest()[:32]
@@ -180,13 +205,19 @@ class DigestVerifier:
         stamp = f"{int(now * 1000):x}"
         return f"{stamp}.{self._sign(stamp)}"
 
+    def challenges(self, now: float, stale: bool = False) -> list[str]:
+        """WWW-Authenticate (or Proxy-Authenticate) values, one per algorithm, most preferred first
+        (RFC 8760 2), sharing one fresh nonce, each with qop="auth"."""
+        nonce = self.make_nonce(now)
+        suffix = ", stale=true" if stale else ""
+        return [
+            f'Digest realm={_quote(self.realm)}, nonce={_quote(nonce)}, algorithm={name}, qop="auth"{suffix}'
+            for name in self.algorithms
+        ]
+
     def challenge(self, now: float, stale: bool = False) -> str:
-        """A WWW-Authenticate (or Proxy-Authenticate) value with a fresh nonce and qop="auth"."""
-        value = (
-            f"Digest realm={_quote(self.realm)}, nonce={_quote(self.make_nonce(now))}, "
-            f'algorithm={self.algorithm}, qop="auth"'
-        )
-        return value + (", stale=true" if stale else "")
+        """The most preferred challenge alone (see `challenges`)."""
+        return self.challenges(now, stale)[0]
 
     def _nonce_time(self, nonce: str) -> float | None:
         stamp, dot, sig = nonce.partition(".")
@@ -197,39 +228,99 @@ class DigestVerifier:
         except ValueError:
             return None
 
-    def verify(self, header_value: str, *, method: str, now: float) -> str | None:
-        """The authenticated username, or None (wrong, forged, stale or garbage credentials)."""
+    def _fail(self, reason: str, stale: bool = False) -> None:
+        self.last_reason = reason
+        self.last_stale = stale
+
+    def verify(self, header_value: str, *, method: str, now: float, uri: str | None = None) -> str | None:
+        """The authenticated username, or None (wrong, forged, stale, replayed or garbage credentials).
+
+        `uri`: the Request-URI; the credentials' `uri=` must name the same resource (RFC 7616
+        3.4.6), so a response computed for another request cannot be reused for this one."""
         self.last_stale = False
+        self.last_reason = ""
         try:
             scheme, p = parse_auth_params(header_value)
             if scheme.lower() != "digest" or p.get("realm") != self.realm:
+                self._fail("bad_realm")
                 return None
-            username, nonce, uri, given = p["username"], p["nonce"], p["uri"], p["response"]
+            username, nonce, cred_uri, given = p["username"], p["nonce"], p["uri"], p["response"]
             algorithm = p.get("algorithm", "MD5")
-            if algorithm.upper() != self.algorithm.upper():
+            if algorithm.upper() not in (a.upper() for a in self.algorithms):
+                self._fail("bad_algorithm")
                 return None
             issued = self._nonce_time(nonce)
-            password = self._users.get(username)
-            if issued is None or password is None or issued > now + 1.0:
+            if issued is None or issued > now + 1.0:
+                self._fail("bad_nonce")
                 return None
             qop = p.get("qop")
             if qop is not None and (qop != "auth" or "nc" not in p or "cnonce" not in p):
+                self._fail("bad_qop")
                 return None
-            expected = _response(
-                algorithm,
-                (username, self.realm, password),
-                nonce,
-                p.get("cnonce"),
-                qop,
-                p.get("nc"),
-                method,
-                uri,
-            )
-            if not hmac.compare_digest(expected, given.lower()):
+            nc = p.get("nc", "") if qop is not None else ""
+            if qop is not None and (len(nc) != 8 or any(c not in "0123456789abcdefABCDEF" for c in nc)):
+                self._fail("bad_nc")
                 return None
-            if now - issued > self.nonce_ttl:
-                self.last_stale = True  # RFC 7616 3.3: re-challenge with stale=true
+            known = username in self._users
+            # An unknown user is hashed with a throwaway password: the same work, the same answer.
+            password = self._users[username] if known else self._dummy_password
+            expected = _response(algorithm, (username, self.realm, password), nonce, p.get("cnonce"), qop,
+                                 p.get("nc"), method, cred_uri)
+            if not hmac.compare_digest(expected, given.lower()) or not known:
+                self._fail("wrong_password" if known else "unknown_user")
                 return None
-            return username
+            if now - issued > self.nonce_ttl or issued <= self._floor:
+                self._fail("stale_nonce", stale=True)  # RFC 7616 3.3: re-challenge with stale=true
+                return None
+            if uri is not None and not same_resource(cred_uri, uri):
+                self._fail("uri_mismatch")
+                return None
+            return username if self._first_use(nonce, nc.lower(), issued, now) else None
         except (KeyError, ValueError, TypeError):
+            self._fail("malformed")
             return None
+
+    def _first_use(self, nonce: str, nc: str, issued: float, now: float) -> bool:
+        """Record (nonce, nc); False when it was used before (a replay)."""
+        self._prune(now)
+        seen = self._used.get(nonce)
+        if seen is None:
+            seen = self._used[nonce] = set()
+            while len(self._used) > self.MAX_NONCES:
+                old, _ = self._used.popitem(last=False)
+                self._floor = max(self._floor, self._nonce_time(old) or self._floor)
+        if nc in seen:
+            self._fail("replay")
+            return False
+        if len(seen) >= self.MAX_NC_PER_NONCE:
+            self._fail("stale_nonce", stale=True)  # used up: the client gets a fresh nonce
+            return False
+        seen.add(nc)
+        return True
+
+    def _prune(self, now: float) -> None:
+        """Forget nonces past their lifetime: verify() calls them stale without the table."""
+        while self._used:
+            nonce = next(iter(self._used))
+            issued = self._nonce_time(nonce)
+            if issued is not None and now - issued <= self.nonce_ttl:
+                break
+            self._used.popitem(last=False)
+
+    @property
+    def remembered(self) -> int:
+        """Nonces in the replay table (bounded by MAX_NONCES)."""
+        return len(self._used)
+
+
+def same_resource(given: str, request_uri: str) -> bool:
+    """Whether a digest `uri=` names the Request-URI: the same string, or the same SIP URI after
+    RFC 3261 19.1.4 comparison of scheme, user, host and port (case-insensitive host)."""
+    if given == request_uri:
+        return True
+    try:
+        a, b = SipUri.parse(given), SipUri.parse(request_uri)
+    except ValueError:  # SipParseError included
+        return False
+    return (a.scheme, a.user, a.host.lower(), a.port, a.opaque) == (b.scheme, b.user, b.host.lower(), b.port,
+                                                                   b.opaque)

@@ -37,6 +37,7 @@ __all__ = [
     "SipUri",
     "StreamParser",
     "Via",
+    "decode_text",
     "is_keepalive",
     "make_response",
     "new_branch",
@@ -359,8 +360,25 @@ def _split_head(data: bytes) -> tuple[bytes, int | None]:
     return data[: m.start()], m.end()
 
 
+def decode_text(data: bytes) -> str:
+    """Network text as str: UTF-8 (RFC 3261 7.3.1), else Latin-1, so that a legacy PBX's
+    ISO-8859-1 display name ("J\xfcrgen") stays readable and no lone surrogate ever leaves the
+    parser (they cannot be stored, logged as UTF-8 or put in JSON)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _decode_head(head: bytes) -> str:
+    try:
+        return head.decode("utf-8")
+    except UnicodeDecodeError:  # line by line: one Latin-1 header leaves the others' UTF-8 alone
+        return "\n".join(decode_text(line) for line in head.split(b"\n"))
+
+
 def _parse_head(head: bytes) -> tuple[str, Headers]:
-    text = head.decode("utf-8", "surrogateescape")
+    text = _decode_head(head)
     lines = text.split("\n")
     lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
     start = lines[0]

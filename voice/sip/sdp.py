@@ -7,6 +7,7 @@ accepted, every other stream is refused with port 0.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,11 @@ _ANSWER_DIRECTION = {
     "inactive": "inactive",
 }
 _LINE_RE = re.compile(r"([a-z])=(.*)")
+_NUMBER_RE = re.compile(r"[0-9]+")  # str.isdigit() also accepts "²" and other digits int() refuses
+
+
+def _is_number(text: str) -> bool:
+    return _NUMBER_RE.fullmatch(text) is not None
 
 
 @dataclass
@@ -72,7 +78,7 @@ class MediaDescription:
         if mapping is not None:
             name, _, rest = mapping.partition("/")
             rate = rest.partition("/")[0]
-            if not rate.isdigit():
+            if not _is_number(rate):
                 return None
             return Codec(pt, name, int(rate), self.fmtp.get(pt))
         if pt in STATIC_PAYLOADS:
@@ -188,9 +194,9 @@ def _parse_m(value: str) -> MediaDescription:
         raise SdpError(f"bad m= line {value[:40]!r}")
     media, port_text, proto, *fmts = parts
     port_part, slash, count = port_text.partition("/")
-    if not port_part.isdigit() or int(port_part) > 65535 or (slash and not count.isdigit()):
-        raise SdpError(f"bad port in m= line {value[:40]!r}")
-    formats = [int(f) for f in fmts if f.isdigit() and int(f) < 128] if proto.startswith("RTP/") else []
+    if not _is_number(port_part) or int(port_part) > 65535 or (slash and not _is_number(count)):
+        raise SdpError(f"bad port in m= line {value[:40]!r} (expected 0-65535)")
+    formats = [int(f) for f in fmts if _is_number(f) and int(f) < 128] if proto.startswith("RTP/") else []
     return MediaDescription(
         media, int(port_part), proto, formats, raw_formats=fmts, port_count=int(count) if slash else None
     )
@@ -200,7 +206,14 @@ def _parse_c(value: str) -> str:
     parts = value.split()
     if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
         raise SdpError(f"bad c= line {value[:40]!r}")
-    return parts[2].split("/", 1)[0]  # drop multicast TTL / count
+    address = parts[2].split("/", 1)[0]  # drop multicast TTL / count
+    try:
+        version = ipaddress.ip_address(address).version
+    except ValueError:
+        return address  # a name: legal SDP, refused by negotiate
+    if parts[1] != f"IP{version}":
+        raise SdpError(f"c= line says {parts[1]} for the IPv{version} address {address}")
+    return address
 
 
 def _parse_a(value: str, sd: SessionDescription, current: MediaDescription | None) -> None:
@@ -216,10 +229,10 @@ def _parse_a(value: str, sd: SessionDescription, current: MediaDescription | Non
         return
     if name in ("rtpmap", "fmtp") and colon:
         pt_text, _, spec = rest.partition(" ")
-        if not pt_text.isdigit():
+        if not _is_number(pt_text):
             raise SdpError(f"bad a={name} line")
         (current.rtpmap if name == "rtpmap" else current.fmtp)[int(pt_text)] = spec.strip()
-    elif name == "ptime" and rest.strip().isdigit():
+    elif name == "ptime" and _is_number(rest.strip()):
         current.ptime = int(rest.strip())
     else:
         current.attributes.append((name, rest if colon else None))
@@ -267,6 +280,9 @@ def negotiate(offer: SessionDescription, supported: Sequence[str] = ("PCMU", "PC
     host = media.connection or offer.connection
     if host is None:
         raise SdpError("no connection address")
+    _check_media_address(host)
+    if not 1 <= media.port <= 65535:
+        raise SdpError(f"m= port {media.port} is outside 1-65535")
     direction = media.direction or offer.direction or "sendrecv"
     if host in ("0.0.0.0", "::") and direction == "sendrecv":
         direction = "sendonly"  # RFC 2543 hold (RFC 3264 8.4): do not send to that address
@@ -281,6 +297,19 @@ def negotiate(offer: SessionDescription, supported: Sequence[str] = ("PCMU", "PC
         offer_media=[(m.media, m.proto, " ".join(m.raw_formats) or "0") for m in offer.media],
         audio_index=index,
     )
+
+
+def _check_media_address(host: str) -> None:
+    """The media address must be an IP literal: a name would be resolved by every sendto, a
+    blocking lookup of an attacker's choice on the event loop for each packet."""
+    try:
+        ip = ipaddress.ip_address(host) if "%" not in host else None
+    except ValueError:
+        ip = None
+    if ip is None:
+        raise SdpError(f"c= address {host[:40]!r} is not an IP address (host names are not resolved)")
+    if ip.is_multicast:
+        raise SdpError(f"c= address {host} is multicast (only unicast media is supported)")
 
 
 def _session_lines(local_host: str, session_id: int, version: int) -> list[str]:

@@ -27,6 +27,11 @@ class Timer:
 
     def cancel(self) -> None:
         self.cancelled = True
+        self.callback = _nothing  # let go of what the callback holds (a call, a transaction) now
+
+
+def _nothing(_now: float) -> None:
+    return None
 
 
 class TimerHeap:
@@ -37,7 +42,17 @@ class TimerHeap:
     def schedule(self, deadline: float, callback: Callable[[float], None], name: str = "") -> Timer:
         timer = Timer(deadline, next(self._seq), callback, name)
         heapq.heappush(self._heap, timer)
+        if len(self._heap) > 1024 and len(self._heap) & 1023 == 0:
+            self._compact()
         return timer
+
+    def _compact(self) -> None:
+        """Drop cancelled timers when they are most of the heap (cancelled long timers, e.g. the
+        ring timeout of calls that ended, would otherwise wait for their deadline to leave)."""
+        live = [t for t in self._heap if not t.cancelled]
+        if len(live) * 2 < len(self._heap):
+            heapq.heapify(live)
+            self._heap = live
 
     def next_deadline(self) -> float | None:
         while self._heap and self._heap[0].cancelled:

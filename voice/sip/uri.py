@@ -212,7 +212,12 @@ class SipUri:
 
     @property
     def user_unescaped(self) -> str | None:
-        return None if self.user is None else unquote(self.user)
+        if self.user is None:
+            return None
+        try:  # %-escapes of UTF-8, else of Latin-1 (never U+FFFD or lone surrogates)
+            return unquote(self.user, errors="strict")
+        except UnicodeDecodeError:
+            return unquote(self.user, encoding="latin-1")
 
     @property
     def is_sip(self) -> bool:
