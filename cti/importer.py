@@ -12,7 +12,6 @@ that does not fit the named type is an error for that row).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import csv
 import json
@@ -162,24 +161,6 @@ async def _run(url: str, default_country: str, path: Path) -> ImportReport:
         await db.dispose()
 
 
-def import_main(args: argparse.Namespace) -> int:
-    """Entry point of `voice customers import FILE [--config FILE]`; exit 1 if any row failed."""
-    from voice.config import ConfigError, load_config
-
-    try:
-        config = load_config(getattr(args, "config", None))
-    except ConfigError as exc:
-        print(f"error: {exc}")
-        return 2
-    path = Path(args.file)
-    if not path.is_file():
-        print(f"error: {path}: file not found")
-        return 2
-    try:
-        report = asyncio.run(_run(config.database.url, config.cti.default_country, path))
-    except UnicodeDecodeError as exc:
-        print(f"error: {path}: not UTF-8 text ({exc})")
-        return 2
-    for line in report.lines():
-        print(line)
-    return 1 if report.errors else 0
+def run_import(url: str, default_country: str, path: Path) -> ImportReport:
+    """Import `path` into the database at `url` (migrated first); UnicodeDecodeError if not UTF-8."""
+    return asyncio.run(_run(url, default_country, path))

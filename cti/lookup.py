@@ -23,14 +23,19 @@ def empty_result() -> dict[str, Any]:
 
 
 async def lookup(store: CustomerStore, *, phone: str | None = None, account: str | None = None,
-                 recent: int = 10) -> dict[str, Any]:
-    """The customer named by `phone` (any caller-ID form) or `account`; phone is tried first.
+                 customer_id: str | None = None, recent: int = 10) -> dict[str, Any]:
+    """The customer named by `customer_id` (one already identified, e.g. by the IVR), `phone`
+    (any caller-ID form) or `account`, tried in that order.
 
     Unknown or unparsable callers (withheld numbers, "anonymous") give the empty result,
     never an exception: the IVR must go on with the call either way.
     """
     found = None
-    if phone:
+    if customer_id:
+        customer = await store.get_customer(customer_id)
+        if customer is not None:
+            found = (customer, (await store.timeline(customer_id, limit=recent))[0] if recent > 0 else [])
+    if found is None and phone:
         try:
             found = await store.profile("phone", normalize_phone(phone, store.default_country), recent)
         except IdentityError:

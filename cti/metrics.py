@@ -139,9 +139,10 @@ class LatenessHistogram:
         self.counts = [0] * (len(self.BUCKETS) + 1)
         self.sum = 0.0
 
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(self.BUCKETS, seconds)] += 1
-        self.sum += seconds
+    def observe(self, seconds: float, count: int = 1) -> None:
+        """`count` packets that left `seconds` after their deadline (one pacer wake sends many)."""
+        self.counts[bisect.bisect_left(self.BUCKETS, seconds)] += count
+        self.sum += seconds * count
 
     def buckets(self) -> list[tuple[str, float]]:
         out, total = [], 0
@@ -162,9 +163,9 @@ def set_rtp_totals_provider(provider: Callable[[], RtpTotals] | None) -> None:
     _rtp_provider = provider
 
 
-def rtp_send_lateness(seconds: float) -> None:
-    """How late one RTP packet left after its deadline (seconds, >= 0)."""
-    RTP_SEND_LATENESS.observe(seconds)
+def rtp_send_lateness(seconds: float, count: int = 1) -> None:
+    """How late `count` RTP packets left after their deadline (seconds, >= 0)."""
+    RTP_SEND_LATENESS.observe(seconds, count)
 
 
 class RtpCollector(Collector):

@@ -153,3 +153,4 @@ class TranscriptSegment(Base):
     text: Mapped[str] = mapped_column(Text)
     confidence: Mapped[float | None] = mapped_column(Float)
     engine: Mapped[str | None] = mapped_column(String(100))
+    alternatives: Mapped[list[Any] | None] = mapped_column(JsonType, nullable=True)  # n-best [[text, conf]]

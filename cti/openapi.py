@@ -68,12 +68,18 @@ def _identity_query(kind: str) -> dict[str, Any]:
 
 
 def openapi_document(channels: tuple[str, ...]) -> dict[str, Any]:
+    text = {"type": "string"}
+    segment_properties = {
+        "start": {"type": "number", "minimum": 0}, "end": {"type": "number", "minimum": 0},
+        "speaker": {"type": "string", "minLength": 1, "maxLength": 40},
+        "kind": {"type": "string", "enum": list(SEGMENT_KINDS)}, "text": _nullable(text),
+        "confidence": _nullable({"type": "number", "minimum": 0, "maximum": 1}),
+        "engine": _nullable({"type": "string", "maxLength": 100})}
     identity_props = {
         # A pattern only approximates "a number phonenumbers accepts"; the server decides (422 if not).
         "phone": _identity(40, pattern=PHONE_PATTERN),
         "email": _identity(format="email"), "account": _identity(200), "external_id": _identity(200),
     }
-    text = {"type": "string"}
     schemas: dict[str, Any] = {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {
             "type": "object", "required": ["status", "message"],
@@ -100,12 +106,7 @@ def openapi_document(channels: tuple[str, ...]) -> dict[str, Any]:
                         "properties": {"name": _nullable({"type": "string", "maxLength": 200}),
                                        **{k: _nullable(v) for k, v in identity_props.items()}}},
         "Segment": {"type": "object", "additionalProperties": False,
-                    "required": ["start", "end", "speaker", "kind"], "properties": {
-                        "start": {"type": "number", "minimum": 0}, "end": {"type": "number", "minimum": 0},
-                        "speaker": {"type": "string", "minLength": 1, "maxLength": 40},
-                        "kind": {"type": "string", "enum": list(SEGMENT_KINDS)}, "text": _nullable(text),
-                        "confidence": _nullable({"type": "number", "minimum": 0, "maximum": 1}),
-                        "engine": _nullable({"type": "string", "maxLength": 100})}},
+                    "required": ["start", "end", "speaker", "kind"], "properties": segment_properties},
         "InteractionInput": {
             "type": "object", "additionalProperties": False,
             "required": ["channel", "direction", "started_at", "customer"],
@@ -133,7 +134,12 @@ def openapi_document(channels: tuple[str, ...]) -> dict[str, Any]:
         "Interaction": {"allOf": [_ref("InteractionSummary"), {"type": "object", "properties": {
             "content": _nullable(text), "metadata": {"type": "object"}, "ivr": _nullable({"type": "object"}),
             "recording": _nullable(text), "call_id": _nullable(text), "idempotency_key": _nullable(text),
-            "created_at": TIME, "transcript": {"type": "array", "items": _ref("Segment")}}}]},
+            "created_at": TIME, "transcript": {"type": "array", "items": _ref("StoredSegment")}}}]},
+        "StoredSegment": {"allOf": [{"type": "object", "properties": {
+            k: v for k, v in segment_properties.items()}}, {"type": "object", "properties": {
+                "alternatives": _nullable({
+                    "type": "array", "description": "the recognizer's n-best: [text, confidence], best first",
+                    "items": {"type": "array", "items": {}, "minItems": 2, "maxItems": 2}})}}]},
         "Timeline": {"type": "object", "properties": {
             "interactions": {"type": "array", "items": _ref("InteractionSummary")},
             "next_cursor": _nullable(text)}},

@@ -14,7 +14,7 @@ from voice. The call-control package (voice/callcontrol) implements these struct
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -105,6 +105,24 @@ class AgentConnector(Protocol):
     async def connect(self, call: CallView, agent_uri: str, *, timeout: float) -> AgentConnection:
         """Ring `agent_uri` for up to `timeout` s; returns once answered and bridged, or failed
         (busy, rejected, no answer, caller gone). Cancelled: the ringing INVITE is CANCELled."""
+
+
+class FlowCatalog(Protocol):
+    """The IVR's flows as the admin pages show them (voice.ivr.catalog implements it). Its
+    methods may read files: the pages call them in a worker thread."""
+
+    def names(self) -> list[str]:
+        """Every flow file's name, loaded or not."""
+
+    def errors(self, name: str) -> list[str]:
+        """Validation problems of that flow (file:line ...); empty when it is live."""
+
+    def node_count(self, name: str) -> int | None:
+        """Nodes of the live flow; None when it did not load."""
+
+    def diagram(self, name: str, *, live: Mapping[str, int] | None = None,
+                counts: Mapping[str, Any] | None = None) -> str | None:
+        """SVG of the flow; `live` highlights nodes with calls now, `counts` annotates reach."""
 
 
 PageSend = Callable[[dict[str, Any]], Awaitable[None]]

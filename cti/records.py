@@ -38,6 +38,7 @@ class Segment:
     text: str
     confidence: float | None = None
     engine: str | None = None
+    alternatives: list[tuple[str, float]] | None = None  # the recognizer's n-best, best first
 
 
 @dataclass(kw_only=True)

@@ -101,7 +101,6 @@ class AgentDesk:
         self.recent = recent
         self.music = music or MusicLibrary()
         self.clock = clock  # wall time: agents' `since` comes from the shared database
-        self.library: Any = None  # the service's FlowLibrary, for the admin page
         self.stats: dict[str, QueueStats] = {}
         self._applied: dict[str, float] = {}  # agent -> `since` of the newest state applied
         self._pops: dict[str, dict[str, Any]] = {}  # agent -> the last pop (for hello)

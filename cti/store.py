@@ -279,7 +279,7 @@ class CustomerStore:
             out["notes"] = [note_dict(n) for n in notes]
             out["transcript"] = [
                 {"start": g.start, "end": g.end, "speaker": g.speaker, "kind": g.kind, "text": g.text,
-                 "confidence": g.confidence, "engine": g.engine} for g in segs
+                 "confidence": g.confidence, "engine": g.engine, "alternatives": g.alternatives} for g in segs
             ]
             return out
 

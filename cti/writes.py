@@ -93,7 +93,8 @@ def add_segments(conn: Connection, interaction_id: str, segments: Sequence[Segme
         conn.execute(insert(SEGMENTS), [
             {"interaction_id": interaction_id, "seq": first_seq + i, "start": g.start, "end": g.end,
              "speaker": g.speaker, "kind": g.kind, "text": g.text, "confidence": g.confidence,
-             "engine": g.engine}
+             "engine": g.engine,
+             "alternatives": [list(a) for a in g.alternatives] if g.alternatives else None}
             for i, g in enumerate(segments)
         ])
 

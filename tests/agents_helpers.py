@@ -28,7 +28,10 @@ async def running_app(target: Target, *, connector: AgentConnector | None = None
                       voice: SpeechRenderer | None = None,
                       config: Any = None) -> AsyncIterator[TestClient[Any, Any]]:
     """The API app as the service runs it: call control's connector and TTS set before startup."""
-    app = build_api(config or make_config(target.url), schema=target.schema)
+    from voice.ivr.catalog import config_catalog
+
+    config = config or make_config(target.url)
+    app = build_api(config, schema=target.schema, flows=config_catalog(config))
     if connector is not None:
         app[CONNECTOR_KEY] = connector
     if voice is not None:

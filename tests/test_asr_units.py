@@ -146,23 +146,27 @@ def test_g711_round_trip_is_close() -> None:
 
 # ---- engine choice -----------------------------------------------------------
 def test_unknown_engine_fails_loudly() -> None:
-    with pytest.raises(EngineError, match="unknown speech engine 'whisper'"):
-        create_engine(EngineSpec(name="whisper"))
-    with pytest.raises(EngineError, match="known: auto, vosk, pocketsphinx"):
-        resolve_engine("whisper", None)
+    with pytest.raises(EngineError, match="unknown speech engine 'kaldi'"):
+        create_engine(EngineSpec(name="kaldi"))
+    with pytest.raises(EngineError, match="known: auto, whisper, vosk, pocketsphinx"):
+        resolve_engine("kaldi", None)
 
 
-def test_auto_picks_pocketsphinx_without_a_vosk_model(caplog: pytest.LogCaptureFixture) -> None:
+def test_auto_picks_pocketsphinx_without_vosk_or_whisper_models(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
     with caplog.at_level(logging.INFO, logger="voice.asr.engine"):
-        spec = resolve_engine("auto", None)
+        spec = resolve_engine("auto", None, whisper_model=str(tmp_path / "no-whisper"))
     assert spec.name == "pocketsphinx"
-    assert "engine auto -> pocketsphinx (no vosk model configured)" in caplog.text
+    assert "engine auto -> pocketsphinx (no whisper model installed)" in caplog.text
 
 
-def test_auto_picks_pocketsphinx_when_the_vosk_model_is_missing(tmp_path: Path) -> None:
-    assert resolve_engine("auto", str(tmp_path / "nope")).name == "pocketsphinx"
+def test_auto_skips_a_missing_vosk_model(tmp_path: Path) -> None:
+    nowhere = str(tmp_path / "no-whisper")
+    assert resolve_engine("auto", str(tmp_path / "nope"), whisper_model=nowhere).name == "pocketsphinx"
     # a language code counts only when the model is already downloaded: auto never downloads
-    assert resolve_engine("auto", "xx").name == "pocketsphinx"
+    assert resolve_engine("auto", "xx", whisper_model=nowhere).name == "pocketsphinx"
+    assert resolve_engine("auto", "xx").name == "whisper"  # the installed tiny.en is next in line
 
 
 def test_auto_picks_vosk_when_the_model_is_present(caplog: pytest.LogCaptureFixture) -> None:

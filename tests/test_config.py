@@ -41,7 +41,7 @@ def test_example_documents_every_key() -> None:
         ("[rtp]\nports = 20000-10000\n", "[rtp] ports: range 20000-10000 must be ascending"),
         ("[rtp]\nports = lots\n", "[rtp] ports: expected a range like 10000-20000"),
         ("[http]\napi_keys = short\n", "[http] api_keys: every key must be at least 16 characters"),
-        ("[asr]\nengine = whisper\n", "[asr] engine: expected one of auto, vosk, pocketsphinx"),
+        ("[asr]\nengine = kaldi\n", "[asr] engine: expected one of auto, whisper, vosk, pocketsphinx"),
         ("[nonsense]\na = b\n", "unknown section [nonsense]"),
         ("[register]\nregistrar = sip:pbx\n", "[register] username: required"),
         ("not ini at all\n", "not a valid INI file"),

@@ -83,9 +83,20 @@ def test_a_real_call_in_logs_metrics_search_and_cdr(svc: RunningService, tmp_pat
     assert sample_value(families, "voice_flow_steps_total", {"flow": "main"}) and sum(steps) >= len(
         end["path"]
     )
+    # call control's figures: the call counted once as ended, the media it sent and received
+    assert sample_value(families, "voice_calls_active") == 0
+    ended = [s.value for f in families for s in f.samples if s.name == "voice_calls_total"]
+    assert sum(ended) >= 1
+    sent = sample_value(families, "voice_rtp_packets_sent_total")
+    assert sent is not None and sent > 50  # the greeting, 20 ms a packet
+    received = sample_value(families, "voice_rtp_packets_received_total")
+    assert received is not None and received > 0
+    lateness = [s for f in families for s in f.samples if s.name == "voice_rtp_send_lateness_seconds_count"]
+    assert lateness and lateness[0].value >= sent * 0.9  # every wake's packets observed
     assert get(svc, "/healthz")[0] == 200
     status, ready = get(svc, "/readyz")
-    assert status == 200 and json.loads(ready)["checks"]["database"] == "ok"
+    checks = json.loads(ready)["checks"]
+    assert status == 200 and checks["database"] == "ok" and checks["sip"] == "ok" and "speech" in checks
 
     # the call, found by its Call-ID, and in the CDR
     def found() -> list[dict[str, Any]]:

@@ -47,6 +47,8 @@ def english(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
 ])
 def test_spoken_menu_choice_in_english(english: RunningService, tmp_path: Path, phrase: str, voice: str,
                                        node: str, caller: str) -> None:
+    if caller == "+15550201":  # a known customer: the call goes to their timeline (unknown numbers make none)
+        api(english, "POST", "/customers", {"name": "Speech Tester", "phone": caller})
     # said 3.5 s in: the welcome is over and the menu prompt is playing (speech barge-in)
     record = speak_in_call(english, tmp_path, render_phrase(phrase, voice=voice, lead=0.2, tail=0.3), caller,
                            after=3.5, hang_up_ms=9000)
@@ -80,3 +82,44 @@ def test_spoken_menu_choice_in_korean_with_vosk(tmp_path: Path) -> None:
     speech = [i for i in record["inputs"] if i["kind"] == "speech"]
     assert speech and speech[0]["status"] == "match", record["inputs"]
     assert [p["node"] for p in record["path"]][:2] == ["ask", "billing"]
+
+
+# ---- human recordings through real SIP calls, Whisper (issue 11) -----------------------------
+@pytest.fixture(scope="module")
+def human_menu(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from tests.peers import human_speech
+
+    missing = human_speech.available()
+    if missing:
+        pytest.fail(f"human recordings missing: install {' '.join(missing)} (make setup does)")
+    with running_service(tmp_path_factory.mktemp("svc-human"), asr={"engine": "auto"},
+                         ivr={"flows": str(REPO / "tests" / "flows_human")}) as svc:
+        assert "engine auto -> whisper" in svc.log
+        yield svc
+
+
+@pytest.mark.parametrize(("index", "caller"), [(2, "+15550401"), (5, "+15550402"), (8, "+15550403")])
+def test_a_human_caller_says_a_digit_at_a_menu(human_menu: RunningService, tmp_path: Path, index: int,
+                                               caller: str) -> None:
+    from tests.peers import human_speech
+
+    word, path = human_speech.DIGITS[index]
+    pcm = human_speech.load_8k(path)
+    record = speak_in_call(human_menu, tmp_path, pcm, caller, after=1.5, hang_up_ms=9000)
+    speech = [i for i in record["inputs"] if i["kind"] == "speech"]
+    assert speech and speech[0]["status"] == "match", record["inputs"]
+    assert speech[0]["engine"] == "whisper" and speech[0]["confidence"] >= 0.3
+    assert speech[0]["nbest"][0][0] == word  # the record keeps what was heard, best first
+    assert [p["node"] for p in record["path"]][:2] == ["menu", f"said_{word}"]
+
+
+def test_a_human_caller_saying_no_menu_word_is_not_routed(human_menu: RunningService, tmp_path: Path) -> None:
+    from tests.peers import human_speech
+
+    phrase, path = human_speech.OOG_PHRASES[1]  # "front left", another speaker
+    record = speak_in_call(human_menu, tmp_path, human_speech.load_8k(path), "+15550404", after=1.5,
+                           hang_up_ms=9000)
+    speech = [i for i in record["inputs"] if i["kind"] == "speech"]
+    assert speech and speech[0]["status"] == "nomatch", (phrase, record["inputs"])
+    assert [p["node"] for p in record["path"]][:2] == ["menu", "bye"]
+    assert any(p.get("text") == "Sorry, that is not a number." for p in record["prompts"])

@@ -75,7 +75,9 @@ async def test_wallboard_reports_and_live_nodes_in_chromium(tmp_path: Path) -> N
         make_config(f"sqlite+aiosqlite:///{tmp_path / 'voice.db'}"),
         ivr=IvrConfig(flows=REPO / "ivr_flows", prompts=tmp_path, recordings=tmp_path),
     )
-    client = TestClient(TestServer(build_api(config), host="127.0.0.1", port=0))
+    from voice.ivr.catalog import config_catalog
+
+    client = TestClient(TestServer(build_api(config, flows=config_catalog(config)), host="127.0.0.1", port=0))
     await client.start_server()
     try:
         base = str(client.make_url("")).rstrip("/")

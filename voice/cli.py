@@ -55,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     asub = asr.add_subparsers(dest="asr_command", required=True)
     t = asub.add_parser("transcribe", help="print a transcript of a WAV recording")
     t.add_argument("file")
-    t.add_argument("--engine", choices=["auto", "vosk", "pocketsphinx"], default=None)
-    t.add_argument("--model", help="Vosk model directory")
+    t.add_argument("--engine", choices=["auto", "whisper", "vosk", "pocketsphinx"], default=None)
+    t.add_argument("--model", help="model for the engine: Vosk directory, or Whisper tiny.en|base|directory")
+    t.add_argument("--grammar", help='a menu\'s words, comma-separated ("one,two,three"): grammar mode')
     t.add_argument("--config", "-c")
     t.set_defaults(handler=_lazy("voice.asr.cli:transcribe_main"))
 
@@ -65,13 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     imp = csub.add_parser("import", help="bulk-import customers from CSV or JSON lines")
     imp.add_argument("file")
     imp.add_argument("--config", "-c")
-    imp.set_defaults(handler=_lazy("cti.importer:import_main"))
+    imp.set_defaults(handler=_lazy("voice.storetools:import_main"))
 
     db = sub.add_parser("db", help="database tools")
     dsub = db.add_subparsers(dest="db_command", required=True)
     up = dsub.add_parser("upgrade", help="apply database migrations")
     up.add_argument("--config", "-c")
-    up.set_defaults(handler=_lazy("cti.db:upgrade_main"))
+    up.set_defaults(handler=_lazy("voice.storetools:upgrade_main"))
     return parser
 
 

@@ -100,8 +100,13 @@ class IvrConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class AsrConfig:
-    engine: str = "auto"  # auto | vosk | pocketsphinx | none (keys only)
+    engine: str = "auto"  # auto | whisper | vosk | pocketsphinx | none (keys only)
     vosk_model: str | None = None
+    whisper_model: str | None = None  # tiny.en (default) | base | a CTranslate2 model directory
+    whisper_device: str = "auto"  # auto (cuda when present) | cpu | cuda
+    whisper_compute_type: str = "auto"  # auto (int8 on cpu, float16 on cuda) | int8 | float16 | ...
+    whisper_threads: int = 1  # CTranslate2 threads per worker (workers x threads ~ cores)
+    whisper_window: str = "short"  # short (utterance + 1 s, at least 10 s) | full (Whisper's 30 s)
     workers: int = 2
     language: str = "en-us"
     complete_timeout_ms: int = 500
@@ -371,8 +376,16 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
         "timezone": (_timezone, "timezone"),
     },
     "asr": {
-        "engine": (_choice("auto", "vosk", "pocketsphinx", "none"), "engine"),
+        "engine": (_choice("auto", "whisper", "vosk", "pocketsphinx", "none"), "engine"),
         "vosk_model": (str.strip, "vosk_model"),
+        "whisper_model": (str.strip, "whisper_model"),
+        "whisper_device": (_choice("auto", "cpu", "cuda"), "whisper_device"),
+        "whisper_compute_type": (
+            _choice("auto", "int8", "int8_float32", "int8_float16", "int16", "float16", "float32"),
+            "whisper_compute_type",
+        ),
+        "whisper_threads": (_int_range(1, 64), "whisper_threads"),
+        "whisper_window": (_choice("short", "full"), "whisper_window"),
         "workers": (_int_range(1, 64), "workers"),
         "language": (str.strip, "language"),
         "complete_timeout_ms": (_int_range(100, 10000), "complete_timeout_ms"),

@@ -143,8 +143,14 @@ class Service:
             await self.http_runner.cleanup()
 
     def _readiness(self) -> None:
-        """What /readyz reports besides the database: SIP listening, speech workers up."""
+        """What /readyz reports besides the database: SIP listening, speech workers up; and the
+        media layer's totals and send lateness for /metrics."""
+        from cti import metrics
         from cti.ops import add_readiness_check
+        from voice.aio.pacer import MediaTotals
+
+        metrics.set_rtp_totals_provider(MediaTotals.snapshot)
+        MediaTotals.observer = metrics.rtp_send_lateness
 
         assert self.http_runner is not None
         app = self.http_runner.app
@@ -183,7 +189,11 @@ class Service:
         from voice.ivr.runtime import make_tts
 
         self.tts = make_tts(self.config)
-        app = build_api(self.config, connector=self, voice=self.tts)
+        from voice.ivr.catalog import LibraryCatalog
+
+        # The admin pages show the flows calls run (the IVR's library, once it is loaded).
+        flows = LibraryCatalog(lambda: self.ivr.library if self.ivr is not None else None)
+        app = build_api(self.config, connector=self, voice=self.tts, flows=flows)
         app[PHONES_KEY] = self.phones
         self.http_runner = web.AppRunner(app, access_log=None)
         await self.http_runner.setup()  # runs cleanup_ctx startup: database open and migrated
@@ -227,8 +237,6 @@ class Service:
 
         self.ivr = IvrRuntime(self.config, lookup=self.lookup, desk=self.desk, speech=self.speech,
                               transfer_queue=self._transfer_queue, tts=self.tts)
-        if self.desk is not None:
-            self.desk.library = self.ivr.library
         self._background.extend(self.ivr.start())
         self._run_flow = self.ivr.run_call
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -31,7 +31,9 @@ from cti.security import SigninThrottle
 from cti.validation import ApiError, check_text, invalid, require_object
 from cti.web import admin, agent, softphone
 from cti.web.keys import CONNECTOR_KEY, DESK_KEY, SIGNIN_KEY, SOCKETS_KEY, VOICE_KEY
-from voice.config import Config, QueuesConfig
+
+if TYPE_CHECKING:  # the service's configuration, named for the type checker only
+    from voice.config import Config, QueuesConfig
 
 __all__ = ["CONNECTOR_KEY", "DESK_KEY", "VOICE_KEY", "queue_engine", "setup"]
 
@@ -160,7 +162,6 @@ def setup(app: web.Application, config: Config, *, schema: str | None = None) ->
             yield
         finally:
             await desk.close()
-            admin.drop_own_library(app)
 
     async def close_sockets(app: web.Application) -> None:
         sockets: weakref.WeakSet[web.WebSocketResponse] = app[SOCKETS_KEY]

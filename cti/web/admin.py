@@ -1,19 +1,19 @@
 """/admin: loaded flows (validation status, diagrams), live calls, queue lengths, agent states.
 
-Sign in with an API key (form) or send it as a Bearer token. The flows come from the service's
-FlowLibrary (`desk.library`, set by the service); without one, the flows directory of the config
-is loaded here (read-only, in a worker thread, at most every few seconds).
+Sign in with an API key (form) or send it as a Bearer token. The flows come from the
+`FlowCatalog` (cti.ports) under `FLOWS_KEY`: the service's live flows, or (an API-only process)
+the flows directory read by voice.ivr.catalog. Its calls read files, so they run in a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from aiohttp import web
 
-from cti.http import CONFIG_KEY, json_response
+from cti.http import json_response
+from cti.ports import FlowCatalog
 from cti.web.agent import page
 from cti.web.auth import (
     ADMIN_COOKIE,
@@ -27,10 +27,7 @@ from cti.web.auth import (
     signin_refusal,
     signin_succeeded,
 )
-from cti.web.keys import DESK_KEY
-
-_RELOAD_EVERY = 5.0
-_own_library: dict[int, tuple[float, Any]] = {}  # id(app) -> (loaded at, FlowLibrary)
+from cti.web.keys import DESK_KEY, FLOWS_KEY
 
 
 async def admin_page(request: web.Request) -> web.StreamResponse:
@@ -64,20 +61,8 @@ async def admin_logout(request: web.Request) -> web.StreamResponse:
     raise resp
 
 
-async def _library(app: web.Application) -> Any:
-    desk = app[DESK_KEY]
-    if desk.library is not None:
-        return desk.library
-    loaded_at, library = _own_library.get(id(app), (0.0, None))
-    if library is None or time.monotonic() - loaded_at > _RELOAD_EVERY:
-        from voice.ivr import FlowLibrary
-
-        ivr = app[CONFIG_KEY].ivr
-        library = FlowLibrary(ivr.flows, prompts_dir=ivr.prompts, default_flow=ivr.default_flow,
-                              routes=ivr.routes)
-        await asyncio.to_thread(library.load)  # YAML parsing: off the event loop
-        _own_library[id(app)] = (time.monotonic(), library)
-    return library
+def catalog(app: web.Application) -> FlowCatalog | None:
+    return app.get(FLOWS_KEY)
 
 
 def live_nodes(calls: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -90,29 +75,26 @@ def live_nodes(calls: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     return out
 
 
-def flows_summary(library: Any, live: dict[str, dict[str, int]] | None = None) -> list[dict[str, Any]]:
+def flows_summary(flows: FlowCatalog, live: dict[str, dict[str, int]] | None = None) -> list[dict[str, Any]]:
     """Every flow with its status and diagram; `live` highlights the nodes where calls are now."""
-    from voice.ivr.graph import to_svg
-
     out = []
-    for name in sorted(set(library.flows) | set(library.errors)):
-        flow = library.flows.get(name)
-        errors = [str(e) for e in library.errors.get(name, [])]
+    for name in flows.names():
+        errors = flows.errors(name)
+        nodes = flows.node_count(name)
         here = (live or {}).get(name, {})
-        out.append({"name": name, "valid": not errors, "loaded": flow is not None, "errors": errors,
-                    "nodes": len(flow.nodes) if flow else 0, "live": here,
-                    "svg": to_svg(flow, live=here) if flow else None})
+        out.append({"name": name, "valid": not errors, "loaded": nodes is not None, "errors": errors,
+                    "nodes": nodes or 0, "live": here,
+                    "svg": flows.diagram(name, live=here) if nodes is not None else None})
     return out
 
 
 async def overview(request: web.Request) -> web.Response:
     require_admin(request)
     desk = request.app[DESK_KEY]
-    library = await _library(request.app)
+    flows_of = catalog(request.app)
     calls = desk.live.snapshot()
-    flows = await asyncio.to_thread(flows_summary, library, live_nodes(calls)) if library is not None else []
+    flows = (await asyncio.to_thread(flows_summary, flows_of, live_nodes(calls))
+             if flows_of is not None else [])
     return json_response({"flows": flows, "calls": calls, **desk.snapshot()})
 
 
-def drop_own_library(app: web.Application) -> None:
-    _own_library.pop(id(app), None)

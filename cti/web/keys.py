@@ -16,7 +16,7 @@ import weakref
 
 from aiohttp import web
 
-from cti.ports import AgentConnector, BrowserPhones
+from cti.ports import AgentConnector, BrowserPhones, FlowCatalog
 from cti.routing import AgentDesk
 from cti.security import SigninThrottle
 from cti.waiting import SpeechRenderer
@@ -26,4 +26,5 @@ SOCKETS_KEY = web.AppKey("cti_sockets", weakref.WeakSet[web.WebSocketResponse])
 CONNECTOR_KEY = web.AppKey("cti_connector", AgentConnector)
 VOICE_KEY = web.AppKey("cti_voice", SpeechRenderer)
 SIGNIN_KEY = web.AppKey("cti_signin_throttle", SigninThrottle)
+FLOWS_KEY = web.AppKey("cti_flows", FlowCatalog)
 PHONES_KEY = web.AppKey("cti_browser_phones", BrowserPhones)

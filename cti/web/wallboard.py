@@ -21,6 +21,7 @@ from cti import cdr
 from cti.charts import bar_chart
 from cti.http import STORE_KEY, _int_param, json_response
 from cti.ops import desk_snapshot
+from cti.ports import FlowCatalog
 from cti.web.agent import page
 from cti.web.auth import admin_cookie_ok, require_admin
 from cti.web.keys import DESK_KEY
@@ -68,10 +69,8 @@ async def wallboard_data(request: web.Request) -> web.Response:
     })
 
 
-def _report_view(report: dict[str, Any], library: Any) -> dict[str, Any]:
+def _report_view(report: dict[str, Any], flows_of: FlowCatalog | None) -> dict[str, Any]:
     """Charts and annotated diagrams for a report (blocking: runs in a thread)."""
-    from voice.ivr.graph import to_svg
-
     days = report["days"]
     chart = bar_chart([d["day"][5:] for d in days], [
         ("calls", [d["calls"] for d in days]), ("contained", [d["contained"] for d in days]),
@@ -79,13 +78,13 @@ def _report_view(report: dict[str, Any], library: Any) -> dict[str, Any]:
         title="Calls per day")
     flows = []
     for item in report["flows"]:
-        flow = library.flows.get(item["flow"]) if library is not None else None
-        flows.append({**item, "svg": to_svg(flow, counts=item["nodes"]) if flow is not None else None})
+        svg = flows_of.diagram(item["flow"], counts=item["nodes"]) if flows_of is not None else None
+        flows.append({**item, "svg": svg})
     return {**report, "flows": flows, "chart": chart}
 
 
 async def reports_data(request: web.Request) -> web.Response:
-    from cti.web.admin import _library
+    from cti.web.admin import catalog
 
     require_admin(request)
     for key in request.query:
@@ -96,8 +95,7 @@ async def reports_data(request: web.Request) -> web.Response:
     since = cdr.today_start() - timedelta(days=days - 1)
     rows, cut = await request.app[STORE_KEY].db.run_read(cdr.calls_between, since, None)
     report = await asyncio.to_thread(cdr.report, rows, service_level=service_level_seconds(desk))
-    library = await _library(request.app)
-    view = await asyncio.to_thread(_report_view, report, library)
+    view = await asyncio.to_thread(_report_view, report, catalog(request.app))
     return json_response({**view, "since": since.date().isoformat(), "days_shown": days, "truncated": cut})
 
 

@@ -42,6 +42,11 @@ async def test_a_call_is_recorded_at_answer_and_completed_at_the_end(store: Cust
              "confidence": None, "engine": None},
             {"start": 5.0, "end": 5.4, "speaker": "caller", "kind": "dtmf", "text": "1234",
              "sensitive": True},
+            {"start": 6.0, "end": 6.8, "speaker": "caller", "kind": "speech", "text": "billing",
+             "confidence": 0.91, "engine": "whisper",
+             "alternatives": [["billing", 0.91], ["building", 0.05]]},
+            {"start": 7.0, "end": 7.8, "speaker": "caller", "kind": "speech", "text": "****",
+             "confidence": 0.88, "engine": "whisper", "alternatives": [["four two", 0.88]]},
         ], details={"transfers": [{"target": "queue:billing", "agent_id": "ann", "waited": 4.0}]})
     done = await store.get_interaction(iid)
     assert done is not None
@@ -50,7 +55,10 @@ async def test_a_call_is_recorded_at_answer_and_completed_at_the_end(store: Cust
     assert done["ended_at"] == "2024-06-01T12:01:35Z" and done["recording"] == "recordings/calls/abc.wav"
     assert done["ivr"]["path"] == ["welcome", "menu", "billing"]
     assert done["ivr"]["inputs"][0]["value"] == "2" and done["ivr"]["inputs"][1]["value"] == MASK == "****"
-    assert [s["text"] for s in done["transcript"]] == ["Welcome", "2", MASK]
+    assert [s["text"] for s in done["transcript"]] == ["Welcome", "2", MASK, "billing", MASK]
+    # the recognizer's n-best is kept with its segment, and never beside a masked one
+    assert done["transcript"][3]["alternatives"] == [["billing", 0.91], ["building", 0.05]]
+    assert done["transcript"][4]["alternatives"] is None and done["transcript"][2]["alternatives"] is None
     # what call control added is merged into the metadata, what was there stays
     assert done["metadata"]["transfers"][0]["agent_id"] == "ann" and done["metadata"]["dialled"] == "100"
 

@@ -65,6 +65,8 @@ def write_config(
         "database": {"url": f"sqlite+aiosqlite:///{workdir / 'voice.db'}"},
         "ivr": {"flows": str(REPO / "ivr_flows"), "recordings": str(workdir / "recordings")},
         "log": {"level": "info"},
+        # PocketSphinx unless a test asks for more: `auto` means Whisper (2 workers, ~180 MB each)
+        "asr": {"engine": "pocketsphinx"},
     }
     if (REPO / "recordings" / "prompts").is_dir():
         defaults["ivr"]["prompts"] = str(REPO / "recordings" / "prompts")

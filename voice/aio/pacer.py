@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from voice.rtp.pacing import FRAME_SECONDS, FrameClock
@@ -18,6 +19,21 @@ if TYPE_CHECKING:
     from voice.aio.rtp import RtpSession
 
 PACER_PHASES = 10  # send timers per loop, 2 ms apart: a phase's burst stays short
+LATE_SECONDS = 0.005  # a packet that leaves this much after its deadline counts as late
+
+
+class MediaTotals:
+    """This process's RTP totals since start (for /metrics), and an optional observer of each
+    wake's lateness: `observer(seconds_late, packets)`, called once per pacer wake."""
+
+    sent = 0  # packets due (sessions woken to send), summed over wakes
+    late = 0  # of those, due more than LATE_SECONDS before their wake
+    received = 0  # datagrams received (RTP and RTCP)
+    observer: Callable[[float, int], None] | None = None
+
+    @classmethod
+    def snapshot(cls) -> dict[str, int]:
+        return {"sent": cls.sent, "received": cls.received, "late": cls.late}
 
 
 class Pacer:
@@ -75,7 +91,14 @@ class Pacer:
         deadline = self._deadline(k, self.next_frame[k])
         # asyncio may run a timer up to its clock resolution early; the frame is due all the same
         now = max(self.loop.time(), deadline)
-        for session in list(self.members[k]):
+        members = list(self.members[k])
+        lateness = now - deadline
+        MediaTotals.sent += len(members)
+        if lateness > LATE_SECONDS:
+            MediaTotals.late += len(members)
+        if MediaTotals.observer is not None and members:
+            MediaTotals.observer(lateness, len(members))
+        for session in members:
             session._on_tick(now)
         if not self.members[k]:
             self.timers[k] = None

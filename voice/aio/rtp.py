@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from voice.aio.pacer import InbandBatch, Pacer
+from voice.aio.pacer import InbandBatch, MediaTotals, Pacer
 from voice.aio.ports import PortPool
 from voice.audio import WavRecorder
 from voice.rtp.events import AudioReceived, DigitReceived, DtmfSent, PlaybackFinished
@@ -212,6 +212,7 @@ class RtpSession:
             self.loop.call_soon(on_failure, self.failure)
 
     def _receive(self, data: bytes, addr: Any, rtcp: bool) -> None:
+        MediaTotals.received += 1
         core = self.core
         core.receive_datagram(data, addr, self.loop.time(), rtcp=rtcp)
         if core.has_events:

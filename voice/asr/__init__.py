@@ -1,4 +1,4 @@
-"""On-device speech recognition: engines (Vosk, PocketSphinx), a worker pool, endpointing.
+"""On-device speech recognition: engines (Whisper, Vosk, PocketSphinx), a worker pool, endpointing.
 
 Entry point for the service: `recognizer = await SpeechRecognizer.start(config.asr)`,
 then `await recognizer.listen(call, options=[...])`, and `await recognizer.aclose()`.

@@ -26,6 +26,8 @@ class SpeechResult:
     start: float = 0.0  # seconds from call start
     end: float = 0.0
     engine: str = ""
+    # other readings, best first, as (text, confidence): kept in the IVR record's input entry
+    alternatives: tuple[tuple[str, float], ...] = ()
 
 
 class SpeechListener(Protocol):

@@ -20,9 +20,9 @@ import numpy as np
 from cti import metrics
 from voice.asr.base import SpeechResult
 from voice.asr.endpoint import Endpointer, NoInput, SpeechEnded, SpeechStarted
-from voice.asr.engine import EngineError, EngineResult, resolve_engine
+from voice.asr.engine import EngineError, EngineResult, EngineSpec, spec_from_config
 from voice.asr.matching import match_option
-from voice.asr.pool import PoolSession, RecognizerPool
+from voice.asr.pool import PoolSession, RecognizerPool, UtteranceSession
 from voice.callcontrol.call import CallEnded, TranscriptSegment
 
 if TYPE_CHECKING:
@@ -34,6 +34,17 @@ log = logging.getLogger(__name__)
 PRE_ROLL_FRAMES = 15  # 300 ms before the detected start: soft onsets ("f", "h") are quiet
 CHUNK_FRAMES = 5  # 100 ms per message to the worker
 WALL_CLOCK_SLACK = 2.0  # seconds: no-input fires by wall clock too if the media stops sending frames
+
+
+def default_batch(spec: EngineSpec) -> int:
+    """Utterances a worker decodes in one pass. On CPU the encoder's cost grows with the batch, so a
+    worker taking four while the other idles quadruples the first caller's wait (measured with
+    benchmarks/speech_step.py): one at a time. On CUDA a batch costs about as much as one."""
+    if spec.name != "whisper":
+        return 1
+    from voice.asr.whisper_engine import pick_device
+
+    return 4 if pick_device(spec.device) == "cuda" else 1
 
 
 class SpeechRecognizer:
@@ -56,10 +67,10 @@ class SpeechRecognizer:
 
     @classmethod
     async def start(cls, cfg: AsrConfig) -> SpeechRecognizer:
-        """Resolve the engine from config (auto -> vosk or pocketsphinx), start the pool and wait
+        """Resolve the engine from config (auto -> vosk, whisper or pocketsphinx), start the pool and wait
         for every worker to load its model."""
-        spec = resolve_engine(cfg.engine, cfg.vosk_model, cfg.language)
-        pool = RecognizerPool(spec, cfg.workers)
+        spec = spec_from_config(cfg)
+        pool = RecognizerPool(spec, cfg.workers, batch=default_batch(spec))
         await pool.start()
         return cls(
             pool,
@@ -144,6 +155,7 @@ class SpeechRecognizer:
             matched = option is not None
         else:
             matched = bool(eres.text)
+        # the single gate between a guess and a choice: a flow acts only on status "match"
         ok = matched and eres.confidence >= self.min_confidence
         call.add_segment(
             TranscriptSegment(
@@ -154,6 +166,7 @@ class SpeechRecognizer:
                 text=eres.text,
                 confidence=round(eres.confidence, 3),
                 engine=engine,
+                alternatives=tuple((t, round(c, 3)) for t, c in eres.alternatives),
             )
         )
         return SpeechResult(
@@ -164,6 +177,7 @@ class SpeechRecognizer:
             start=utt.start,
             end=utt.stop,
             engine=engine,
+            alternatives=eres.alternatives,
         )
 
 
@@ -182,7 +196,7 @@ class _Utterance:
         self.t0 = call.elapsed()  # call time of the first frame we see
         self.pre_roll: collections.deque[np.ndarray] = collections.deque(maxlen=PRE_ROLL_FRAMES)
         self.chunk: list[np.ndarray] = []
-        self.session: PoolSession | None = None
+        self.session: PoolSession | UtteranceSession | None = None
         self.result: asyncio.Future[EngineResult] | None = None
         self.outcome: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.start = 0.0

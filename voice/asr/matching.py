@@ -60,3 +60,14 @@ def match_option(words: Sequence[str], options: Sequence[str]) -> OptionMatch | 
     if len(distinct) != 1:
         return None
     return max(kept, key=lambda m: m.n_words)
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance between two strings (letters inserted, deleted or replaced)."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[len(b)]

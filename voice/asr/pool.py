@@ -4,7 +4,13 @@ Why processes: PocketSphinx holds the GIL while decoding (measured: two threads 
 at 0.47x the speed of one), so threads would serialize it; Vosk releases it, but one
 design for both keeps things simple and isolates a crashing engine from the loop.
 
-Session affinity: a stream lives in one worker from its first chunk to its result
+Whole utterances (Whisper): an engine that is not streaming decodes an utterance only
+once it has ended, so nothing is pinned: the session keeps the audio in the loop's process
+and, at the end of speech, puts the utterance on one queue shared by all workers; whichever
+worker is free takes it, together with any other utterances for the same grammar that ended
+meanwhile (up to `batch` of them, decoded in one encoder pass).
+
+Session affinity (streaming engines): a stream lives in one worker from its first chunk to its result
 (the decoder state is in that process). Each worker has its own input queue; the
 pool pins a new session to the worker with the fewest open sessions and sends every
 chunk for it to that queue. `multiprocessing.Queue.put` only appends to a buffer
@@ -24,7 +30,7 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -36,8 +42,60 @@ log = logging.getLogger(__name__)
 _MODEL_LOADS = 0  # per worker process: how many times the engine was loaded (must stay 1)
 
 
-def _worker_main(wid: int, spec: EngineSpec, inq: Any, outq: Any) -> None:
-    """Worker process loop: load once, then serve open/audio/finish/cancel messages in order."""
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _serve_utterances(wid: int, engine: Any, inq: Any, shared: Any, outq: Any, batch: int) -> None:
+    """Non-streaming engine: take ended utterances from the shared queue, a batch at a time."""
+    held: list[tuple[Any, ...]] = []  # taken while batching but for another grammar
+    while True:
+        try:
+            ctl = inq.get_nowait()
+        except queue.Empty:
+            ctl = None
+        if ctl is not None:
+            if ctl[0] == "stop":
+                return
+            outq.put(("stats", wid, {"pid": os.getpid(), "model_loads": _MODEL_LOADS, "rss_mb": _rss_mb(),
+                                     "cpu_seconds": time.process_time(), **engine.stats()}))
+        if held:
+            first = held.pop(0)
+        else:
+            try:
+                first = shared.get(timeout=0.05)
+            except queue.Empty:
+                continue
+        group = [first]
+        while len(group) < batch:
+            try:
+                nxt = shared.get_nowait()
+            except queue.Empty:
+                break
+            (group if nxt[2] == first[2] else held).append(nxt)
+        t = time.perf_counter()
+        try:
+            results = engine.decode_utterances([np.frombuffer(m[3], dtype=np.int16) for m in group], first[2])
+        except Exception as exc:  # one bad batch must not take the worker down
+            log.exception("asr worker %d: decode failed", wid)
+            for m in group:
+                outq.put(("error", m[1], f"{type(exc).__name__}: {exc}"))
+            continue
+        wall = time.perf_counter() - t
+        for m, res in zip(group, results, strict=True):
+            outq.put(("result", m[1], replace(res, cpu_seconds=wall / len(group), batch=len(group))))
+
+
+def _worker_main(wid: int, spec: EngineSpec, inq: Any, outq: Any, shared: Any = None, batch: int = 1) -> None:
+    """Worker process loop: load once, then serve open/audio/finish/cancel messages in order
+    (streaming engines) or whole utterances from the shared queue."""
     global _MODEL_LOADS
     logging.basicConfig(level=logging.WARNING)
     t0 = time.monotonic()
@@ -47,7 +105,11 @@ def _worker_main(wid: int, spec: EngineSpec, inq: Any, outq: Any) -> None:
     except Exception as exc:
         outq.put(("failed", wid, f"{type(exc).__name__}: {exc}"))
         return
-    outq.put(("ready", wid, {"pid": os.getpid(), "load_seconds": time.monotonic() - t0}))
+    outq.put(("ready", wid, {"pid": os.getpid(), "load_seconds": time.monotonic() - t0, "rss_mb": _rss_mb(),
+                             "streaming": engine.streaming}))
+    if not engine.streaming:
+        _serve_utterances(wid, engine, inq, shared, outq, max(1, batch))
+        return
     streams: dict[int, EngineStream | str] = {}
     while True:
         msg = inq.get()
@@ -55,7 +117,8 @@ def _worker_main(wid: int, spec: EngineSpec, inq: Any, outq: Any) -> None:
         if op == "stop":
             break
         if op == "stats":
-            outq.put(("stats", wid, {"pid": os.getpid(), "model_loads": _MODEL_LOADS, **engine.stats()}))
+            outq.put(("stats", wid, {"pid": os.getpid(), "model_loads": _MODEL_LOADS, "rss_mb": _rss_mb(),
+                                     "cpu_seconds": time.process_time(), **engine.stats()}))
             continue
         sid = msg[1]
         try:
@@ -94,15 +157,20 @@ class _Worker:
 class RecognizerPool:
     """A fixed set of worker processes, each holding one loaded engine."""
 
-    def __init__(self, spec: EngineSpec, workers: int = 2) -> None:
+    def __init__(self, spec: EngineSpec, workers: int = 2, batch: int = 1) -> None:
         self.spec = spec
         self.n_workers = max(1, workers)
+        self.batch = max(1, batch)
+        self.streaming = True  # known once the workers have loaded the engine
+        self.load_seconds = 0.0
+        self.worker_rss_mb: list[float] = []
+        self._shared: Any = None
         self._ctx = mp.get_context("spawn")
         self._workers: list[_Worker] = []
         self._outq: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reader: threading.Thread | None = None
-        self._pending: dict[int, tuple[asyncio.Future[EngineResult], _Worker]] = {}
+        self._pending: dict[int, tuple[asyncio.Future[EngineResult], _Worker | None]] = {}
         self._ready: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._stats: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
@@ -116,10 +184,14 @@ class RecognizerPool:
         """Spawn the workers and wait until each has loaded its model (raises EngineError if one fails)."""
         self._loop = asyncio.get_running_loop()
         self._outq = self._ctx.Queue()
+        self._shared = self._ctx.Queue()
         for wid in range(self.n_workers):
             inq = self._ctx.Queue()
             proc = self._ctx.Process(
-                target=_worker_main, args=(wid, self.spec, inq, self._outq), name=f"asr-{wid}", daemon=True
+                target=_worker_main,
+                args=(wid, self.spec, inq, self._outq, self._shared, self.batch),
+                name=f"asr-{wid}",
+                daemon=True,
             )
             proc.start()
             self._workers.append(_Worker(wid=wid, process=proc, inq=inq))
@@ -131,11 +203,15 @@ class RecognizerPool:
         except EngineError:
             await self.close()
             raise
+        self.streaming = all(i["streaming"] for i in infos)
+        self.load_seconds = max(i["load_seconds"] for i in infos)
+        self.worker_rss_mb = [i["rss_mb"] for i in infos]
         log.info(
-            "asr: %d %s workers ready (model load %.1fs)",
+            "asr: %d %s workers ready (model load %.1fs, %.0f MB each)",
             self.n_workers,
             self.spec.name,
-            max(i["load_seconds"] for i in infos),
+            self.load_seconds,
+            max(self.worker_rss_mb),
         )
 
     def _read_results(self) -> None:
@@ -163,7 +239,8 @@ class RecognizerPool:
 
     def _worker_died(self, w: _Worker) -> None:
         for sid, (fut, owner) in list(self._pending.items()):
-            if owner is w and not fut.done():
+            # a shared-queue utterance may have been in the dead worker's hands: fail them all
+            if (owner is w or owner is None) and not fut.done():
                 fut.set_exception(EngineError(f"asr worker {w.wid} died (exit code {w.process.exitcode})"))
                 del self._pending[sid]
 
@@ -181,16 +258,19 @@ class RecognizerPool:
             if entry is None or entry[0].done():
                 return
             fut, worker = entry
-            worker.sessions -= 1
+            if worker is not None:
+                worker.sessions -= 1
             if kind == "result":
                 fut.set_result(payload)
             else:
                 fut.set_exception(EngineError(payload))
 
-    def open(self, options: Sequence[str] | None) -> PoolSession:
+    def open(self, options: Sequence[str] | None) -> PoolSession | UtteranceSession:
         """Start a stream on the least busy worker; feed it with `send`, end it with `finish`."""
         if not self._workers:
             raise EngineError("recognizer pool is not started")
+        if not self.streaming:
+            return UtteranceSession(self, next(self._ids), options)
         worker = min(self._workers, key=lambda w: w.sessions)
         worker.sessions += 1
         sid = next(self._ids)
@@ -219,9 +299,10 @@ class RecognizerPool:
         for w in self._workers:
             w.inq.close()
             w.inq.join_thread()
-        if self._outq is not None:
-            self._outq.close()
-            self._outq.join_thread()
+        for q in (self._outq, self._shared):
+            if q is not None:
+                q.close()
+                q.join_thread()
         self._workers = []
         for sid, (fut, _) in list(self._pending.items()):
             if not fut.done():
@@ -256,3 +337,32 @@ class PoolSession:
             self.done = True
             self.worker.sessions -= 1
             self.worker.inq.put(("cancel", self.sid))
+
+
+class UtteranceSession:
+    """One utterance for a non-streaming engine: audio kept here until the end of speech."""
+
+    def __init__(self, pool: RecognizerPool, sid: int, options: Sequence[str] | None) -> None:
+        self.pool = pool
+        self.sid = sid
+        self.options = tuple(options) if options is not None else None
+        self.chunks: list[bytes] = []
+        self.done = False
+
+    def send(self, pcm: np.ndarray) -> None:
+        if not self.done and len(pcm):
+            self.chunks.append(pcm.astype(np.int16).tobytes())
+
+    def finish(self) -> asyncio.Future[EngineResult]:
+        assert self.pool._loop is not None and not self.done
+        self.done = True
+        fut: asyncio.Future[EngineResult] = self.pool._loop.create_future()
+        self.pool._pending[self.sid] = (fut, None)
+        # put() only appends to the queue's buffer: the feeder thread pickles and writes
+        self.pool._shared.put(("decode", self.sid, self.options, b"".join(self.chunks)))
+        self.chunks = []
+        return fut
+
+    def cancel(self) -> None:
+        self.done = True
+        self.chunks = []

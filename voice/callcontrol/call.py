@@ -57,6 +57,7 @@ class TranscriptSegment:
     text: str  # already masked when the input was sensitive
     confidence: float | None = None
     engine: str | None = None
+    alternatives: tuple[tuple[str, float], ...] = ()  # the recognizer's n-best (text, confidence)
 
 
 @dataclass(frozen=True, kw_only=True)

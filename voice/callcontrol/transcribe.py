@@ -26,7 +26,7 @@ from voice.callcontrol.call import TranscriptSegment
 
 if TYPE_CHECKING:
     from voice.asr.engine import EngineResult
-    from voice.asr.pool import PoolSession, RecognizerPool
+    from voice.asr.pool import PoolSession, RecognizerPool, UtteranceSession
     from voice.callcontrol.call import Call
 
 log = logging.getLogger("voice.callcontrol.transcribe")
@@ -46,7 +46,7 @@ class SpeakerTranscriber:
         self.pool, self.call, self.speaker = pool, call, speaker
         self.pre_roll: collections.deque[np.ndarray] = collections.deque(maxlen=PRE_ROLL_FRAMES)
         self.chunk: list[np.ndarray] = []
-        self.session: PoolSession | None = None
+        self.session: PoolSession | UtteranceSession | None = None
         self.pending: set[asyncio.Future[EngineResult]] = set()
         self.segments = 0
         self.utterances = 0

@@ -17,7 +17,7 @@ import numpy as np
 
 from voice.callcontrol.call import SAMPLE_RATE, CallEnded
 from voice.ivr.interpreter import RETURN, EndCall, FlowInterpreter, Turn
-from voice.ivr.model import Flow, MenuOption, Node, Prompt
+from voice.ivr.model import Flow, MenuOption, Node, Prompt, PromptItem
 from voice.ivr.templates import Template
 
 log = logging.getLogger("voice.ivr")
@@ -149,16 +149,27 @@ async def menu(it: FlowInterpreter, flow: Flow, node: Node) -> str | None:
             chosen = next((o for o in live if turn.digit in o.dtmf), None)
             it.note_input("dtmf", turn.digit, "match" if chosen else "nomatch")
         elif turn.speech is not None:
-            heard = turn.speech.option or turn.speech.text
-            if turn.speech.status == "match" or heard:
+            # Only what the recognizer matched (grammar option, confidence >= [asr] min_confidence)
+            # chooses: the text of a nomatch is a guess, and a caller is never routed on a guess.
+            if turn.speech.status == "match":
+                heard = turn.speech.option or turn.speech.text
                 chosen = next((o for o in live if heard.lower().strip() in o.words), None) or next(
                     (o for o in live if _matches(heard, o.words)), None)
             it.note_input("speech", turn.speech.text, "match" if chosen else "nomatch",
-                          confidence=round(turn.speech.confidence, 3), speech_end=round(turn.speech.end, 3))
+                          **_speech_extra(turn.speech))
         if chosen is None:
             return "nomatch", None
         if args.get("into"):
             it.vars[args["into"]] = chosen.value
+        if turn.kind == "speech" and _needs_confirming(args, turn):
+            assert turn.speech is not None
+            spoken = turn.speech.option or turn.speech.text
+            question = args.get("confirm") or _heard_prompt(spoken)
+            answer = await _yes_no(it, question, _timeout(it, args), dtmf_barge, speech_barge)
+            if answer != "yes":
+                if args.get("into"):
+                    it.vars.pop(args["into"], None)
+                return "retry", None
         return "ok", chosen.goto
 
     return await it.attempts(node, args, attempt)
@@ -205,13 +216,25 @@ async def collect(it: FlowInterpreter, flow: Flow, node: Node) -> str | None:
             kind = "dtmf"
         else:
             assert turn.speech is not None
-            digits, kind = spoken_digits(turn.speech.text), "speech"
+            # a nomatch's text is a guess: it never becomes the caller's digits
+            heard = turn.speech.text if turn.speech.status == "match" else ""
+            digits, kind = spoken_digits(heard), "speech"
         ok = lo <= len(digits) <= hi and (pattern is None or pattern.fullmatch(digits) is not None)
-        it.note_input(kind, digits, "match" if ok else "nomatch", var)
+        extra = _speech_extra(turn.speech) if kind == "speech" and turn.speech is not None else {}
+        if sensitive:
+            extra.pop("nbest", None)  # the alternatives are digits too
+        it.note_input(kind, digits, "match" if ok else "nomatch", var, **extra)
         if not ok:
             return "nomatch", None
         it.vars[var] = digits
-        if args.get("confirm"):
+        below = args.get("confirm_below")
+        if below is not None and kind == "speech" and _needs_confirming(args, turn):
+            question = args.get("confirm") or _heard_prompt(" ".join(digits))
+            answer = await _yes_no(it, question, _timeout(it, args), dtmf_barge, speech_barge)
+            if answer != "yes":
+                it.vars.pop(var, None)
+                return "retry", None
+        elif args.get("confirm") and below is None:
             answer = await _yes_no(it, args["confirm"], _timeout(it, args), dtmf_barge, speech_barge)
             if answer != "yes":
                 it.vars.pop(var, None)
@@ -219,6 +242,28 @@ async def collect(it: FlowInterpreter, flow: Flow, node: Node) -> str | None:
         return "ok", node.next
 
     return await it.attempts(node, args, attempt)
+
+
+def _speech_extra(speech: Any) -> dict[str, Any]:
+    """What the IVR record keeps of a recognition: confidence, end of speech, the n-best."""
+    extra: dict[str, Any] = {"confidence": round(speech.confidence, 3), "speech_end": round(speech.end, 3)}
+    if speech.engine:
+        extra["engine"] = speech.engine
+    best = (speech.option or speech.text, round(speech.confidence, 3))
+    nbest = [best, *[(t, round(c, 3)) for t, c in speech.alternatives if t != best[0]]]
+    if best[0]:
+        extra["nbest"] = [list(n) for n in nbest]
+    return extra
+
+
+def _needs_confirming(args: dict[str, Any], turn: Turn) -> bool:
+    below = args.get("confirm_below")
+    return below is not None and turn.speech is not None and turn.speech.confidence < below
+
+
+def _heard_prompt(heard: str) -> Prompt:
+    text = " ".join(re.findall(r"[A-Za-z0-9']+", heard))  # recognizer words only: no template syntax
+    return (PromptItem(kind="say", text=Template(f"I heard {text}, is that right?")),)
 
 
 async def _yes_no(it: FlowInterpreter, prompt: Prompt, timeout: float, dtmf_barge: bool,
@@ -232,9 +277,12 @@ async def _yes_no(it: FlowInterpreter, prompt: Prompt, timeout: float, dtmf_barg
         it.note_input("dtmf", turn.digit, "match" if answer else "nomatch")
     elif turn.kind == "speech" and turn.speech is not None:
         heard = f"{turn.speech.text} {turn.speech.option or ''}"  # the words, not only the grammar's pick
-        # "no" first: "not right" contains "right"
-        answer = "no" if _matches(heard, NO_WORDS) else "yes" if _matches(heard, YES_WORDS) else None
-        it.note_input("speech", turn.speech.text, "match" if answer else "nomatch")
+        # "no" first: "not right" contains "right"; a nomatch is a guess and answers nothing
+        answer = None
+        if turn.speech.status == "match":
+            answer = "no" if _matches(heard, NO_WORDS) else "yes" if _matches(heard, YES_WORDS) else None
+        it.note_input("speech", turn.speech.text, "match" if answer else "nomatch",
+                      **_speech_extra(turn.speech))
     else:
         it.note_input("none", "", "noinput")
     return answer if turn.kind != "noinput" else "noinput"
@@ -436,6 +484,10 @@ async def transfer(it: FlowInterpreter, flow: Flow, node: Node) -> str | None:
         raise
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
+    if not ok and it.call.ended:
+        # The caller hung up while waiting or while the agent's phone rang: the flow is over (no
+        # "transfer failed" and no on_failure branch played to nobody).
+        raise CallEnded(it.call.end_cause or "bye")
     if ok:
         # A queue transfer keeps us in the media path: if the agent hung up first, the caller is
         # still here and may continue in the flow.

@@ -395,6 +395,7 @@ class FlowInterpreter:
                 if t[i].speaker == "caller" and t[i].kind == "speech":
                     t[i] = TranscriptSegment(start=t[i].start, end=t[i].end, speaker="caller", kind="speech",
                                              text=MASK, confidence=t[i].confidence, engine=t[i].engine)
+                    # (no alternatives: the n-best would say what the mask hides)
         return Turn("speech", speech=result)
 
     async def attempts(self, node: Node, args: dict[str, Any],

@@ -40,6 +40,8 @@ def _type(ftype: str) -> dict[str, Any]:
         return {"type": "integer", "minimum": 0}
     if ftype == "number":
         return {"type": "number", "minimum": 0}
+    if ftype == "fraction":
+        return {"type": "number", "minimum": 0, "maximum": 1}
     if ftype == "bool":
         return {"type": "boolean"}
     if ftype == "key":

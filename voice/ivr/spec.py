@@ -2,7 +2,7 @@
 
 One table feeds the validator, the JSON Schema and the docs, so they cannot drift apart.
 Field types: prompt, prompts (one prompt per attempt), files, node, expr, template, var,
-int, number, bool, str, regex, key (one DTMF key), words, options, branches, assignments,
+int, number, fraction (0 to 1), bool, str, regex, key (one DTMF key), words, options, branches, assignments,
 headers, json, flow, enum:a|b|c.
 """
 
@@ -52,6 +52,10 @@ ACTIONS: dict[str, ActionSpec] = {
             "options": Field("options", required=True, help="list of {dtmf, words, goto, when, value}"),
             "into": Field("var", help="variable that receives the chosen option's value"),
             "speech": Field("bool", help="listen for the words too (default: true if any option has words)"),
+            "confirm_below": Field("fraction", help="a spoken choice heard with less confidence than this "
+                                                    "is confirmed (yes/no) before the flow acts on it"),
+            "confirm": Field("prompt", help="the confirmation question (default: I heard <word>, is that "
+                                            "right?); may use the `into` variable"),
         }),
         ActionSpec("collect", "collect DTMF digits (account numbers, PINs)", input=True, fields={
             **INPUT_FIELDS,
@@ -64,6 +68,8 @@ ACTIONS: dict[str, ActionSpec] = {
             "pattern": Field("regex", help="the digits must fully match this regular expression"),
             "sensitive": Field("bool", help="mask the digits in every log and transcript"),
             "confirm": Field("prompt", help="read back and ask 1=yes 2=no before accepting"),
+            "confirm_below": Field("fraction", help="confirm spoken digits only when heard with less "
+                                                    "confidence than this (needs speech: true)"),
             "speech": Field("bool", help="also accept spoken digits (default false)"),
         }),
         ActionSpec("ask", "free-form (or grammar) speech input into a variable", input=True, fields={

@@ -113,6 +113,11 @@ class _Parser:
                 self.bad(line, what, "a number of seconds >= 0", value)
                 return None
             return float(value)
+        if ftype == "fraction":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                self.bad(line, what, "a confidence from 0 to 1 (e.g. 0.6)", value)
+                return None
+            return float(value)
         if ftype == "bool":
             if not isinstance(value, bool):
                 self.bad(line, what, "true or false", value)
@@ -343,6 +348,12 @@ class _Parser:
         if not (args.get("on_no_input") or args.get("on_failure")):
             self.error(data.line, "no_input_path", f"{spec.name} has no path for when the caller is silent",
                        expected="on_no_input: NODE or on_failure: NODE", found="neither")
+        if spec.name == "collect" and args.get("confirm_below") is not None and not args.get("speech"):
+            body = data[spec.name]
+            line = body.line_of("confirm_below") if isinstance(body, LDict) else data.line
+            self.error(line, "bad_value",
+                       "confirm_below confirms spoken digits: the collect needs speech: true",
+                       expected="speech: true", found="no speech")
         lo, hi = args.get("min"), args.get("max")
         if isinstance(lo, int) and isinstance(hi, int) and lo > hi:
             self.error(data.line, "bad_value", "min is larger than max", expected=f"min <= {hi}",
