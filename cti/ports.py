@@ -7,11 +7,14 @@ from voice. The call-control package (voice/callcontrol) implements these struct
 - `AgentConnector`: ring an agent's URI for a call and, once answered, bridge the two; the
   returned `AgentConnection` says how the attempt went and, when answered, when and how the
   conversation ended. Cancelling `connect` while the agent's phone rings CANCELs the INVITE.
+- `BrowserPhones`: the agents' browser softphones (WebRTC legs), as the agent page's websocket
+  drives them: a page attaches its send function; what the page sends (answer, ICE, reject,
+  hang up, hold, keys) is handed over as it came, and call control checks it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -120,3 +123,35 @@ class FlowCatalog(Protocol):
     def diagram(self, name: str, *, live: Mapping[str, int] | None = None,
                 counts: Mapping[str, Any] | None = None) -> str | None:
         """SVG of the flow; `live` highlights nodes with calls now, `counts` annotates reach."""
+
+
+PageSend = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class SoftphoneError(ValueError):
+    """A page's softphone message that cannot be acted on; `field` names the offending key."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class BrowserPhones(Protocol):
+    """The browser softphones of the agents signed in on this node (call control implements it).
+
+    Messages to the page have a "type" starting with "rtc_" (rtc_offer, rtc_state, rtc_end);
+    the page's are rtc_answer, rtc_ice, rtc_reject, rtc_hangup, rtc_hold, rtc_dtmf, rtc_transfer."""
+
+    def attach(self, agent_id: str, send: PageSend) -> Callable[[], None]:
+        """A page of `agent_id` is connected: calls for `browser:<agent_id>` are offered through
+        `send`. Returns the function that detaches it (the websocket closed)."""
+
+    async def receive(self, agent_id: str, message: dict[str, Any]) -> None:
+        """One rtc_* message from a page of `agent_id`; raises SoftphoneError for bad input."""
+
+    async def listen(self, call_id: str, offer_sdp: str) -> tuple[str, str]:
+        """Silent monitor: a supervisor's receive-only SDP offer for the call with this Call-ID;
+        returns (listen id, SDP answer). SoftphoneError names the field when it cannot be done."""
+
+    def stop_listening(self, listen_id: str) -> bool:
+        """End a listen-in; False when there is none with this id."""

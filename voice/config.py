@@ -143,6 +143,33 @@ class QueueConfig(QueuesConfig):
     skill: str = ""  # the agent skill that serves this queue ("": the queue's name)
 
 
+@dataclass(frozen=True, kw_only=True)
+class WebRtcConfig:
+    """The agents' browser softphone (agents whose sip_uri is browser:<agent id>)."""
+
+    turn_url: str | None = None  # turn:host:3478?transport=udp, for agents outside the LAN
+    turn_username: str | None = None
+    turn_password: str | None = None
+    codecs: tuple[str, ...] = ("opus", "PCMU", "PCMA")  # offered to the browser in this order
+    hold_music: Path | None = None  # a WAV the caller hears on hold (default: a soft tune)
+
+
+def _webrtc_codecs(text: str) -> tuple[str, ...]:
+    known = {"opus": "opus", "pcmu": "PCMU", "pcma": "PCMA"}
+    names = [known.get(p.lower(), p) for p in _split_list(text)]
+    bad = [n for n in names if n not in ("opus", "PCMU", "PCMA")]
+    if bad or not names:
+        raise ValueError(f"expected a list of opus, PCMU, PCMA, found {text.strip()!r}")
+    return tuple(dict.fromkeys(names))
+
+
+def _turn_url(text: str) -> str:
+    t = text.strip()
+    if not re.fullmatch(r"(turns?|stun):[^\s]+", t):
+        raise ValueError(f"expected turn:host[:port][?transport=udp|tcp] (or turns:/stun:), found {t!r}")
+    return t
+
+
 def default_node_id() -> str:
     """The host name, cut to what a node id may hold."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:64]
@@ -176,6 +203,7 @@ class Config:
     queues: QueuesConfig = QueuesConfig()
     queue: dict[str, QueueConfig] = field(default_factory=dict)  # [queue NAME] sections by NAME
     throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
+    webrtc: WebRtcConfig = WebRtcConfig()
     log_level: str = "info"
     hours: dict[str, BusinessHours] = field(default_factory=dict)  # [hours NAME] sections
     log_format: str = "text"  # text | json (one JSON object per line)
@@ -395,6 +423,13 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
         "max_sources": (_int_range(100, 10000000), "max_sources"),
         "refusals_per_second": (_int_range(1, 100000), "refusals_per_second"),
     },
+    "webrtc": {
+        "turn_url": (_turn_url, "turn_url"),
+        "turn_username": (str.strip, "turn_username"),
+        "turn_password": (str, "turn_password"),
+        "codecs": (_webrtc_codecs, "codecs"),
+        "hold_music": (lambda s: Path(s.strip()), "hold_music"),
+    },
 }
 # [queue NAME]: the [queues] keys for one queue, plus the skill that serves it.
 _QUEUE_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {
@@ -504,6 +539,7 @@ def load_config(path: str | Path | None) -> Config:
         queues=queues,
         queue=_queue_sections(source, values, queues),
         throttle=build("throttle", ThrottleSettings),
+        webrtc=build("webrtc", WebRtcConfig),
         log_level=values.get("log", {}).get("level", "info"),
         hours=hours,
         log_format=values.get("log", {}).get("format", "text"),

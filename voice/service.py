@@ -27,6 +27,7 @@ from voice.callcontrol import (
     log_lifecycle,
 )
 from voice.callcontrol.inbound import FlowRunner
+from voice.callcontrol.webrtc import browser_phones
 from voice.config import Config, ConfigError, load_config
 from voice.sip import events as ev
 from voice.sip.core import CallPolicy, LocalIdentity, SipCore
@@ -72,6 +73,9 @@ class Service:
         self.desk: Any = None  # cti.routing.AgentDesk: queues, agents, screen pops
         self.speech: Any = None  # voice.asr.SpeechRecognizer
         self.tts: Any = None  # voice.tts.Tts
+        # agents' browser softphones (voice.callcontrol.webrtc); conversations are transcribed
+        # once speech recognition has started
+        self.phones = browser_phones(config, speech=lambda: self.speech.pool if self.speech else None)
 
     # ---- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -96,7 +100,8 @@ class Service:
         settings = AnswerSettings(node=cfg.node.id, record=cfg.rtp.record, recordings=cfg.ivr.recordings,
                                   answer_delay=cfg.sip.answer_delay_ms / 1000, own_user=user)
         self.switch = Switch(self.endpoint, self.pool, run_flow=self._run_flow, lifecycle=self.lifecycle,
-                             settings=settings, media_host=self._media_host, goodbye=self._goodbye)
+                             settings=settings, media_host=self._media_host, goodbye=self._goodbye,
+                             browsers=self.phones)
         await self.endpoint.start(listen.host, listen.port, cfg.sip.transports)
         identity.port = self.endpoint.udp_port or self.endpoint.tcp_port
         log.info("node %s: SIP listening on %s (%s), RTP ports %d-%d, trusted %s", cfg.node.id, listen,
@@ -122,6 +127,7 @@ class Service:
         if self.switch is not None:
             self.switch.draining = True
             await self.switch.end_all(goodbye=False)
+        await self.phones.aclose()
         if self.recorder is not None:
             await self.recorder.aclose()
         for task in self._background:
@@ -179,6 +185,7 @@ class Service:
         from cti.http import STORE_KEY, build_api
         from cti.lookup import make_lookup
         from cti.web import DESK_KEY
+        from cti.web.keys import PHONES_KEY
         from voice.ivr.runtime import make_tts
 
         self.tts = make_tts(self.config)
@@ -187,6 +194,7 @@ class Service:
         # The admin pages show the flows calls run (the IVR's library, once it is loaded).
         flows = LibraryCatalog(lambda: self.ivr.library if self.ivr is not None else None)
         app = build_api(self.config, connector=self, voice=self.tts, flows=flows)
+        app[PHONES_KEY] = self.phones
         self.http_runner = web.AppRunner(app, access_log=None)
         await self.http_runner.setup()  # runs cleanup_ctx startup: database open and migrated
         store = app[STORE_KEY]

@@ -29,7 +29,7 @@ from cti.queues import AgentState, QueueEngine, QueueSpec
 from cti.routing import AgentDesk
 from cti.security import SigninThrottle
 from cti.validation import ApiError, check_text, invalid, require_object
-from cti.web import admin, agent
+from cti.web import admin, agent, softphone
 from cti.web.keys import CONNECTOR_KEY, DESK_KEY, SIGNIN_KEY, SOCKETS_KEY, VOICE_KEY
 
 if TYPE_CHECKING:  # the service's configuration, named for the type checker only
@@ -62,8 +62,8 @@ def _skills(body: dict[str, Any]) -> list[str] | None:
 
 def _sip_uri(body: dict[str, Any], required: bool) -> str | None:
     uri = _text(body, "sip_uri", required=required, limit=500)
-    if uri is not None and not uri.startswith(("sip:", "sips:")):
-        raise invalid("sip_uri", "must be a sip: or sips: URI")
+    if uri is not None and not uri.startswith(("sip:", "sips:", "browser:")):
+        raise invalid("sip_uri", "must be a sip: or sips: URI, or browser:<agent id> (the agent page)")
     return uri
 
 
@@ -194,4 +194,6 @@ def setup(app: web.Application, config: Config, *, schema: str | None = None) ->
     r.add_post("/admin/login", admin.admin_login)
     r.add_post("/admin/logout", admin.admin_logout)
     r.add_get("/admin/api/overview", admin.overview)
+    r.add_post("/admin/api/listen", softphone.listen_in)  # supervisor listen-in (browser-agent calls)
+    r.add_delete("/admin/api/listen/{id}", softphone.listen_stop)
     r.add_static("/static/", agent.STATIC, append_version=False)

@@ -11,7 +11,8 @@ key): the server sends JSON objects, each with a "type":
   the agent's phone starts ringing (`customer` is the one the IVR identified, else the caller ID's);
 - "missed": {"call_id", "queue", "caller", "status", "state", "message"} when the agent let a call
   ring out (or their phone refused it); `message` says why they are now `state` (away, usually).
-Clients may send {"type": "ping"} and get {"type": "pong"}.
+Clients may send {"type": "ping"} and get {"type": "pong"}; the softphone's rtc_* messages are
+described in cti.web.softphone.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from cti.agents import AgentNotFound
 from cti.http import STORE_KEY, json_response, read_json
 from cti.queues import AgentState
 from cti.validation import ApiError, check_text, invalid, require_object
+from cti.web import softphone
 from cti.web.auth import (
     AGENT_COOKIE,
     api_key_ok,
@@ -206,7 +208,8 @@ async def events_socket(request: web.Request) -> web.StreamResponse:
     sockets: weakref.WeakSet[web.WebSocketResponse] = request.app[SOCKETS_KEY]
     sockets.add(ws)
     sub = desk.bus.subscribe(agent_id)
-    reader = asyncio.ensure_future(_read(ws))
+    phone = softphone.attach(request, agent_id, ws)
+    reader = asyncio.ensure_future(_read(ws, phone))
     try:
         await ws.send_json({"type": "hello", "agent": agent, **desk.current_for(agent)})
         while not ws.closed:
@@ -223,13 +226,14 @@ async def events_socket(request: web.Request) -> web.StreamResponse:
         log.info("agent %s: websocket gone", agent_id)
     finally:
         sub.close()
+        phone.close()
         reader.cancel()
         with contextlib.suppress(Exception):
             await ws.close()
     return ws
 
 
-async def _read(ws: web.WebSocketResponse) -> None:
+async def _read(ws: web.WebSocketResponse, phone: softphone.PageLink) -> None:
     async for msg in ws:
         if msg.type == WSMsgType.TEXT:
             try:
@@ -238,5 +242,7 @@ async def _read(ws: web.WebSocketResponse) -> None:
                 continue
             if isinstance(data, dict) and data.get("type") == "ping":
                 await ws.send_json({"type": "pong"})
+            elif isinstance(data, dict):
+                await phone.receive(data)  # the softphone's rtc_* signalling (cti.web.softphone)
         elif msg.type == WSMsgType.ERROR:
             return

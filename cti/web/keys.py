@@ -1,6 +1,8 @@
 """Application keys of the agent side (kept apart so every web module can import them).
 
 Set by the service on the application before `AppRunner.setup()` (the desk is built at startup):
+- `PHONES_KEY`: call control's `BrowserPhones` (cti.ports), the agents' browser softphones;
+  without it a page's rtc_register is answered with rtc_error;
 - `CONNECTOR_KEY`: call control's `AgentConnector` (cti.ports); without it queue transfers fail
   with reason "no_connector" (an API-only process);
 - `VOICE_KEY`: the TTS (`render(text) -> 8 kHz int16`) that tells waiting callers their position;
@@ -14,7 +16,7 @@ import weakref
 
 from aiohttp import web
 
-from cti.ports import AgentConnector, FlowCatalog
+from cti.ports import AgentConnector, BrowserPhones, FlowCatalog
 from cti.routing import AgentDesk
 from cti.security import SigninThrottle
 from cti.waiting import SpeechRenderer
@@ -25,3 +27,4 @@ CONNECTOR_KEY = web.AppKey("cti_connector", AgentConnector)
 VOICE_KEY = web.AppKey("cti_voice", SpeechRenderer)
 SIGNIN_KEY = web.AppKey("cti_signin_throttle", SigninThrottle)
 FLOWS_KEY = web.AppKey("cti_flows", FlowCatalog)
+PHONES_KEY = web.AppKey("cti_browser_phones", BrowserPhones)

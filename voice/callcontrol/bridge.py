@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -38,16 +38,28 @@ DigitCallback = Callable[[str], None]
 Subscribe = Callable[[AudioCallback, DigitCallback], Callable[[], None]]
 
 
+class BridgeMedia(Protocol):
+    """What a bridge needs of a leg's media: a voice.aio.rtp.RtpSession, or a browser leg."""
+
+    @property
+    def dtmf_payload_type(self) -> int | None: ...
+    def feed(self, frame: np.ndarray) -> None: ...
+    def stop_playback(self) -> None: ...
+    def send_dtmf(self, digit: str, duration_ms: int = 100) -> Awaitable[None]: ...
+    def start_recording(self, path: Path, both_directions: bool) -> None: ...
+    def stop_recording(self) -> Path | None: ...
+
+
 @dataclass(kw_only=True)
 class BridgeSide:
     """One side of a bridge: the RTP session we send on, and how to hear what it receives."""
 
-    media: RtpSession
+    media: BridgeMedia
     subscribe: Subscribe  # installs the two callbacks, returns a function removing them
     name: str = ""
 
     @classmethod
-    def of_call(cls, call: Call, media: RtpSession, name: str = "caller") -> BridgeSide:
+    def of_call(cls, call: Call, media: BridgeMedia, name: str = "caller") -> BridgeSide:
         """A leg owned by a Call (the IVR's caller): listen beside the Call, not instead of it."""
 
         def subscribe(on_audio: AudioCallback, on_digit: DigitCallback) -> Callable[[], None]:

@@ -30,6 +30,7 @@ from voice.sip.outbound import next_hop_for
 if TYPE_CHECKING:
     from voice.aio.rtp import RtpPortPool, RtpSession
     from voice.aio.sip import SipEndpoint
+    from voice.callcontrol.webrtc import BrowserPhones
 
 log = logging.getLogger("voice.callcontrol")
 
@@ -105,7 +106,8 @@ class Switch:
 
     def __init__(self, endpoint: SipEndpoint, pool: RtpPortPool, *, run_flow: FlowRunner,
                  lifecycle: Lifecycle, settings: AnswerSettings, media_host: MediaHost,
-                 goodbye: Callable[[], Awaitable[np.ndarray | None]] | None = None) -> None:
+                 goodbye: Callable[[], Awaitable[np.ndarray | None]] | None = None,
+                 browsers: BrowserPhones | None = None) -> None:
         self.link = SipLink(endpoint)
         self.pool = pool
         self.run_flow = run_flow
@@ -113,6 +115,7 @@ class Switch:
         self.settings = settings
         self.media_host = media_host
         self.goodbye = goodbye
+        self.browsers = browsers  # agents whose URI is browser:<agent_id> (voice.callcontrol.webrtc)
         self.calls: dict[str, InboundAnswer] = {}
         self.dials: set[OutboundDial] = set()
         self.draining = False
@@ -153,6 +156,11 @@ class Switch:
         rtp: RtpSession | None = answer.leg.rtp if answer is not None else None
         if own is None or rtp is None or own.ended:
             return FailedConnection(status=None, reason="caller hung up")
+        if agent_uri.startswith("browser:"):  # the agent's page (aiortc is imported only for those)
+            if self.browsers is None:
+                return FailedConnection(status=501, reason="browser agents are not enabled on this node")
+            return await self.browsers.connect(  # the page's blind transfers ring through here
+                own, rtp, agent_uri, timeout=timeout, dial=lambda uri, t: self.connect(call, uri, timeout=t))
         media_host = self.media_host(next_hop_for(agent_uri).host)
         dial = OutboundDial(self.link, self.pool, agent_uri, caller=own, caller_rtp=rtp,
                             media_host=media_host)
