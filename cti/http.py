@@ -20,6 +20,7 @@ from cti.db import Database, migrate, open_database
 from cti.identity import IDENTITY_KINDS, IdentityError, normalize_identity
 from cti.lookup import lookup
 from cti.openapi import openapi_document
+from cti.outage import outage_middleware
 from cti.store import CustomerStore, IdentityConflict, NotFound, decode_cursor
 from cti.validation import ApiError, invalid, parse_customer, parse_ingest
 from voice.config import Config
@@ -236,7 +237,7 @@ def build_api(config: Config, *, schema: str | None = None,
     `connector` (call control) rings agents for the desk's queues."""
     app = web.Application(
         client_max_size=config.http.max_body,
-        middlewares=[error_middleware, auth_middleware(config.http.api_keys)],
+        middlewares=[error_middleware, auth_middleware(config.http.api_keys), outage_middleware],
     )
     app[CONFIG_KEY] = config
     if not config.http.api_keys:

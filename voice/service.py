@@ -65,6 +65,13 @@ class Service:
         self.ivr: Any = None
         self.desk: Any = None  # cti.routing.AgentDesk: queues, agents, screen pops
         self.speech: Any = None  # voice.asr.SpeechRecognizer
+        self.nodes: Any = None  # cti.nodes.NodeMonitor: heartbeats, taking over lost nodes
+
+    @property
+    def degraded(self) -> bool:
+        """Up but not whole: the database is away (history writes queue, heartbeats fail)."""
+        return bool((self.recorder is not None and self.recorder.degraded)
+                    or (self.nodes is not None and self.nodes.failing))
 
     # ---- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -97,6 +104,19 @@ class Service:
                                              password=reg.password, expires=reg.expires, domain=reg.domain)
             self.registration.start(self.endpoint.now())
             self.endpoint.flush()
+        await self._start_heartbeat()
+
+    async def _start_heartbeat(self) -> None:
+        from cti.http import STORE_KEY
+        from cti.nodes import NodeMonitor
+
+        assert self.http_runner is not None and self.switch is not None
+        node, switch, http = self.config.node, self.switch, self.config.http.listen
+        db = self.http_runner.app[STORE_KEY].db
+        self.nodes = NodeMonitor(db, node.id, interval=node.heartbeat_interval, lost_after=node.lost_after,
+                                 bus=getattr(self.desk, "bus", None), sip=str(self.config.sip.listen),
+                                 http=f"{http.host}:{self.http_port}", calls=lambda: len(switch.calls))
+        await self.nodes.start()
 
     async def drain(self, timeout: float | None = None) -> None:
         """Stop taking calls and let those in progress finish (then goodbye and end them)."""
@@ -121,6 +141,8 @@ class Service:
             await self.ivr.close()
         if self.speech is not None:
             await self.speech.aclose()
+        if self.nodes is not None:
+            await self.nodes.stop()
         if self.http_runner is not None:
             await self.http_runner.cleanup()
 
