@@ -30,6 +30,7 @@ from tests.peers import HOST, REPO, background, free_port, require
 SIP_SPAN = (31000, 31999)
 HTTP_SPAN = (32000, 32199)
 RTP_SPAN = (32200, 32999)
+BIG_RTP_SPAN = (33000, 44999)  # benchmarks with hundreds of calls: beyond this helper's block
 PG_ADMIN = ["-h", "127.0.0.1", "-p", "5432", "-U", "postgres"]
 
 
@@ -93,6 +94,19 @@ class RunningCluster:
     def log(self) -> str:
         return (self.workdir / "cluster.log").read_text(errors="replace")
 
+    def kamailio_pids(self) -> list[int]:
+        """Kamailio's main process and its children (for CPU figures)."""
+        main = int(json.loads((self.workdir / "run" / "cluster.json").read_text())["kamailio"]["pid"])
+        pids = [main]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == main:
+                pids.append(int(stat.parent.name))
+        return pids
+
     def node(self, node_id: str) -> ClusterNode:
         return next(n for n in self.nodes if n.id == node_id)
 
@@ -109,15 +123,16 @@ class RunningCluster:
 
 
 def write_base_config(workdir: Path, database_url: str, sections: Mapping[str, Mapping[str, object]],
-                      ) -> tuple[Path, int, str]:
+                      rtp_ports: int = 400) -> tuple[Path, int, str]:
     sip_port = free_port(SIP_SPAN, count=4)
     http_port = free_port(HTTP_SPAN, count=4)
-    rtp_lo = free_port(RTP_SPAN, tcp=False, count=400)
+    span = RTP_SPAN if rtp_ports <= 600 else BIG_RTP_SPAN
+    rtp_lo = free_port(span, tcp=False, count=rtp_ports)
     api_key = secrets.token_hex(16)
     config: dict[str, dict[str, str]] = {
         "node": {"id": "t", "heartbeat_interval": "0.5", "lost_after": "3"},
         "sip": {"listen": f"{HOST}:{sip_port}", "transports": "udp, tcp", "t1_ms": "100"},
-        "rtp": {"ports": f"{rtp_lo}-{rtp_lo + 399}"},
+        "rtp": {"ports": f"{rtp_lo}-{rtp_lo + rtp_ports - 1}"},
         "http": {"listen": f"{HOST}:{http_port}", "api_keys": api_key},
         "database": {"url": database_url},
         "ivr": {"flows": str(REPO / "ivr_flows"), "recordings": str(workdir / "recordings")},
@@ -142,14 +157,14 @@ def write_base_config(workdir: Path, database_url: str, sections: Mapping[str, M
 
 @contextlib.contextmanager
 def running_cluster(tmp_path: Path, *, nodes: int = 2, db_port: int = 5432, start_timeout: float = 90.0,
-                    **sections: Mapping[str, object]) -> Iterator[RunningCluster]:
+                    rtp_ports: int = 400, **sections: Mapping[str, object]) -> Iterator[RunningCluster]:
     """`voice cluster --nodes N` on a fresh database; stopped (SIGTERM, drains) on exit."""
     workdir = tmp_path / "cluster"
     workdir.mkdir(parents=True, exist_ok=True)
     with scratch_database(port=db_port) as database:
         url = f"postgresql+asyncpg://postgres@127.0.0.1:{db_port}/{database}"
         sections = {**sections, "sip": {"drain_timeout": "2", **dict(sections.get("sip", {}))}}
-        base, sip_port, api_key = write_base_config(workdir, url, sections)
+        base, sip_port, api_key = write_base_config(workdir, url, sections, rtp_ports)
         argv = [sys.executable, "-m", "voice.cli", "cluster", "--config", str(base), "--nodes", str(nodes),
                 "--workdir", str(workdir / "run"), "--pike-density", "2000"]
         with background(argv, cwd=REPO, log=workdir / "cluster.log", grace=30.0) as proc:
