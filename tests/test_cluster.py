@@ -10,8 +10,12 @@ websocket); a screen pop reaches an agent whose websocket is on the survivor.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import shutil
+import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -191,3 +195,61 @@ async def test_calls_spread_and_a_node_killed_mid_call_is_taken_over_by_the_surv
                     for session in sessions.values():
                         await session.close()
         assert "exited with -9" in cl.log
+
+
+def _options_flood(target_port: int, source: str, count: int) -> int:
+    """`count` OPTIONS from one socket on `source`, as fast as it goes; how many were answered."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((source, 0))
+        lport = sock.getsockname()[1]
+        for i in range(count):
+            sock.sendto((f"OPTIONS sip:127.0.0.1:{target_port} SIP/2.0\r\n"
+                         f"Via: SIP/2.0/UDP {source}:{lport};branch=z9hG4bKflood{lport}x{i}\r\n"
+                         f"Max-Forwards: 70\r\nFrom: <sip:flood@{source}>;tag=f{i}\r\n"
+                         f"To: <sip:127.0.0.1:{target_port}>\r\nCall-ID: flood-{lport}-{i}@{source}\r\n"
+                         "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode(), ("127.0.0.1", target_port))
+        sock.settimeout(1.0)
+        answered = 0
+        with contextlib.suppress(TimeoutError):
+            while True:
+                sock.recv(65535)
+                answered += 1
+        return answered
+    finally:
+        sock.close()
+
+
+async def test_a_draining_node_answers_503_and_kamailio_takes_the_call_elsewhere_and_pike_stops_floods(
+        tmp_path: Path) -> None:
+    with (
+        running_cluster(tmp_path, sip={"drain_timeout": 20}, pike_density=80) as cl,
+        RtpEndpoint() as media,
+        sipp_background("listen_call.xml", cl.sip_address, workdir=tmp_path / "long", calls=4, rate=4,
+                        service="100", keys={"rtp_port": media.port}, timeout=90),
+    ):
+        draining, other = cl.nodes
+
+        def four_on_both() -> bool:
+            counts = _calls_by_node(cl)
+            total = sum(sum(c.values()) for c in counts.values())
+            return set(counts) == {draining.id, other.id} and total == 4
+
+        await _until(four_on_both, 15, "4 calls on both nodes")
+        os.kill(draining.pid, signal.SIGTERM)  # drains: its calls go on, new INVITEs get 503
+        await _until(lambda: "draining" in draining.log, 10, "the node draining")
+        before = _calls_by_node(cl)
+        result = await asyncio.to_thread(run_sipp, "uac", cl.sip_address, workdir=tmp_path / "during",
+                                         calls=4, rate=2, service="100", timeout=30,
+                                         media_port=free_port(tcp=False, count=8))
+        assert result.ok and result.successful == 4, result.describe()
+        after = _calls_by_node(cl)
+        assert sum(after[other.id].values()) == sum(before[other.id].values()) + 4, (before, after)
+        assert sum(after[draining.id].values()) == sum(before[draining.id].values())
+        assert f"node sip:127.0.0.1:{draining.sip_port} answered 503" in cl.kamailio_log
+
+        # a flood from one address is cut off; another address is still answered
+        answered = await asyncio.to_thread(_options_flood, cl.sip_port, "127.0.0.1", 400)
+        assert answered < 300, answered
+        assert "pike: dropping OPTIONS from 127.0.0.1" in cl.kamailio_log
+        assert await asyncio.to_thread(_options_flood, cl.sip_port, "127.0.0.2", 5) == 5

@@ -157,7 +157,8 @@ def write_base_config(workdir: Path, database_url: str, sections: Mapping[str, M
 
 @contextlib.contextmanager
 def running_cluster(tmp_path: Path, *, nodes: int = 2, db_port: int = 5432, start_timeout: float = 90.0,
-                    rtp_ports: int = 400, **sections: Mapping[str, object]) -> Iterator[RunningCluster]:
+                    rtp_ports: int = 400, pike_density: int = 2000,
+                    **sections: Mapping[str, object]) -> Iterator[RunningCluster]:
     """`voice cluster --nodes N` on a fresh database; stopped (SIGTERM, drains) on exit."""
     workdir = tmp_path / "cluster"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -166,7 +167,7 @@ def running_cluster(tmp_path: Path, *, nodes: int = 2, db_port: int = 5432, star
         sections = {**sections, "sip": {"drain_timeout": "2", **dict(sections.get("sip", {}))}}
         base, sip_port, api_key = write_base_config(workdir, url, sections, rtp_ports)
         argv = [sys.executable, "-m", "voice.cli", "cluster", "--config", str(base), "--nodes", str(nodes),
-                "--workdir", str(workdir / "run"), "--pike-density", "2000"]
+                "--workdir", str(workdir / "run"), "--pike-density", str(pike_density)]
         with background(argv, cwd=REPO, log=workdir / "cluster.log", grace=30.0) as proc:
             state_file = workdir / "run" / "cluster.json"
             deadline = time.monotonic() + start_timeout
