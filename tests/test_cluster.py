@@ -4,7 +4,9 @@
 one node owns; that node gets kill -9 during calls. New calls succeed on the other node within
 5 s; after `[node] lost_after` (3 s here) the survivor, not a restart, marks the dead node's
 calls `interrupted` and releases its agent (on_call -> away, with the reason on the agent's
-websocket); a screen pop reaches an agent whose websocket is on the survivor.
+websocket); the agent, signed in on the dead node, reconnects to the survivor with the same
+session and gets that state back; a screen pop reaches an agent whose websocket is on the
+survivor. A second test: a draining node's 503 sends the call to the other node; pike cuts a flood.
 """
 
 from __future__ import annotations
@@ -141,19 +143,23 @@ async def test_calls_spread_and_a_node_killed_mid_call_is_taken_over_by_the_surv
                 in_progress = _calls_by_node(cl)
                 assert in_progress.get(dead, {}).get("in_progress", 0) >= 2, in_progress  # ann's + long calls
 
-                # the agents' pages are on the survivor
+                # ann signed in on the node that will die, bob on the survivor; the session is in the
+                # database, so ann's page also has a connection to the survivor
                 jars = {a: aiohttp.CookieJar(unsafe=True) for a in ("ann", "bob")}
                 sessions = {a: aiohttp.ClientSession(cookie_jar=jars[a]) for a in jars}
                 try:
                     sockets = {}
                     for agent, session in sessions.items():
                         login = {"agent": agent, "password": f"{agent}-secret-1"}
-                        async with session.post(f"{cl.node(survivor).http_url}/agent/login", data=login,
-                                                allow_redirects=False) as r:
+                        at = cl.node(dead if agent == "ann" else survivor).http_url
+                        async with session.post(f"{at}/agent/login", data=login, allow_redirects=False) as r:
                             assert r.status == 302, await r.text()
                         sockets[agent] = await session.ws_connect(
                             f"{cl.node(survivor).http_url}/api/v1/agents/{agent}/events")
                         await _next_event(sockets[agent], "hello", 10)
+                    on_dead = await sessions["ann"].ws_connect(
+                        f"{cl.node(dead).http_url}/api/v1/agents/ann/events")
+                    assert (await _next_event(on_dead, "hello", 10))["agent"]["state"] == "on_call"
 
                     # 3. kill -9 the node that owns ann's call
                     killed_at = cl.kill(dead)
@@ -182,6 +188,13 @@ async def test_calls_spread_and_a_node_killed_mid_call_is_taken_over_by_the_surv
                     assert released["state"] == "away" and released["was"] == "on_call"
                     assert dead in released["reason"] and released["node"] == dead
                     assert cl.sql("SELECT state, call_id FROM agents WHERE id = 'ann'") == [["away", ""]]
+                    assert (await on_dead.receive(timeout=5)).type in (
+                        aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
+                    # her page reconnects to the survivor and gets her state back
+                    async with sessions["ann"].ws_connect(
+                            f"{cl.node(survivor).http_url}/api/v1/agents/ann/events") as again:
+                        hello = await _next_event(again, "hello", 10)
+                        assert hello["agent"]["state"] == "away" and not hello["agent"].get("call_id")
 
                     # 5. a screen pop reaches bob, whose page is on the survivor
                     await _api(http, cl, survivor, "PATCH", "/agents/bob", {"state": "available"})
@@ -192,6 +205,8 @@ async def test_calls_spread_and_a_node_killed_mid_call_is_taken_over_by_the_surv
                         assert pop["caller"]["number"] == BOB_CALLER
                         assert _node_of_caller(cl, BOB_CALLER) == survivor
                 finally:
+                    for ws in sockets.values():
+                        await ws.close()
                     for session in sessions.values():
                         await session.close()
         assert "exited with -9" in cl.log
