@@ -17,6 +17,9 @@ from sqlalchemy import exc as sa_exc
 
 RETRY_AFTER = 5  # seconds a client is asked to wait while the database is away
 
+_OUTAGE_WORDS = ("connect", "connection", "server closed", "terminat", "shutdown", "locked",
+                 "unable to open", "disk i/o", "timeout")
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -42,8 +45,9 @@ def database_unavailable(exc: BaseException) -> bool:
             return True
         if isinstance(item, OSError) and not isinstance(item, (FileNotFoundError, PermissionError)):
             return True
-        if isinstance(item, sa_exc.OperationalError) and "locked" not in str(item):
-            return True
+        if isinstance(item, sa_exc.OperationalError) and any(
+                word in str(item).lower() for word in _OUTAGE_WORDS):
+            return True  # (an OperationalError is also SQLite's "no such table": not worth a retry)
     return False
 
 
