@@ -123,7 +123,7 @@ class RunningCluster:
 
 
 def write_base_config(workdir: Path, database_url: str, sections: Mapping[str, Mapping[str, object]],
-                      rtp_ports: int = 400) -> tuple[Path, int, str]:
+                      rtp_ports: int = 200) -> tuple[Path, int, str]:
     sip_port = free_port(SIP_SPAN, count=4)
     http_port = free_port(HTTP_SPAN, count=4)
     span = RTP_SPAN if rtp_ports <= 600 else BIG_RTP_SPAN
@@ -157,7 +157,7 @@ def write_base_config(workdir: Path, database_url: str, sections: Mapping[str, M
 
 @contextlib.contextmanager
 def running_cluster(tmp_path: Path, *, nodes: int = 2, db_port: int = 5432, start_timeout: float = 90.0,
-                    rtp_ports: int = 400, pike_density: int = 2000,
+                    rtp_ports: int = 200, pike_density: int = 2000,
                     **sections: Mapping[str, object]) -> Iterator[RunningCluster]:
     """`voice cluster --nodes N` on a fresh database; stopped (SIGTERM, drains) on exit."""
     workdir = tmp_path / "cluster"
