@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := sip-tester baresip kamailio flite espeak-ng sox libsndfile1 chromium tshark fail2ban \
-	asterisk-core-sounds-en-wav alsa-utils pocketsphinx-testdata ktuberling-data
+	asterisk-core-sounds-en-wav alsa-utils pocketsphinx-testdata ktuberling-data postgresql
 CONFIG ?= sip.example.conf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -5,6 +5,7 @@ and stay up for --hold seconds; we report what the answering side sustained.
     .venv/bin/python benchmarks/calls.py --target 127.0.0.1:5060 ...          # a service already running
     .venv/bin/python benchmarks/calls.py --standin ...                        # sipp -sn uas -rtp_echo
     .venv/bin/python benchmarks/calls.py --pyvoip ...                         # pyVoIP answerer via Kamailio
+    .venv/bin/python benchmarks/calls.py --cluster 2 ...                      # Kamailio + 2 nodes, PostgreSQL
 
 Printed: concurrent calls held (peak of sipp's CurrentCall), calls per second (INVITEs on the wire),
 failed calls (sipp), INVITE->200 latency p50/p99 (from a loopback capture, microseconds; sipp's own
@@ -34,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.peers import REPO, background, free_port, sip_options
 from tests.peers.capture import capture, capture_summary
+from tests.peers.cluster import running_cluster
 from tests.peers.kamailio import running_kamailio
 from tests.peers.pcap import PCMU, RtpStreamBuilder, read_pcap, read_udp, speak
 from tests.peers.rtp import pacing_stats
@@ -102,10 +104,22 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 @contextlib.contextmanager
-def target(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, int, str]]:
-    """Yields (sip address, pid of the answering process or 0, label)."""
+def target(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, list[int], str]]:
+    """Yields (sip address, pids of the answering processes (none: not measured), label)."""
     if args.target:
-        yield args.target, args.pid, f"existing target {args.target}"
+        yield args.target, [args.pid] if args.pid else [], f"existing target {args.target}"
+    elif args.cluster:
+        sections: dict[str, dict[str, object]] = {
+            "sip": {"max_calls": args.calls * 2}, "log": {"level": "warning"},
+            "node": {"heartbeat_interval": 2, "lost_after": 10}}
+        if args.flow:
+            flow = Path(args.flow).resolve()
+            sections["ivr"] = {"flows": flow.parent, "default_flow": flow.stem}
+        # RTP: 2 ports per call, spread over the nodes, with room to spare
+        with running_cluster(workdir, nodes=args.cluster, rtp_ports=4 * args.calls + 400,
+                             **sections) as cl:  # type: ignore[arg-type]
+            pids = [n.pid for n in cl.nodes] + cl.kamailio_pids()
+            yield cl.sip_address, pids, f"Kamailio dispatcher + {args.cluster} voice nodes on PostgreSQL"
     elif args.standin:
         with sipp_background(
             "uas",
@@ -114,7 +128,7 @@ def target(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, int, 
             timeout=args.hold * 4 + 600,
             extra=["-max_socket", "10000"],
         ) as uas:
-            yield uas.address, uas.proc.pid, "stand-in: sipp -sn uas -rtp_echo"
+            yield uas.address, [uas.proc.pid], "stand-in: sipp -sn uas -rtp_echo"
     elif args.pyvoip:
         with running_kamailio(workdir / "kamailio") as kam:
             rtp_lo = free_port((30000, 39999), tcp=False, count=4 * args.calls + 8)
@@ -142,7 +156,7 @@ def target(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, int, 
                     time.sleep(0.2)
                 yield (
                     kam.address,
-                    proc.pid,
+                    [proc.pid],
                     "pyVoIP 1.6.8 answerer behind Kamailio (latency includes the proxy)",
                 )
     else:
@@ -154,7 +168,7 @@ def target(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, int, 
             flow = Path(args.flow).resolve()
             sections["ivr"] = {"flows": flow.parent, "default_flow": flow.stem}
         with running_service(workdir, rtp_pairs=args.calls + 20, **sections) as svc:  # type: ignore[arg-type]
-            yield svc.sip_address, svc.pid, "voice service (started by the benchmark)"
+            yield svc.sip_address, [svc.pid], "voice service (started by the benchmark)"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -163,12 +177,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     scenario, pcap = bench_files(workdir, args.hold, args.audio, args.digit)
     media = free_port((20000, 29999), tcp=False, count=args.calls + 2, step=4)
     media_hi = media + 4 * (args.calls + 2)
-    with target(args, workdir) as (address, pid, label):
+    with target(args, workdir) as (address, pids, label):
         host, port = address.rsplit(":", 1)
         if args.target and sip_options(int(port), host) is None:  # sipp's UAS ignores OPTIONS
             raise RuntimeError(f"{address} does not answer OPTIONS")
         bpf = f"udp and ((dst portrange {media}-{media_hi}) or port {port})"
-        cpu0, t0 = cpu_seconds(pid) if pid else 0.0, time.monotonic()
+        cpu0, t0 = [cpu_seconds(p) for p in pids], time.monotonic()
         with capture(workdir / "capture.pcap", bpf, snaplen=0, buffer_mb=256):
             result = run_sipp(
                 scenario,
@@ -185,7 +199,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 extra=["-max_socket", "10000"],
             )
         wall = time.monotonic() - t0
-        cpu = (cpu_seconds(pid) - cpu0) / wall * 100 if pid else None
+        cpus = [(cpu_seconds(p) - c) / wall * 100 for p, c in zip(pids, cpu0, strict=True)]
+        cpu = sum(cpus) if pids else None
     latency, invite_times = sip_latencies(workdir / "capture.pcap", int(port))
     rtp = [p for p in read_pcap(workdir / "capture.pcap") if media <= p.dst_port <= media_hi]
     pacing = pacing_stats(rtp)
@@ -212,6 +227,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "pacing_error_ms_p99": pacing.p99_ms,
         "pacing_error_ms_max": pacing.max_ms,
         "answerer_cpu_percent": cpu,
+        "answerer_cpu_percent_each": cpus,
+        "load_average": os.getloadavg(),
         "workdir": str(workdir),
         "sipp_exit": result.returncode,
         "capture": capture_summary(workdir / "capture.pcap"),
@@ -237,7 +254,9 @@ def show(r: dict[str, Any]) -> str:
             f"failed calls:           {r['failed']} (successful {r['successful']}) {r['failures'] or ''}",
             f"INVITE->200 latency:    {latency}  {sipp_rtd}",
             f"RTP pacing error:       {pacing} {streams}",
-            f"answerer CPU:           {f(r['answerer_cpu_percent'], ' % of one core')}",
+            f"answerer CPU:           {f(r['answerer_cpu_percent'], ' % of one core')} "
+            f"(each process: {', '.join(f'{c:.0f}' for c in r['answerer_cpu_percent_each'])})",
+            f"load average after:     {' '.join(f'{x:.2f}' for x in r['load_average'])}",
             f"capture:                {r['capture']}",
             f"files:                  {r['workdir']}",
         ]
@@ -250,6 +269,9 @@ def main() -> int:
     who.add_argument("--target", help="host:port of a running service (not started here)")
     who.add_argument("--standin", action="store_true", help="benchmark sipp's own UAS (harness check)")
     who.add_argument("--pyvoip", action="store_true", help="benchmark a pyVoIP answerer behind Kamailio")
+    who.add_argument("--cluster", type=int, default=0, metavar="N",
+                     help="`voice cluster --nodes N`: Kamailio's dispatcher and N nodes on a PostgreSQL "
+                          "database of its own (latency includes the proxy)")
     ap.add_argument("--pid", type=int, default=0, help="with --target: process to measure CPU of")
     ap.add_argument("--calls", type=int, default=50, help="concurrent calls (sipp -m and -l)")
     ap.add_argument("--rate", type=float, default=10.0, help="new calls per second")

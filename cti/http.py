@@ -20,6 +20,7 @@ from cti.db import Database, migrate, open_database
 from cti.identity import IDENTITY_KINDS, IdentityError, normalize_identity
 from cti.lookup import lookup
 from cti.openapi import openapi_document
+from cti.outage import outage_middleware
 from cti.security import security_event
 from cti.store import CustomerStore, IdentityConflict, NotFound, decode_cursor
 from cti.validation import ApiError, invalid, parse_customer, parse_ingest
@@ -242,7 +243,7 @@ def build_api(config: Config, *, schema: str | None = None, connector: AgentConn
     callers their place, `flows` is what the admin pages show (the IVR's flows)."""
     app = web.Application(
         client_max_size=config.http.max_body,
-        middlewares=[error_middleware, auth_middleware(config.http.api_keys)],
+        middlewares=[error_middleware, auth_middleware(config.http.api_keys), outage_middleware],
     )
     app[CONFIG_KEY] = config
     if not config.http.api_keys:

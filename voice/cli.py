@@ -31,6 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", "-c", help="INI config file (see sip.example.conf)")
     run.set_defaults(handler=_lazy("voice.service:main"))
 
+    cl = sub.add_parser("cluster", help="run N nodes behind Kamailio's dispatcher on this machine")
+    cl.add_argument("--config", "-c", required=True,
+                    help="base config: [sip] listen is Kamailio's, the nodes take the next ports")
+    cl.add_argument("--nodes", "-n", type=int, default=2, help="how many nodes (default 2)")
+    cl.add_argument("--workdir", default="data/cluster", help="node configs, logs and cluster.json")
+    cl.add_argument("--kamailio", default="kamailio", help="the kamailio binary")
+    cl.add_argument("--pike-density", type=int, default=400,
+                    help="requests per 2 s one source address may send before pike blocks it")
+    cl.add_argument("--children", type=int, default=4, help="Kamailio UDP worker processes")
+    cl.set_defaults(handler=_lazy("voice.cluster:main"))
+
     flows = sub.add_parser("flows", help="IVR flow authoring tools")
     fsub = flows.add_subparsers(dest="flows_command", required=True)
     v = fsub.add_parser("validate", help="check flow files; every problem with file:line")

@@ -179,6 +179,8 @@ def default_node_id() -> str:
 @dataclass(frozen=True, kw_only=True)
 class NodeConfig:
     id: str = field(default_factory=default_node_id)
+    heartbeat_interval: float = 2.0  # seconds between this node's heartbeats in the database
+    lost_after: float = 10.0  # seconds a peer's heartbeat may stand still before it is taken over
 
 
 def _node_id(text: str) -> str:
@@ -285,6 +287,16 @@ def _float_range(lo: float, hi: float) -> Callable[[str], float]:
     return check
 
 
+def _seconds(lo: float, hi: float) -> Callable[[str], float]:
+    def check(text: str) -> float:
+        n = float(text)
+        if not lo <= n <= hi:
+            raise ValueError(f"expected seconds from {lo:g} to {hi:g}, found {n:g}")
+        return n
+
+    return check
+
+
 def _port_range(text: str) -> tuple[int, int]:
     m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", text)
     if not m:
@@ -344,7 +356,11 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
         "answer_delay_ms": (_int_range(0, 60000), "answer_delay_ms"),
         "drain_timeout": (_int_range(0, 86400), "drain_timeout"),
     },
-    "node": {"id": (_node_id, "id")},
+    "node": {
+        "id": (_node_id, "id"),
+        "heartbeat_interval": (_seconds(0.1, 60), "heartbeat_interval"),
+        "lost_after": (_seconds(0.5, 3600), "lost_after"),
+    },
     "register": {
         "registrar": (str.strip, "registrar"),
         "username": (str.strip, "username"),
@@ -525,9 +541,13 @@ def load_config(path: str | Path | None) -> Config:
     queues = build("queues", QueuesConfig)
     if not 0.0 <= asr.min_confidence <= 1.0:
         raise ConfigError(f"{source}: [asr] min_confidence: expected 0.0-1.0, found {asr.min_confidence}")
+    node = build("node", NodeConfig)
+    if node.lost_after < 2 * node.heartbeat_interval:
+        raise ConfigError(f"{source}: [node] lost_after: must be at least twice heartbeat_interval "
+                          f"({node.heartbeat_interval:g} s), found {node.lost_after:g}")
     return Config(
         source=source,
-        node=build("node", NodeConfig),
+        node=node,
         sip=build("sip", SipConfig),
         register=register,
         rtp=build("rtp", RtpConfig),

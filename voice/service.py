@@ -76,6 +76,13 @@ class Service:
         # agents' browser softphones (voice.callcontrol.webrtc); conversations are transcribed
         # once speech recognition has started
         self.phones = browser_phones(config, speech=lambda: self.speech.pool if self.speech else None)
+        self.nodes: Any = None  # cti.nodes.NodeMonitor: heartbeats, taking over lost nodes
+
+    @property
+    def degraded(self) -> bool:
+        """Up but not whole: the database is away (history writes queue, heartbeats fail)."""
+        return bool((self.recorder is not None and self.recorder.degraded)
+                    or (self.nodes is not None and self.nodes.failing))
 
     # ---- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -114,6 +121,19 @@ class Service:
                                              password=reg.password, expires=reg.expires, domain=reg.domain)
             self.registration.start(self.endpoint.now())
             self.endpoint.flush()
+        await self._start_heartbeat()
+
+    async def _start_heartbeat(self) -> None:
+        from cti.http import STORE_KEY
+        from cti.nodes import NodeMonitor
+
+        assert self.http_runner is not None and self.switch is not None
+        node, switch, http = self.config.node, self.switch, self.config.http.listen
+        db = self.http_runner.app[STORE_KEY].db
+        self.nodes = NodeMonitor(db, node.id, interval=node.heartbeat_interval, lost_after=node.lost_after,
+                                 bus=getattr(self.desk, "bus", None), sip=str(self.config.sip.listen),
+                                 http=f"{http.host}:{self.http_port}", calls=lambda: len(switch.calls))
+        await self.nodes.start()
 
     async def drain(self, timeout: float | None = None) -> None:
         """Stop taking calls and let those in progress finish (then goodbye and end them)."""
@@ -139,6 +159,8 @@ class Service:
             await self.ivr.close()
         if self.speech is not None:
             await self.speech.aclose()
+        if self.nodes is not None:
+            await self.nodes.stop()
         if self.http_runner is not None:
             await self.http_runner.cleanup()
 
@@ -168,8 +190,15 @@ class Service:
                 return None
             return None if self.speech is not None else "speech workers not running (keys only)"
 
+        def history() -> str | None:
+            if not self.degraded:
+                return None
+            queued = self.recorder.queued if self.recorder is not None else 0
+            return f"degraded: the database is unavailable; {queued} calls' records wait in memory"
+
         add_readiness_check(app, "sip", sip)
         add_readiness_check(app, "speech", speech)
+        add_readiness_check(app, "history", history)
 
     def _media_host(self, peer_host: str) -> str:
         return local_address_for(peer_host, self.config.sip.public_address, self.config.sip.listen.host)

@@ -4,6 +4,12 @@ Each call's writes run in order on their own chain of tasks (create on answer, a
 customer the IVR identified, complete at the end), so a BYE processed before the ACK, or a
 finish that comes before the create was written, still leaves exactly one complete record.
 `aclose()` waits for every write still on its way (shutdown, drain).
+
+While the database is away (cti.outage.database_unavailable), a write is retried with backoff
+and the call's later writes wait behind it on its chain, so they land in order when it returns.
+At most `max_queued` calls wait like that; the records of calls answered beyond it are dropped
+(counted in `dropped`, logged), so an outage cannot grow memory without bound. `degraded` is
+True while writes are failing.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from cti.models import new_id
+from cti.outage import database_unavailable
 from voice.callcontrol.lifecycle import (
     CallAnswered,
     CallFinished,
@@ -30,19 +37,48 @@ if TYPE_CHECKING:
 log = logging.getLogger("voice.callcontrol")
 
 
+RETRY_FIRST = 0.2  # seconds before the first retry of a write the database could not take
+RETRY_MAX = 5.0
+
+
 class CallRecorder:
     """Writes every answered call's one interaction."""
 
-    def __init__(self, history: CallHistory) -> None:
+    def __init__(self, history: CallHistory, *, max_queued: int = 10000) -> None:
         self.history = history
+        self.max_queued = max_queued
         self._chains: dict[str, asyncio.Task[None]] = {}
         self._details: dict[str, dict[str, Any]] = {}
         self._written: set[str] = set()  # calls whose record exists
+        self._open: dict[str, int] = {}  # call key -> its writes not done yet
+        self._dropped_keys: set[str] = set()
         self.pending: set[asyncio.Task[None]] = set()
+        self.failing = 0  # writes waiting to be retried now
+        self.dropped = 0  # calls whose record was dropped (too many queued while the database was away)
+
+    @property
+    def degraded(self) -> bool:
+        """History writes are failing (the database is away) and queue in memory."""
+        return self.failing > 0
+
+    @property
+    def queued(self) -> int:
+        """Calls with writes not done yet."""
+        return len(self._open)
 
     def __call__(self, event: LifecycleEvent) -> None:
         call = event.call
+        if call.key in self._dropped_keys:
+            if isinstance(event, CallFinished):
+                self._dropped_keys.discard(call.key)
+            return
         if isinstance(event, CallAnswered):
+            if len(self._open) >= self.max_queued:
+                self.dropped += 1
+                self._dropped_keys.add(call.key)
+                log.error("call %s: no record: %d calls already wait for the database", call.key,
+                          len(self._open))
+                return
             self._details[call.key] = {}
             # The record's id is known at once (the flow's first log line, the live view and the
             # screen pop carry it) though the row is written a moment later.
@@ -60,14 +96,19 @@ class CallRecorder:
 
     def _then(self, key: str, step: Callable[[], Awaitable[None]], last: bool = False) -> None:
         before = self._chains.get(key)
+        self._open[key] = self._open.get(key, 0) + 1
 
         async def run() -> None:
-            if before is not None:
-                await asyncio.wait({before})
             try:
-                await step()
-            except Exception:
-                log.exception("call %s: history write failed", key)
+                if before is not None:
+                    await asyncio.wait({before})
+                await self._with_retries(key, step)
+            finally:
+                left = self._open.get(key, 1) - 1
+                if left:
+                    self._open[key] = left
+                else:
+                    self._open.pop(key, None)
 
         task = asyncio.ensure_future(run())
         self.pending.add(task)
@@ -76,6 +117,29 @@ class CallRecorder:
             self._chains.pop(key, None)
         else:
             self._chains[key] = task
+
+    async def _with_retries(self, key: str, step: Callable[[], Awaitable[None]]) -> None:
+        delay = RETRY_FIRST
+        waiting = False
+        try:
+            while True:
+                try:
+                    await step()
+                    return
+                except Exception as exc:
+                    if not database_unavailable(exc):
+                        log.exception("call %s: history write failed", key)
+                        return
+                    if not waiting:
+                        waiting = True
+                        self.failing += 1
+                        log.warning("call %s: the database is unavailable (%s); the write is kept and "
+                                    "retried", key, type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+        finally:
+            if waiting:
+                self.failing -= 1
 
     async def _created(self, event: CallAnswered) -> None:
         call = event.call
@@ -113,4 +177,7 @@ class CallRecorder:
 
     async def aclose(self, timeout: float = 10.0) -> None:
         if self.pending:
-            await asyncio.wait(set(self.pending), timeout=timeout)
+            _, left = await asyncio.wait(set(self.pending), timeout=timeout)
+            if left:
+                log.error("%d history writes of %d calls could not be made before the stop", len(left),
+                          len(self._open))
