@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Connection
 
 from cti import writes
@@ -70,9 +70,12 @@ def claim_lost_node(conn: Connection, node: str, beats: int, by: str, now: datet
                         Interaction.call_id.is_not(None),
                         Interaction.idempotency_key.startswith(prefix, autoescape=True))
                  .scalar_subquery())
+    # An agent's call_id is the call's key (`<node>:<Call-ID>;<tags>`, what the desk reserves
+    # with); a SIP Call-ID of one of the node's calls in progress is matched too.
     rows = conn.execute(select(Agent.id, Agent.state, Agent.call_id, Agent.state_since)
                         .where(Agent.state.in_([AgentState.RINGING.value, AgentState.ON_CALL.value]),
-                               Agent.call_id.in_(its_calls))).all()
+                               or_(Agent.call_id.startswith(f"{node}:", autoescape=True),
+                                   Agent.call_id.in_(its_calls)))).all()
     released: list[ReleasedAgent] = []
     for agent_id, state, call_id, since in rows:
         after = AFTER_RINGING if state == AgentState.RINGING.value else AFTER_ON_CALL

@@ -43,7 +43,7 @@ INTERACTION = {"channel": "chat", "direction": "inbound", "started_at": "2026-11
 
 def _records(pg: PgServer) -> list[tuple[str, str]]:
     out = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres", "-d", "postgres",
-                          "-qAtc", "SELECT status, coalesce(disposition, '') FROM interactions "
+                          "-qAtc", "SELECT status, coalesce(outcome, '') FROM interactions "
                           "WHERE channel = 'voice' ORDER BY started_at"],
                          capture_output=True, text=True, timeout=30, check=False)
     assert out.returncode == 0, out.stderr

@@ -27,7 +27,11 @@ SCENARIOS = REPO / "tests" / "sipp"
 SIP_PORTS = (40000, 44999)
 RTP_PORTS = (45000, 49999)
 
-_taken: set[int] = set()
+# Ports handed out by this process, with when: a driver binds its ports within seconds, so a port
+# handed out more than TAKEN_FOR seconds ago is free again once it can be bound (a long suite
+# would otherwise use up the ranges).
+_taken: dict[int, float] = {}
+TAKEN_FOR = 120.0
 _lock = threading.Lock()
 
 
@@ -56,10 +60,11 @@ def free_port(span: tuple[int, int] = SIP_PORTS, *, tcp: bool = True, count: int
         base -= base % 2  # even, as RTP wants
         ports = [base + i * step for i in range(count)]
         with _lock:
-            if any(p in _taken for p in ports):
+            now = time.monotonic()
+            if any(now - _taken.get(p, -TAKEN_FOR) < TAKEN_FOR for p in ports):
                 continue
             if all(_bindable(p, kinds) for p in ports):
-                _taken.update(ports)
+                _taken.update(dict.fromkeys(ports, now))
                 return base
     raise RuntimeError(f"no free port block of {count} in {lo}-{hi}")
 
