@@ -134,18 +134,36 @@ def shorten_jitter_buffer(receiver: Any, frames: int) -> None:
         log.info("aiortc's jitter buffer is not where it used to be: keeping its default depth")
 
 
-class CallerAudioTrack(MediaStreamTrack):
-    """What the agent hears: the caller's frames (fed by the bridge) on our own 20 ms clock, with
-    absolute deadlines; a tone (`play`) goes before them; silence fills any empty slot."""
+class PacedTrack(MediaStreamTrack):
+    """An audio track on its own 20 ms clock with absolute deadlines (aiortc pulls `recv`)."""
 
     kind = "audio"
 
     def __init__(self) -> None:
         super().__init__()
-        self._frames: deque[tuple[np.ndarray, float]] = deque()
-        self._playing: deque[np.ndarray] = deque()
         self._start: float | None = None
         self._count = 0  # frames due since start (pts / FRAME)
+
+    async def _next_slot(self) -> None:
+        """Until this frame's deadline; after a loop stall, skip the lost slots (no burst)."""
+        now = asyncio.get_running_loop().time()
+        if self._start is None:
+            self._start = now
+        deadline = self._start + self._count * PTIME
+        if deadline > now:
+            await asyncio.sleep(deadline - now)
+        elif now - deadline > 0.2:
+            self._count += int((now - deadline) / PTIME)
+
+
+class CallerAudioTrack(PacedTrack):
+    """What the agent hears: the caller's frames (fed by the bridge) on our own 20 ms clock, with
+    absolute deadlines; a tone (`play`) goes before them; silence fills any empty slot."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._frames: deque[tuple[np.ndarray, float]] = deque()
+        self._playing: deque[np.ndarray] = deque()
         self.silenced = False  # on hold: the agent hears nothing of the caller
         self.on_sent: Callable[[np.ndarray], None] | None = None  # recording
         self.frames_sent = 0
@@ -173,15 +191,7 @@ class CallerAudioTrack(MediaStreamTrack):
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        if self._start is None:
-            self._start = now
-        deadline = self._start + self._count * PTIME
-        if deadline > now:
-            await asyncio.sleep(deadline - now)
-        elif now - deadline > 0.2:  # the loop stalled: skip the lost slots instead of bursting
-            self._count += int((now - deadline) / PTIME)
+        await self._next_slot()
         t0 = time.thread_time()  # CPU of this thread: what the loop pays, not time others took
         if self._playing:
             pcm = self._playing.popleft()
@@ -623,17 +633,13 @@ class BrowserLeg:
         return self.end.result() if self.end.done() else None
 
 
-class MixTrack(MediaStreamTrack):
+class MixTrack(PacedTrack):
     """What a supervisor hears: the caller and the agent mixed, on its own 20 ms clock."""
-
-    kind = "audio"
 
     def __init__(self) -> None:
         super().__init__()
         self._caller: deque[np.ndarray] = deque(maxlen=QUEUE_MAX)
         self._agent: deque[np.ndarray] = deque(maxlen=QUEUE_MAX)
-        self._start: float | None = None
-        self._count = 0
 
     def feed_caller(self, frame: np.ndarray) -> None:
         self._caller.append(frame)
@@ -644,15 +650,7 @@ class MixTrack(MediaStreamTrack):
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        if self._start is None:
-            self._start = now
-        deadline = self._start + self._count * PTIME
-        if deadline > now:
-            await asyncio.sleep(deadline - now)
-        elif now - deadline > 0.2:
-            self._count += int((now - deadline) / PTIME)
+        await self._next_slot()
         mix = np.zeros(FRAME, dtype=np.int32)
         for queue in (self._caller, self._agent):
             if queue:
