@@ -99,6 +99,20 @@ def sip_latencies(pcap: Path, target_port: int) -> tuple[list[float], list[float
     return lat, sorted(invites.values())
 
 
+METRICS: list[str] = []  # /metrics of the service the benchmark started, read before it stops
+
+
+def pacer_lateness(url: str) -> dict[str, float]:
+    """The pacer's own view (voice_rtp_send_lateness_seconds): share of packets that left within
+    each bound of their deadline, from the service's /metrics (cumulative since it started)."""
+    import urllib.request
+
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    buckets = dict(re.findall(r'voice_rtp_send_lateness_seconds_bucket\{le="([^"]+)"\} (\S+)', text))
+    total = float(buckets.get("+Inf", 0)) or 1.0
+    return {le: float(n) / total for le, n in buckets.items() if le != "+Inf"}
+
+
 def pct(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
@@ -168,6 +182,7 @@ def target(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, list[
             flow = Path(args.flow).resolve()
             sections["ivr"] = {"flows": flow.parent, "default_flow": flow.stem}
         with running_service(workdir, rtp_pairs=args.calls + 20, **sections) as svc:  # type: ignore[arg-type]
+            METRICS.append(f"{svc.http_url}/metrics")
             yield svc.sip_address, [svc.pid], "voice service (started by the benchmark)"
 
 
@@ -199,6 +214,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 extra=["-max_socket", "10000"],
             )
         wall = time.monotonic() - t0
+        lateness = pacer_lateness(METRICS[-1]) if METRICS and not args.target else {}
         cpus = [(cpu_seconds(p) - c) / wall * 100 for p, c in zip(pids, cpu0, strict=True)]
         cpu = sum(cpus) if pids else None
     latency, invite_times = sip_latencies(workdir / "capture.pcap", int(port))
@@ -226,6 +242,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "pacing_error_ms_p50": pacing.p50_ms,
         "pacing_error_ms_p99": pacing.p99_ms,
         "pacing_error_ms_max": pacing.max_ms,
+        "pacer_within": lateness,
         "answerer_cpu_percent": cpu,
         "answerer_cpu_percent_each": cpus,
         "load_average": os.getloadavg(),
@@ -233,6 +250,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "sipp_exit": result.returncode,
         "capture": capture_summary(workdir / "capture.pcap"),
     }
+
+
+def within(shares: dict[str, float]) -> str:
+    if not shares:
+        return "n/a"
+    return ", ".join(f"{float(le) * 1000:g} ms: {share * 100:.2f} %" for le, share in shares.items()) + \
+        " of packets sent within that of their deadline"
 
 
 def show(r: dict[str, Any]) -> str:
@@ -254,6 +278,7 @@ def show(r: dict[str, Any]) -> str:
             f"failed calls:           {r['failed']} (successful {r['successful']}) {r['failures'] or ''}",
             f"INVITE->200 latency:    {latency}  {sipp_rtd}",
             f"RTP pacing error:       {pacing} {streams}",
+            f"pacer's own view:       {within(r['pacer_within'])}",
             f"answerer CPU:           {f(r['answerer_cpu_percent'], ' % of one core')} "
             f"(each process: {', '.join(f'{c:.0f}' for c in r['answerer_cpu_percent_each'])})",
             f"load average after:     {' '.join(f'{x:.2f}' for x in r['load_average'])}",

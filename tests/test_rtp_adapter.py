@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from typing import Any
 
 import numpy as np
@@ -276,3 +277,58 @@ async def test_a_refused_configure_starts_nothing_and_a_later_one_works(pool: Rt
     finally:
         a.close()
         transport.close()
+
+
+async def test_media_keeps_its_schedule_while_the_loop_is_busy(pool: RtpPortPool) -> None:
+    """The pacer thread sends on time although the event loop is stuck in Python code (an INVITE
+    burst, a flow step): a loop-bound pacer would send nothing during the stall and then a burst."""
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind((HOST, 0))
+    receiver.setblocking(False)
+    a = await pool.open_session(HOST)
+    try:
+        configure(a, receiver.getsockname()[1])
+        a.play(np.zeros(8000 * 5, np.int16))
+        await asyncio.sleep(0.1)
+        while True:  # what was sent before the stall
+            try:
+                receiver.recv(2048)
+            except BlockingIOError:
+                break
+        stall_end = time.monotonic() + 0.4  # 20 frame times, the loop never yields
+        spins = 0
+        while time.monotonic() < stall_end:
+            spins += 1
+        arrived = 0
+        while True:
+            try:
+                data = receiver.recv(2048)
+            except BlockingIOError:
+                break
+            arrived += not is_rtcp(data)
+        assert spins > 0 and arrived >= 10, f"{arrived} of 20 frames left during a 400 ms loop stall"
+    finally:
+        a.close()
+        receiver.close()
+
+
+def test_the_gil_keeping_sendto_speaks_ipv4_and_ipv6_and_refuses_names() -> None:
+    from voice.aio.udpsend import DatagramSender, sockaddr
+
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        rx, tx = socket.socket(family, socket.SOCK_DGRAM), socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            rx.bind((host, 0))
+            tx.bind((host, 0))
+            rx.settimeout(2)
+            DatagramSender(tx).sendto(b"frame", rx.getsockname())
+            data, source = rx.recvfrom(64)
+            assert data == b"frame" and source[1] == tx.getsockname()[1]
+        finally:
+            rx.close()
+            tx.close()
+    assert len(sockaddr(("192.0.2.1", 5004))) == 16 and len(sockaddr(("2001:db8::1", 5004))) == 28
+    with pytest.raises(OSError):
+        sockaddr(("pbx.example.com", 5004))  # never a name lookup on the media path
+    with pytest.raises(OverflowError):
+        sockaddr(("192.0.2.1", 65536))

@@ -68,6 +68,7 @@ class RtpConfig:
     port_min: int = 10000
     port_max: int = 20000
     record: str = "no"  # no | caller | both
+    realtime: str = "auto"  # the pacer thread's scheduling: auto (SCHED_FIFO when allowed) | yes | no
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -371,6 +372,7 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
     "rtp": {
         "ports": (_port_range, "ports"),
         "record": (_choice("no", "caller", "both"), "record"),
+        "realtime": (_choice("auto", "yes", "no"), "realtime"),
     },
     "http": {
         "listen": (lambda s: parse_host_port(s, 8080), "listen"),

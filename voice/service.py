@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from voice.aio.pacer import Pacer
 from voice.aio.rtp import RtpPortPool
 from voice.aio.sip import SipEndpoint
 from voice.callcontrol import (
@@ -59,6 +60,7 @@ class Service:
         self.core: SipCore | None = None
         self.switch: Switch | None = None
         self.pool = RtpPortPool(config.rtp.port_min, config.rtp.port_max)
+        Pacer.use_realtime(config.rtp.realtime)
         self.call_metrics = CallMetrics()
         self.lifecycle = Lifecycle([log_lifecycle, self.call_metrics])
         self.lifecycle.subscribe_refusals(self.call_metrics)

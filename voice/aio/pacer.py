@@ -1,13 +1,27 @@
-"""Loop-wide media work shared by every RTP session: the 20 ms send schedule (`Pacer`) and
-in-band DTMF classification (`InbandBatch`). One of each per event loop, so the per-packet
-overhead of timers and numpy calls is paid once per wake-up or loop iteration, not per call.
-Both only schedule: the work itself is the sans-IO `voice.rtp.session`'s.
+"""Process-wide media work shared by every RTP session: the 20 ms send schedule (`Pacer`, on its
+own thread) and in-band DTMF classification (`InbandBatch`, once per loop iteration).
+
+Why a thread: on the event loop a packet waits behind whatever else the loop is doing when its
+deadline comes (an INVITE burst being parsed, flow steps, handing audio to the recognizers): at
+500 calls with 50 new calls a second that put the send-pacing p99 at 20 ms and more. The pacer
+thread sleeps to each deadline on its own and takes the GIL for the burst (the switch interval is
+lowered so that a busy loop hands it over within a millisecond); the loop only queues prompts and
+live frames. Each session's sans-IO core is guarded by the session's own lock, held by either
+side only for one short operation; the thread never holds two locks, so nothing can deadlock.
+Events the ticks produce (prompt finished, a digit, a failed send) go back to the session's loop
+with one `call_soon_threadsafe` per loop and wake.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import math
+import os
+import sys
+import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -18,13 +32,18 @@ from voice.rtp.session import detect_inband
 if TYPE_CHECKING:
     from voice.aio.rtp import RtpSession
 
-PACER_PHASES = 10  # send timers per loop, 2 ms apart: a phase's burst stays short
+log = logging.getLogger(__name__)
+
+PACER_PHASES = 10  # wake-ups per frame, 2 ms apart: a phase's burst stays short
 LATE_SECONDS = 0.005  # a packet that leaves this much after its deadline counts as late
+REALTIME_PRIORITY = 10  # SCHED_FIFO 1-99: above normal processes, below the kernel's own threads
+SWITCH_INTERVAL = 0.001  # s: how long a busy thread keeps the GIL when the pacer asks for it
 
 
 class MediaTotals:
     """This process's RTP totals since start (for /metrics), and an optional observer of each
-    wake's lateness: `observer(seconds_late, packets)`, called once per pacer wake."""
+    wake's lateness: `observer(seconds_late, packets)`, called once per pacer wake (on the pacer
+    thread: it must be cheap and thread-safe)."""
 
     sent = 0  # packets due (sessions woken to send), summed over wakes
     late = 0  # of those, due more than LATE_SECONDS before their wake
@@ -37,77 +56,129 @@ class MediaTotals:
 
 
 class Pacer:
-    """The 20 ms send schedule of every RTP session on one event loop.
+    """The 20 ms send schedule of every RTP session in the process, run by one thread.
 
-    One timer per session costs a TimerHandle, a heap push and pop (with Python-level
-    comparisons) and a callback dispatch per packet: at 500 calls that is 25,000 timer events
-    a second. Here PACER_PHASES timers, spread evenly over the frame, each wake the sessions of
-    their phase in a fixed order. Each session keeps its own FrameClock on the exact schedule
-    of its phase (same t0, same arithmetic), so it counts due and skipped frames as before, and
-    its packets leave at a steady offset within the burst: that offset costs no jitter.
+    PACER_PHASES phases spread evenly over the frame; a session joins the least busy one and is
+    woken with it, in a fixed order. Each session keeps its own FrameClock on the exact schedule
+    of its phase (same t0, same arithmetic), so it counts due and skipped frames as before, and its
+    packets leave at a steady offset within the burst: that offset costs no jitter. Times are
+    `time.monotonic()`, which is what asyncio's loop.time() is.
     """
 
-    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pacer] = weakref.WeakKeyDictionary()
+    _shared: Pacer | None = None
+    _shared_lock = threading.Lock()
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, phases: int = PACER_PHASES) -> None:
-        self.loop = loop
-        start = loop.time()
+    def __init__(self, phases: int = PACER_PHASES, *, realtime: str = "no") -> None:
+        start = time.monotonic()
         self.bases = [start + k * FRAME_SECONDS / phases for k in range(phases)]
         self.members: list[dict[RtpSession, None]] = [{} for _ in range(phases)]
         self.next_frame = [0] * phases  # index on the phase's schedule of its next wake-up
-        self.timers: list[asyncio.TimerHandle | None] = [None] * phases
+        self.realtime = realtime
+        self._lock = threading.Lock()  # members and next_frame
+        self._changed = threading.Event()  # a phase became busy: its deadline may come first
+        self._thread: threading.Thread | None = None
+        self.wakes = 0
 
     @classmethod
-    def for_loop(cls, loop: asyncio.AbstractEventLoop) -> Pacer:
-        pacer = cls._by_loop.get(loop)
-        if pacer is None:
-            pacer = cls._by_loop[loop] = cls(loop)
-        return pacer
+    def shared(cls) -> Pacer:
+        with cls._shared_lock:
+            if cls._shared is None:
+                cls._shared = cls()
+            return cls._shared
+
+    @classmethod
+    def use_realtime(cls, mode: str) -> None:
+        """[rtp] realtime: `yes` or `auto` ask for SCHED_FIFO on the pacer thread (root or
+        CAP_SYS_NICE; `yes` warns when refused, `auto` only says so at info), `no` leaves it at
+        normal priority. Takes effect when the thread starts (the first call's media)."""
+        cls.shared().realtime = mode
 
     def _deadline(self, k: int, n: int) -> float:
         return self.bases[k] + n * FRAME_SECONDS  # FrameClock.deadline's arithmetic, bit for bit
 
     def join(self, session: RtpSession) -> tuple[int, FrameClock]:
-        """Add `session` to the least busy phase; returns the phase and the session's clock,
-        whose first deadline is the phase's next wake-up (within 20 ms)."""
-        k = min(range(len(self.members)), key=lambda i: len(self.members[i]))
-        if self.timers[k] is None:
-            now = self.loop.time()
-            self.next_frame[k] = max(0, math.ceil((now - self.bases[k]) / FRAME_SECONDS))
-            self.timers[k] = self.loop.call_at(self._deadline(k, self.next_frame[k]), self._wake, k)
-        self.members[k][session] = None
-        clock = FrameClock(self.bases[k])
-        clock.n = self.next_frame[k]
+        """Add `session` to the least busy phase; returns the phase and the session's clock, whose
+        first deadline is the phase's next wake-up (within 20 ms). Any thread."""
+        with self._lock:
+            k = min(range(len(self.members)), key=lambda i: len(self.members[i]))
+            if not self.members[k]:
+                now = time.monotonic()
+                self.next_frame[k] = max(0, math.ceil((now - self.bases[k]) / FRAME_SECONDS))
+            self.members[k][session] = None
+            clock = FrameClock(self.bases[k])
+            clock.n = self.next_frame[k]
+            if self._thread is None:
+                sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
+                self._thread = threading.Thread(target=self._run, name="rtp-pacer", daemon=True)
+                self._thread.start()
+        self._changed.set()
         return k, clock
 
     def leave(self, session: RtpSession, k: int) -> None:
-        self.members[k].pop(session, None)
-        timer = self.timers[k]
-        if not self.members[k] and timer is not None:
-            timer.cancel()
-            self.timers[k] = None
+        with self._lock:
+            self.members[k].pop(session, None)
 
-    def _wake(self, k: int) -> None:
-        deadline = self._deadline(k, self.next_frame[k])
-        # asyncio may run a timer up to its clock resolution early; the frame is due all the same
-        now = max(self.loop.time(), deadline)
-        members = list(self.members[k])
+    def _next(self) -> tuple[float, int] | None:
+        with self._lock:
+            due = [(self._deadline(k, self.next_frame[k]), k) for k, m in enumerate(self.members) if m]
+        return min(due) if due else None
+
+    def _run(self) -> None:
+        if self.realtime in ("yes", "auto"):
+            # The thread sleeps between bursts, so it takes little CPU; what the priority buys is
+            # waking on time when other processes keep every core busy. Linux: 0 = this thread.
+            try:
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(REALTIME_PRIORITY))
+                log.info("RTP pacer thread runs at realtime priority (SCHED_FIFO %d)", REALTIME_PRIORITY)
+            except (AttributeError, OSError) as exc:
+                log.log(logging.WARNING if self.realtime == "yes" else logging.INFO,
+                        "RTP pacer thread: realtime priority refused (%s); normal priority", exc)
+        while True:
+            nxt = self._next()
+            if nxt is None:
+                self._changed.wait()
+                self._changed.clear()
+                continue
+            deadline, k = nxt
+            delay = deadline - time.monotonic()
+            if delay > 0:
+                self._changed.clear()
+                if self._changed.wait(delay):
+                    continue  # a phase joined: its deadline may be sooner
+            try:
+                self._wake(k, deadline)
+            except Exception:  # the thread must outlive a bug in one wake
+                log.exception("RTP pacer wake failed")
+
+    def _wake(self, k: int, deadline: float) -> None:
+        # Sleeping may end up to the timer slack early; the frame is due all the same.
+        now = max(time.monotonic(), deadline)
+        with self._lock:
+            members = list(self.members[k])
+        self.wakes += 1
         lateness = now - deadline
         MediaTotals.sent += len(members)
         if lateness > LATE_SECONDS:
             MediaTotals.late += len(members)
         if MediaTotals.observer is not None and members:
             MediaTotals.observer(lateness, len(members))
+        for_loops: dict[asyncio.AbstractEventLoop, list[RtpSession]] = {}
         for session in members:
-            session._on_tick(now)
-        if not self.members[k]:
-            self.timers[k] = None
-            return
-        n = self.next_frame[k] + 1
-        if self._deadline(k, n) <= now:  # a stall: the sessions' clocks skipped those frames too
-            n = math.floor((now - self.bases[k]) / FRAME_SECONDS) + 1
-        self.next_frame[k] = n
-        self.timers[k] = self.loop.call_at(self._deadline(k, n), self._wake, k)
+            if session._tick(now):
+                for_loops.setdefault(session.loop, []).append(session)
+        for loop, sessions in for_loops.items():
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is listening
+                loop.call_soon_threadsafe(_after_ticks, sessions)
+        with self._lock:
+            n = self.next_frame[k] + 1
+            if self._deadline(k, n) <= now:  # a stall: the sessions' clocks skipped those frames too
+                n = math.floor((now - self.bases[k]) / FRAME_SECONDS) + 1
+            self.next_frame[k] = n
+
+
+def _after_ticks(sessions: list[RtpSession]) -> None:
+    for session in sessions:
+        session._after_tick()
 
 
 class InbandBatch:
@@ -137,8 +208,10 @@ class InbandBatch:
         self.pending[session] = None
 
     def flush(self) -> None:
-        pending, self.pending = self.pending, {}
-        detect_inband([s.core for s in pending], self.loop.time())
+        pending, self.pending = list(self.pending), {}
+        with contextlib.ExitStack() as held:  # the pacer thread holds at most one of them at a time
+            for session in pending:
+                held.enter_context(session._lock)
+            detect_inband([s.core for s in pending], self.loop.time())
         for session in pending:
-            if session.core.has_events:
-                session._drain()
+            session._drain()

@@ -1,10 +1,12 @@
 """asyncio adapter for `voice.rtp.session.MediaSession`: one UDP socket pair (RTP, RTCP) per call.
 
-It feeds the sans-IO session datagrams and the loop's time, ticks it from the loop-wide
-`voice.aio.pacer.Pacer`, sends what it returns with the socket's own non-blocking `sendto` (a
-frame leaves at once or is lost, as a late frame should be), and turns its events into listener
-calls and futures. A send that cannot work (socket gone, an address the kernel refuses) or a
-transport that closes fails the session: it stops at once, logs one line, tells the listener once.
+It feeds the sans-IO session datagrams and the loop's time; the process-wide
+`voice.aio.pacer.Pacer` ticks it from the pacer thread, which sends what it returns with the
+socket's own non-blocking `sendto` (a frame leaves at once or is lost, as a late frame should be).
+The session's lock guards the core: the loop and the pacer thread each hold it for one short
+operation. Events go to listeners and futures on the loop, in order. A send that cannot work
+(socket gone, an address the kernel refuses) or a transport that closes fails the session: it
+stops at once, logs one line, tells the listener once.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import functools
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -24,6 +27,7 @@ import numpy as np
 
 from voice.aio.pacer import InbandBatch, MediaTotals, Pacer
 from voice.aio.ports import PortPool
+from voice.aio.udpsend import DatagramSender
 from voice.audio import WavRecorder
 from voice.rtp.events import AudioReceived, DigitReceived, DtmfSent, PlaybackFinished
 from voice.rtp.session import Datagram, MediaSession
@@ -83,8 +87,12 @@ class RtpSession:
                  pool: RtpPortPool | None, on_closed: Callable[[RtpSession], None] | None) -> None:
         self.loop, self.host, self.local_port = loop, host, port
         self._socks, self._pool, self._on_closed = socks, pool, on_closed
+        self._senders = [DatagramSender(sock) for sock in socks]  # sendto keeping the GIL
         self._transports: list[asyncio.BaseTransport] = []  # own the sockets once made
-        self._pacer, self._batch = Pacer.for_loop(loop), InbandBatch.for_loop(loop)
+        if abs(loop.time() - time.monotonic()) > 1.0:
+            raise RuntimeError("RTP sessions need an event loop on the monotonic clock (the pacer's)")
+        self._pacer, self._batch = Pacer.shared(), InbandBatch.for_loop(loop)
+        self._lock = threading.Lock()  # the core's: the loop and the pacer thread take turns
         self.core = MediaSession(epoch=time.time() - loop.time())
         self.core.cname = f"voice-{os.getpid()}-{self.core.ssrc:08x}@{host}"
         self.closed = False
@@ -95,6 +103,7 @@ class RtpSession:
         self._on_digit: Callable[[str], None] = lambda d: None
         self._on_audio: Callable[[np.ndarray], None] = lambda f: None
         self._on_failure: Callable[[str], None] | None = None
+        self._tick_failure: tuple[str, bool] | None = None  # found on the pacer thread: (reason, logged)
         self._recorder: WavRecorder | None = None
         self._send_errors = 0
 
@@ -117,58 +126,81 @@ class RtpSession:
         v6 = ":" in self.host
         if v6 and "." in remote[0] and ":" not in remote[0]:
             remote = ("::ffff:" + remote[0], remote[1])  # how a dual-stack socket reaches IPv4
-        joined = self._pacer.join(self) if self._phase is None else None
-        try:
-            self.core.configure(remote=remote, payload_type=payload_type, codec=codec, now=self.loop.time(),
-                                dtmf_payload_type=dtmf_payload_type, direction=direction,
-                                clock=joined[1] if joined else None)
-        except BaseException:
+        with self._lock:  # held across the join: the pacer's first tick waits for the clock
+            joined = self._pacer.join(self) if self._phase is None else None
+            try:
+                self.core.configure(remote=remote, payload_type=payload_type, codec=codec,
+                                    now=self.loop.time(), dtmf_payload_type=dtmf_payload_type,
+                                    direction=direction, clock=joined[1] if joined else None)
+            except BaseException:
+                if joined:
+                    self._pacer.leave(self, joined[0])
+                raise
             if joined:
-                self._pacer.leave(self, joined[0])
-            raise
-        if joined:
-            self._phase = joined[0]
+                self._phase = joined[0]
         if not v6 and ":" in remote[0]:
             self._fail(f"IPv6 remote {remote[0]} is not reachable from the media socket on {self.host}")
 
-    def _on_tick(self, now: float) -> None:
-        """The Pacer's wake-up for our phase, or our own timer for an RFC 4733 packet."""
-        core = self.core
-        try:
-            core.tick(now)
-        except Exception as exc:  # a bug: stop this call's media with one log line, not one per tick
-            log.exception("RTP session on port %d failed", self.local_port)
-            self._fail(f"media error: {exc!r}", logged=True)
+    def _tick(self, now: float) -> bool:
+        """The Pacer's wake-up for our phase (pacer thread), or our own timer for an RFC 4733
+        packet (loop). True when the loop has work: events, a DTMF timer, a failure."""
+        with self._lock:
+            if self._phase is None or self._tick_failure is not None:
+                return False
+            core = self.core
+            try:
+                core.tick(now)
+            except Exception as exc:  # a bug: stop this call's media with one log line, not one per tick
+                log.exception("RTP session on port %d failed", self.local_port)
+                self._tick_failure = (f"media error: {exc!r}", True)
+                return True
+            out = core.datagrams_to_send()
+            if out:  # sent under the lock: packets leave in the order of their sequence numbers
+                failure = self._send(out)
+                if failure is not None:
+                    self._tick_failure = (failure, False)
+                    return True
+            return core.has_events or core.sending_dtmf
+
+    def _after_tick(self) -> None:
+        """On the loop, after a tick that left work for it."""
+        if self.closed:
             return
-        out = core.datagrams_to_send()
-        if out:
-            self._send(out)
-        if core.has_events:
-            self._drain()
-        if core.sending_dtmf:
+        if self._tick_failure is not None:
+            reason, logged = self._tick_failure
+            self._fail(reason, logged=logged)
+            return
+        self._drain()
+        with self._lock:
+            dtmf = self.core.sending_dtmf
+        if dtmf:
             self._arm()
 
-    def _send(self, datagrams: list[Datagram]) -> None:
+    def _send(self, datagrams: list[Datagram]) -> str | None:
+        """Send in order; the reason the session must fail, if it must. Caller holds the lock."""
         for data, addr, on_rtcp in datagrams:
             try:
-                self._socks[on_rtcp].sendto(data, addr)
+                self._senders[on_rtcp].sendto(data, addr)
             except OSError as exc:
                 if exc.errno not in TRANSIENT:
-                    return self._fail(f"sendto {addr} failed: {exc}")
+                    return f"sendto {addr} failed: {exc}"
                 self._send_errors += 1
             except (TypeError, ValueError, OverflowError) as exc:
-                return self._fail(f"sendto {addr!r} failed: {exc}")
+                return f"sendto {addr!r} failed: {exc}"
+        return None
 
     def _arm(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        t, clock = self.core.get_timer(), self.core.clock
-        due_early = t is not None and clock is not None and t < clock.deadline()
+        with self._lock:
+            t, clock = self.core.get_timer(), self.core.clock
+            due_early = t is not None and clock is not None and t < clock.deadline()
         self._timer = self.loop.call_at(t, self._on_tick_now) if due_early and t is not None else None
 
     def _on_tick_now(self) -> None:
         self._timer = None
-        self._on_tick(self.loop.time())
+        if self._tick(self.loop.time()):
+            self._after_tick()
 
     def _request(self, ident: int) -> asyncio.Future[Any]:
         fut = self._waiting[ident] = self.loop.create_future()
@@ -178,27 +210,37 @@ class RtpSession:
     def play(self, pcm: np.ndarray) -> Awaitable[bool]:
         """Queue a prompt; a prompt already playing is stopped (resolves False). Resolves True
         when the last frame has been sent, False when stopped, closed or failed."""
-        return self._request(self.core.play(pcm))
+        with self._lock:
+            ident = self.core.play(pcm)
+        return self._request(ident)
 
     def feed(self, frame: np.ndarray) -> None:
         """One live 20 ms frame (a bridge's other leg) to send on our clock; see MediaSession.feed."""
-        self.core.feed(frame)
+        with self._lock:
+            self.core.feed(frame)
 
     def stop_playback(self) -> None:
-        self.core.stop_playback()
+        with self._lock:
+            self.core.stop_playback()
         self._drain()
 
     async def send_dtmf(self, digit: str, duration_ms: int = 100) -> None:
         """RFC 4733 events when negotiated (one digit after the other), else the tone in-band."""
-        fut = self._request(self.core.send_dtmf(digit, duration_ms, self.loop.time()))
+        with self._lock:
+            ident = self.core.send_dtmf(digit, duration_ms, self.loop.time())
+        fut = self._request(ident)
         self._flush()
         await fut
 
     def _flush(self) -> None:
-        out = self.core.datagrams_to_send()
-        if out and self.failure is None:
-            self._send(out)
-        if self.core.sending_dtmf:
+        """Send what the core has queued now (a DTMF start, an RTCP BYE), from the loop."""
+        with self._lock:
+            out = self.core.datagrams_to_send()
+            failure = self._send(out) if out and self.failure is None else None
+            dtmf = self.core.sending_dtmf
+        if failure is not None:
+            self._fail(failure)
+        elif dtmf:
             self._arm()
 
     def set_listeners(self, on_digit: Callable[[str], None], on_audio: Callable[[np.ndarray], None]) -> None:
@@ -214,15 +256,22 @@ class RtpSession:
     def _receive(self, data: bytes, addr: Any, rtcp: bool) -> None:
         MediaTotals.received += 1
         core = self.core
-        core.receive_datagram(data, addr, self.loop.time(), rtcp=rtcp)
-        if core.has_events:
+        with self._lock:
+            core.receive_datagram(data, addr, self.loop.time(), rtcp=rtcp)
+            events, inband = core.has_events, core.inband_pending
+        if events:
             self._drain()
-        if core.inband_pending:
+        if inband:
             self._batch.add(self)
 
     def _drain(self) -> None:
-        """The core's events to listeners and futures, in order."""
-        while (event := self.core.next_event()) is not None:
+        """The core's events to listeners and futures, in order (on the loop, lock released:
+        a listener may call back into the session)."""
+        with self._lock:
+            events = []
+            while (event := self.core.next_event()) is not None:
+                events.append(event)
+        for event in events:
             try:
                 if isinstance(event, AudioReceived):
                     self._on_audio(event.frame)
@@ -243,10 +292,12 @@ class RtpSession:
     def start_recording(self, path: Path, both_directions: bool) -> None:
         self.stop_recording()
         self._recorder = WavRecorder(path, both_directions=both_directions)
-        self.core.start_recording(self._recorder)
+        with self._lock:
+            self.core.start_recording(self._recorder)
 
     def stop_recording(self) -> Path | None:
-        self.core.stop_recording()
+        with self._lock:
+            self.core.stop_recording()
         return self._close_recorder()
 
     def _close_recorder(self) -> Path | None:
@@ -259,7 +310,9 @@ class RtpSession:
 
     @property
     def stats(self) -> dict[str, Any]:
-        return {"local_port": self.local_port, **self.core.stats, "failed": self.failure,
+        with self._lock:
+            core = self.core.stats
+        return {"local_port": self.local_port, **core, "failed": self.failure,
                 "send_errors": self._send_errors}
 
     def _fail(self, reason: str, *, logged: bool = False) -> None:
@@ -273,20 +326,22 @@ class RtpSession:
             self.loop.call_soon(self._on_failure, reason)
 
     def _stop(self) -> None:
-        if self._phase is not None:
-            self._pacer.leave(self, self._phase)
-            self._phase = None
+        with self._lock:
+            if self._phase is not None:
+                self._pacer.leave(self, self._phase)
+                self._phase = None
+            self.core.stop()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self.core.stop()
         self._drain()
 
     def close(self) -> None:
         """Stop timers, resolve pending playback, close the recording, release the ports."""
         if self.closed:
             return
-        self.core.close(self.loop.time())  # queues an RTCP BYE (RFC 3550 6.6)
+        with self._lock:
+            self.core.close(self.loop.time())  # queues an RTCP BYE (RFC 3550 6.6)
         self._flush()
         self.closed = True
         self._stop()
