@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from voice.callcontrol import records
 from voice.callcontrol.lifecycle import CallAnswered, CallFinished, CallIdentified
 from voice.callcontrol.records import CallRecorder
+from voice.callcontrol.spool import WriteSpool
 
 
 @dataclass
@@ -103,3 +106,57 @@ async def test_a_write_that_is_wrong_is_not_retried() -> None:
     recorder(CallFinished(call=call, cause="bye"))  # type: ignore[arg-type]
     await recorder.aclose(timeout=2)
     assert not recorder.degraded and recorder.queued == 0 and history.writes == []
+
+
+async def test_writes_kept_on_the_spool_survive_a_killed_node_and_land_once_at_the_next_start(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Database away, calls answered, identified and ended, then the node dies (no aclose): the
+    spool holds their writes; the next run's recorder replays them, in order, once."""
+    monkeypatch.setattr(records, "RETRY_FIRST", 0.01)
+    monkeypatch.setattr(records, "RETRY_MAX", 0.02)
+    path = tmp_path / "spool" / "node.jsonl"
+    history = FlakyHistory()
+    history.down = True
+    dead = CallRecorder(history, spool=WriteSpool(path))  # type: ignore[arg-type]
+    calls = [_call(n) for n in range(3)]
+    for call in calls:
+        dead(CallAnswered(call=call, node="node"))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)  # the creates fail: from here on every write goes to disk first
+    for call in calls:
+        dead(CallIdentified(call=call, customer_id="cust", by="caller_id"))  # type: ignore[arg-type]
+        dead(CallFinished(call=call, cause="bye"))  # type: ignore[arg-type]
+    assert dead.spool is not None and dead.spool.flush(5) and dead.spool.outstanding == 9
+    for task in dead.pending:  # kill -9: the process is gone with what it had in memory
+        task.cancel()
+    await asyncio.sleep(0)
+
+    history.down = False
+    spool = WriteSpool(path)
+    assert [w.method for w in spool.load()] == ["call_started"] * 3 + ["call_identified", "call_finished"] * 3
+    fresh = CallRecorder(history, spool=WriteSpool(path))  # type: ignore[arg-type]
+    assert await fresh.replay(timeout=5) == 9
+    for call in calls:
+        mine = [w for w in history.writes if call.key in w[1]]
+        assert mine == [("started", call.key), ("identified", f"i-{call.key}"), ("finished", f"i-{call.key}")]
+    assert fresh.spool is not None and fresh.spool.flush(5)
+    assert path.read_text() == "" and WriteSpool(path).load() == []  # emptied once all were made
+    assert await CallRecorder(history, spool=WriteSpool(path)).replay() == 0  # type: ignore[arg-type]
+    assert len(history.writes) == 9
+
+
+async def test_a_healthy_database_leaves_the_spool_empty_and_a_torn_line_is_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "node.jsonl"
+    history = FlakyHistory()
+    recorder = CallRecorder(history, spool=WriteSpool(path))  # type: ignore[arg-type]
+    call = _call(1)
+    recorder(CallAnswered(call=call, node="node"))  # type: ignore[arg-type]
+    recorder(CallFinished(call=call, cause="bye"))  # type: ignore[arg-type]
+    await recorder.aclose(timeout=2)
+    assert history.writes == [("started", call.key), ("finished", f"i-{call.key}")]
+    assert not path.exists() or path.read_text() == ""  # nothing had to wait: nothing written
+
+    path.write_text('{"seq":1,"key":"k","method":"call_started","kwargs":{"started_at":'
+                    '{"$datetime":"2026-12-01T10:00:00+00:00"}}}\n{"seq":2,"key":"k","meth')
+    kept = WriteSpool(path).load()
+    assert [(w.seq, w.method) for w in kept] == [(1, "call_started")]
+    assert kept[0].kwargs["started_at"] == datetime(2026, 12, 1, 10, tzinfo=UTC)

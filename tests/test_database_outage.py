@@ -9,6 +9,8 @@ works again.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -104,3 +106,30 @@ async def test_calls_are_served_while_postgresql_is_down_and_their_records_land_
         assert status == 201, status
         assert "heartbeat reaches the database again" in svc.log
         assert "could not be made" not in svc.log and "history write failed" not in svc.log
+
+
+async def test_a_node_killed_while_postgresql_is_down_loses_no_record(tmp_path: Path) -> None:
+    """The calls' writes wait on the node's spool as well as in memory: kill -9 the node during the
+    outage, bring the database back, start the node again: the calls are complete, not interrupted."""
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "main.yaml").write_text(FLOW)
+    common: dict[str, Any] = {"asr": {"engine": "none"}, "ivr": {"flows": flows}, "sip": {"t1_ms": "100"},
+                              "node": {"id": "solo", "spool": tmp_path / "spool"}}
+    with running_postgres() as pg, RtpEndpoint() as media:
+        with running_service(tmp_path / "run1", database={"url": pg.url}, **common) as svc:
+            pg.stop()
+            during = await asyncio.to_thread(_call, svc, media, tmp_path / "during", 3)
+            assert during.ok and during.successful == 3, during.describe()
+            spool = tmp_path / "spool" / "solo.jsonl"
+            deadline = time.monotonic() + 10
+            while spool.read_text().count('"call_finished"') < 3 if spool.exists() else True:
+                assert time.monotonic() < deadline, "the calls' writes never reached the spool"
+                await asyncio.sleep(0.1)
+            os.kill(svc.pid, signal.SIGKILL)
+        pg.start()
+        with running_service(tmp_path / "run2", database={"url": pg.url}, **common) as again:
+            assert _records(pg) == [("completed", "flow")] * 3, _records(pg)
+            assert "writes kept by the previous run were made" in again.log
+            assert "previous run were interrupted" not in again.log
+        assert spool.read_text() == ""

@@ -182,6 +182,7 @@ class NodeConfig:
     id: str = field(default_factory=default_node_id)
     heartbeat_interval: float = 2.0  # seconds between this node's heartbeats in the database
     lost_after: float = 10.0  # seconds a peer's heartbeat may stand still before it is taken over
+    spool: Path = Path("data/spool")  # directory of this node's history write spool (<id>.jsonl)
 
 
 def _node_id(text: str) -> str:
@@ -361,6 +362,7 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
         "id": (_node_id, "id"),
         "heartbeat_interval": (_seconds(0.1, 60), "heartbeat_interval"),
         "lost_after": (_seconds(0.5, 3600), "lost_after"),
+        "spool": (lambda v: Path(v.strip()), "spool"),
     },
     "register": {
         "registrar": (str.strip, "registrar"),

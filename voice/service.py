@@ -28,6 +28,7 @@ from voice.callcontrol import (
     log_lifecycle,
 )
 from voice.callcontrol.inbound import FlowRunner
+from voice.callcontrol.spool import WriteSpool
 from voice.callcontrol.webrtc import browser_phones
 from voice.config import Config, ConfigError, load_config
 from voice.sip import events as ev
@@ -231,9 +232,11 @@ class Service:
         store = app[STORE_KEY]
         self.desk = app[DESK_KEY]
         self.history = CallHistory(store, node=self.config.node.id)
-        self.recorder = CallRecorder(self.history)
+        node = self.config.node
+        self.recorder = CallRecorder(self.history, spool=WriteSpool(node.spool / f"{node.id}.jsonl"))
         self.lifecycle.subscribe(self.recorder)
         self.lookup = make_lookup(store, self.config.cti.recent_interactions)
+        await self.recorder.replay()  # what this node kept while the database was away, first
         interrupted = await self.history.mark_interrupted()
         if interrupted:
             log.warning("%d calls of node %s from a previous run were interrupted", interrupted,

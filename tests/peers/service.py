@@ -63,6 +63,7 @@ def write_config(
         "rtp": {"ports": f"{rtp_lo}-{rtp_lo + rtp_pairs * 2 - 1}"},
         "http": {"listen": f"{HOST}:{free_port()}", "api_keys": secrets.token_hex(16)},
         "database": {"url": f"sqlite+aiosqlite:///{workdir / 'voice.db'}"},
+        "node": {"spool": str(workdir / "spool")},
         "ivr": {"flows": str(REPO / "ivr_flows"), "recordings": str(workdir / "recordings")},
         "log": {"level": "info"},
         # PocketSphinx unless a test asks for more: `auto` means Whisper (2 workers, ~180 MB each)
