@@ -113,6 +113,16 @@ def test_ipv6_offer_and_answer() -> None:
     assert b"m=audio 7000 RTP/AVP 0\r\n" in answer
 
 
+def test_an_ipv6_offer_to_an_ipv4_media_address_is_refused_with_warning_301() -> None:
+    offer = sdp("v=0\no=- 1 1 IN IP6 2001:db8::20\ns=-\nc=IN IP6 2001:db8::20\nt=0 0\nm=audio 6000 RTP/AVP 0\n")
+    with pytest.raises(SdpError, match="IPv6.*IPv4") as refused:
+        negotiate(offer, local_host="192.0.2.10")
+    assert refused.value.warn_code == 301
+    assert negotiate(offer, local_host="2001:db8::10").remote_host == "2001:db8::20"  # v6 to v6 is fine
+    v4 = sdp("v=0\no=- 1 1 IN IP4 192.0.2.5\ns=-\nc=IN IP4 192.0.2.5\nt=0 0\nm=audio 6000 RTP/AVP 0\n")
+    assert negotiate(v4, local_host="::").remote_host == "192.0.2.5"  # a dual-stack socket reaches IPv4
+
+
 def test_media_level_connection_wins() -> None:
     data = (TORTURE / "rfc5118" / "mult-ip-in-sdp.dat").read_bytes().replace(b"\n", b"\r\n")
     neg = negotiate(SessionDescription.parse(parse_message(data).body))

@@ -84,27 +84,32 @@ def test_uac_pcap_reference_call_completes_and_digit_reaches_the_flow(svc: Runni
     assert np.abs(data[:, 0]).max() > 1000 and np.abs(data[:, 1]).max() > 1000  # both sides spoke
 
 
-def test_offer_without_a_common_codec_gets_488(svc: RunningService) -> None:
+@pytest.mark.parametrize(("conn", "media", "warning"), [
+    (f"IN IP4 {HOST}", "m=audio 49170 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n", "304 voice"),
+    ("IN IP6 ::1", "m=audio 49170 RTP/AVP 0\r\n", "301 voice"),  # our media socket is IPv4
+], ids=["no-common-codec", "ipv6-c-to-ipv4-node"])
+def test_an_offer_we_cannot_take_gets_488_with_a_warning(svc: RunningService, conn: str, media: str,
+                                                         warning: str) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((HOST, 0))
     sock.settimeout(5)
     port = sock.getsockname()[1]
-    sdp = (f"v=0\r\no=- 1 1 IN IP4 {HOST}\r\ns=-\r\nc=IN IP4 {HOST}\r\nt=0 0\r\n"
-           "m=audio 49170 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n")
+    sdp = f"v=0\r\no=- 1 1 {conn}\r\ns=-\r\nc={conn}\r\nt=0 0\r\n{media}"
     invite = (
         f"INVITE sip:100@{svc.sip_address} SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP {HOST}:{port};branch=z9hG4bKg729;rport\r\n"
-        f"From: <sip:g729@{HOST}>;tag=g1\r\nTo: <sip:100@{HOST}>\r\nCall-ID: g729-only\r\n"
+        f"Via: SIP/2.0/UDP {HOST}:{port};branch=z9hG4bK{warning[:3]};rport\r\n"
+        f"From: <sip:g729@{HOST}>;tag=g1\r\nTo: <sip:100@{HOST}>\r\nCall-ID: refused-{warning[:3]}\r\n"
         f"CSeq: 1 INVITE\r\nContact: <sip:g729@{HOST}:{port}>\r\nMax-Forwards: 70\r\n"
         f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n{sdp}")
     try:
         sock.sendto(invite.encode(), (HOST, svc.sip_port))
-        statuses: list[int] = []
-        while not statuses or statuses[-1] < 200:
-            statuses.append(int(sock.recv(65535).split(b" ", 2)[1]))
+        responses: list[bytes] = []
+        while not responses or int(responses[-1].split(b" ", 2)[1]) < 200:
+            responses.append(sock.recv(65535))
     finally:
         sock.close()
-    assert statuses[-1] == 488
+    final = responses[-1].decode()
+    assert final.startswith("SIP/2.0 488 ") and f"\r\nWarning: {warning}" in final, final
 
 
 def test_options_answered_with_allow(svc: RunningService, tmp_path: Path) -> None:

@@ -80,9 +80,11 @@ class InboundAnswer:
         offer = self.sip.invite.body
         if offer:
             try:
-                self.leg.media = negotiate(SessionDescription.parse(offer), self.leg.codecs)
+                self.leg.media = negotiate(SessionDescription.parse(offer), self.leg.codecs,
+                                           local_host=self.leg.media_host)
             except SdpError as exc:
-                self.reject(488, f"Not Acceptable Here ({exc})"[:100], warning=str(exc))
+                self.reject(488, f"Not Acceptable Here ({exc})"[:100], warning=str(exc),
+                            warn_code=exc.warn_code)
                 return False
         else:
             self.delayed_offer = True
@@ -90,11 +92,12 @@ class InboundAnswer:
         self.task = asyncio.ensure_future(self._run())
         return True
 
-    def reject(self, status: int, reason: str, *, warning: str | None = None,
+    def reject(self, status: int, reason: str, *, warning: str | None = None, warn_code: int = 304,
                retry_after: int | None = None) -> None:
         headers: list[tuple[str, str]] = []
         if warning:
-            headers.append(("Warning", f'304 voice "{warning[:80]}"'))
+            text = warning[:80].replace("\\", "").replace('"', "'")
+            headers.append(("Warning", f'{warn_code} voice "{text}"'))
         if retry_after is not None:
             headers.append(("Retry-After", str(retry_after)))
         self.leg.link(lambda now: self.sip.reject(status, reason, now, tuple(headers)))

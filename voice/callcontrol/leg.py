@@ -167,7 +167,8 @@ class Leg:
             try:
                 if not ack_body:
                     raise SdpError("the ACK has no SDP answer to our offer")
-                self.media = negotiate(SessionDescription.parse(ack_body), self.codecs)
+                self.media = negotiate(SessionDescription.parse(ack_body), self.codecs,
+                                       local_host=self.media_host)
             except SdpError as exc:
                 log.warning("call %s: delayed offer failed: %s", self.sip.call_id, exc)
                 self.end_now("bad_answer")
@@ -197,7 +198,7 @@ class Leg:
             return
         if offer:
             try:
-                media = negotiate(SessionDescription.parse(offer), self.codecs)
+                media = negotiate(SessionDescription.parse(offer), self.codecs, local_host=self.media_host)
             except SdpError as exc:
                 reason = f"Not Acceptable Here ({exc})"[:100]
                 self.link(lambda now: self.sip.reject_reinvite(488, reason, now))
@@ -228,7 +229,7 @@ class Leg:
             self.end_now("abandoned")  # we gave up meanwhile: release it
             return
         try:
-            self.media = negotiate(SessionDescription.parse(body), self.codecs)
+            self.media = negotiate(SessionDescription.parse(body), self.codecs, local_host=self.media_host)
         except SdpError as exc:
             log.warning("call %s: the callee answered with unusable SDP: %s", self.sip.call_id, exc)
             self.fail(488, f"bad SDP answer: {exc}")

@@ -25,7 +25,13 @@ __all__ = [
 
 
 class SdpError(ValueError):
-    """Unparseable SDP, or an offer we cannot accept (the caller answers 488)."""
+    """Unparseable SDP, or an offer we cannot accept (the caller answers 488). `warn_code`: the
+    RFC 3261 20.43 Warning code that says why (304 media type not available, 301 incompatible
+    network address formats)."""
+
+    def __init__(self, message: str, *, warn_code: int = 304) -> None:
+        super().__init__(message)
+        self.warn_code = warn_code
 
 
 # RFC 3551 table 4: the static audio payload types we may meet.
@@ -252,8 +258,11 @@ class NegotiatedMedia:
     audio_index: int = 0
 
 
-def negotiate(offer: SessionDescription, supported: Sequence[str] = ("PCMU", "PCMA")) -> NegotiatedMedia:
-    """Choose the answer to `offer`: first offered audio stream, caller's first supported codec."""
+def negotiate(offer: SessionDescription, supported: Sequence[str] = ("PCMU", "PCMA"), *,
+              local_host: str | None = None) -> NegotiatedMedia:
+    """Choose the answer to `offer`: first offered audio stream, caller's first supported codec.
+    `local_host`: our media address; an IPv6 c= that an IPv4-only media socket cannot reach is
+    refused here (warn code 301), not found out after the answer."""
     wanted = {s.upper() for s in supported}
     audio = [
         (i, m) for i, m in enumerate(offer.media) if m.media == "audio" and m.proto in ("RTP/AVP", "RTP/AVPF")
@@ -281,6 +290,8 @@ def negotiate(offer: SessionDescription, supported: Sequence[str] = ("PCMU", "PC
     if host is None:
         raise SdpError("no connection address")
     _check_media_address(host)
+    if local_host is not None and ":" not in local_host and ":" in host and host != "::":
+        raise SdpError(f"c= {host} is IPv6, this node's media address {local_host} is IPv4", warn_code=301)
     if not 1 <= media.port <= 65535:
         raise SdpError(f"m= port {media.port} is outside 1-65535")
     direction = media.direction or offer.direction or "sendrecv"
