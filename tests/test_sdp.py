@@ -114,8 +114,9 @@ def test_ipv6_offer_and_answer() -> None:
 
 
 def test_an_ipv6_offer_to_an_ipv4_media_address_is_refused_with_warning_301() -> None:
-    offer = sdp("v=0\no=- 1 1 IN IP6 2001:db8::20\ns=-\nc=IN IP6 2001:db8::20\nt=0 0\nm=audio 6000 RTP/AVP 0\n")
-    with pytest.raises(SdpError, match="IPv6.*IPv4") as refused:
+    offer = sdp("v=0\no=- 1 1 IN IP6 2001:db8::20\ns=-\nc=IN IP6 2001:db8::20\nt=0 0\n"
+                "m=audio 6000 RTP/AVP 0\n")
+    with pytest.raises(SdpError, match=r"IPv6.*IPv4") as refused:
         negotiate(offer, local_host="192.0.2.10")
     assert refused.value.warn_code == 301
     assert negotiate(offer, local_host="2001:db8::10").remote_host == "2001:db8::20"  # v6 to v6 is fine
