@@ -54,6 +54,7 @@ _TIMELINE_COLUMNS = (
     Interaction.subject,
     Interaction.summary,
     Interaction.disposition,
+    Interaction.queue,
 )
 _SUMMARY_KEYS = tuple(c.key for c in _TIMELINE_COLUMNS)
 
@@ -138,6 +139,7 @@ def summary_dict(row: Any) -> dict[str, Any]:
         "subject": row.subject,
         "summary": row.summary,
         "disposition": row.disposition,
+        "queue": row.queue,
     }
 
 
