@@ -160,6 +160,17 @@ def _timeline(conn: Connection, customer_id: str, limit: int,
     return items, next_cursor
 
 
+def _summary(conn: Connection, interaction_id: str) -> dict[str, Any] | None:
+    table = writes.INTERACTIONS
+    row = conn.execute(select(*(table.c[c.name] for c in _TIMELINE_COLUMNS))
+                       .where(table.c.id == interaction_id)).first()
+    if row is None:
+        return None
+    item = dict(zip(_SUMMARY_KEYS, row, strict=True))
+    item["started_at"], item["ended_at"] = iso(item["started_at"]), iso(item["ended_at"])
+    return item
+
+
 def _customer(conn: Connection, customer_id: str) -> dict[str, Any] | None:
     row = conn.execute(select(writes.CUSTOMERS).where(writes.CUSTOMERS.c.id == customer_id)).first()
     if row is None:
@@ -263,6 +274,10 @@ class CustomerStore:
                        cursor: tuple[datetime, str] | None = None) -> tuple[list[dict[str, Any]], str | None]:
         """Newest first; returns (page, cursor of the next page or None)."""
         return await self.db.run_read(_timeline, customer_id, limit, cursor)
+
+    async def interaction_summary(self, interaction_id: str) -> dict[str, Any] | None:
+        """An interaction as the timeline lists it (no content, no transcript), in one read."""
+        return await self.db.run_read(_summary, interaction_id)
 
     async def get_interaction(self, interaction_id: str) -> dict[str, Any] | None:
         async with self.db.read() as s:
