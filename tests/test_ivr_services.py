@@ -174,7 +174,7 @@ def test_simulate_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     assert "IVR: Sorry, I didn't hear anything." in out
     assert "transferred to agent queue 'support'" in out
-    assert "path: welcome > identify > main_menu > support > to_support" in out
+    assert "path: welcome > identify > route_caller > main_menu > support > to_support" in out
 
 
 def test_call_keeps_the_key_pressed_after_a_receive_digit_timeout() -> None:
