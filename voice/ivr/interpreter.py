@@ -91,7 +91,7 @@ class FlowInterpreter:
         http: Any = None,
         recordings_dir: Path,
         prompts_dir: Path,
-        transfer_queue: Callable[[Call, str], Awaitable[Any]] | None = None,
+        transfer_queue: Callable[..., Awaitable[Any]] | None = None,  # (call, queue, **affinity)
         on_event: EventHook | None = None,
         log_record: bool = True,
         hours: Mapping[str, BusinessHours] | None = None,
