@@ -210,6 +210,11 @@ def finish(conn: Connection, interaction_id: str, ended_at: datetime, status: st
         meta = conn.execute(select(INTERACTIONS.c.metadata)
                             .where(INTERACTIONS.c.id == interaction_id)).scalar()
         values["metadata"] = {**(meta or {}), **metadata}
+        # The queue and the agent that handled the call: where a caller continuing it goes back to.
+        if metadata.get("queue"):
+            values["queue"] = str(metadata["queue"])[:100]
+        if metadata.get("agent_id"):
+            values["agent"] = func.coalesce(INTERACTIONS.c.agent, str(metadata["agent_id"])[:200])
     result = conn.execute(update(INTERACTIONS).where(INTERACTIONS.c.id == interaction_id).values(**values))
     if result.rowcount == 0:
         raise NotFound(interaction_id)
