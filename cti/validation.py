@@ -185,7 +185,8 @@ def parse_ingest(body: Any, *, channels: tuple[str, ...], default_country: str) 
         name=opt_str(ref, "name", 200, "customer.name"), agent=opt_str(body, "agent", 200),
         subject=opt_str(body, "subject", 500), summary=opt_str(body, "summary", 20000),
         content=opt_str(body, "content", 10_000_000), disposition=opt_str(body, "disposition", 100),
-        queue=queue, status=status, recording=opt_str(body, "recording", 1000), metadata=metadata, idempotency_key=idem,
+        queue=queue, status=status, recording=opt_str(body, "recording", 1000), metadata=metadata,
+        idempotency_key=idem,
         transcript=transcript(body.get("transcript")),
     )
 

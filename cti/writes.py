@@ -165,7 +165,8 @@ def ingest_batch(conn: Connection, items: Sequence[NewInteraction]) -> list[Inge
             "id": interaction_id, "customer_id": customer_id, "channel": item.channel,
             "direction": item.direction, "status": item.status, "started_at": item.started_at,
             "ended_at": item.ended_at, "agent": item.agent, "subject": item.subject, "summary": item.summary,
-            "content": item.content, "disposition": item.disposition, "queue": item.queue, "metadata": item.metadata,
+            "content": item.content, "disposition": item.disposition, "queue": item.queue,
+            "metadata": item.metadata,
             "ivr": item.ivr, "recording": item.recording, "call_id": item.call_id,
             "idempotency_key": item.idempotency_key, "created_at": now,
         })

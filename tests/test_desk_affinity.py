@@ -24,8 +24,8 @@ async def desk_with_two_agents(tmp_path: Path, connector: FakeConnector) -> tupl
     await migrate(db)
     agents = AgentStore(db)
     for agent_id in ("ann", "bob"):
-        await agents.create_agent(agent_id=agent_id, name=agent_id.title(), sip_uri=f"sip:{agent_id}@127.0.0.1",
-                                  skills=["support"], password=None)
+        await agents.create_agent(agent_id=agent_id, name=agent_id.title(),
+                                  sip_uri=f"sip:{agent_id}@127.0.0.1", skills=["support"], password=None)
     desk = AgentDesk(store=CustomerStore(db), agents=agents, bus=EventBus(), connector=connector,
                      engine=QueueEngine([QueueSpec(name="support", timeout=120)]), clock=loop.time)
     await desk.start()
@@ -65,7 +65,8 @@ def test_the_preferred_agent_rings_first_when_free_within_prefer_for(tmp_path: P
             assert [d[1] for d in connector.dialled] == ["ann"]
             pop = pops[-1]
             assert pop["agent_id"] == "ann" and pop["continues"] == chat.interaction_id
-            assert pop["continued"]["channel"] == "chat" and pop["continued"]["summary"] == "refund not received"
+            assert pop["continued"]["channel"] == "chat"
+            assert pop["continued"]["summary"] == "refund not received"
             assert pop["continued"]["queue"] == "support"
 
             # ann stays busy: after prefer_for seconds of waiting, anyone with the skill (bob)

@@ -169,9 +169,10 @@ def test_when_the_last_queue_cannot_take_the_call_support_does(demo: Flow, tmp_p
 def test_outside_business_hours_the_caller_hears_them_and_may_leave_a_voicemail(
         demo: Flow, tmp_path: Path, when: datetime) -> None:
     r, queued = run(demo, tmp_path, [(6.0, "press", "1"), (20.0, "press", "#")],
-                    lookup=chatted(timedelta(hours=2)), wall_clock=lambda: when, hours={"support": SUPPORT_HOURS})
-    assert r.record.nodes == ["welcome", "identify", "route_caller", "closed", "closed_menu", "closed_voicemail",
-                              "goodbye"]
+                    lookup=chatted(timedelta(hours=2)), wall_clock=lambda: when,
+                    hours={"support": SUPPORT_HOURS})
+    assert r.record.nodes == ["welcome", "identify", "route_caller", "closed", "closed_menu",
+                              "closed_voicemail", "goodbye"]
     assert "We are closed right now. Our support line is open Monday to Friday from 8 AM to 6 PM and " \
            "Saturday from 9 AM to 1 PM." in said(r)
     assert r.record.recordings and not queued and OFFER not in said(r)

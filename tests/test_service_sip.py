@@ -74,7 +74,8 @@ def test_uac_pcap_reference_call_completes_and_digit_reaches_the_flow(svc: Runni
     record = next(r for r in call_records(svc) if r["caller"] == "sipp" and r["inputs"])
     assert record["flow"] == "main"
     assert record["inputs"][0]["kind"] == "dtmf" and record["inputs"][0]["value"] == "1"
-    assert [p["node"] for p in record["path"]][:5] == ["welcome", "identify", "route_caller", "main_menu", "billing"]
+    assert [p["node"] for p in record["path"]][:5] == ["welcome", "identify", "route_caller", "main_menu",
+                                                        "billing"]
     assert record["ended"] == "caller_hangup"
     # [rtp] record = both: the call is in recordings/ as a stereo WAV (left caller, right us)
     wavs = sorted((svc.workdir / "recordings").glob("call-*.wav"))

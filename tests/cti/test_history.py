@@ -156,13 +156,15 @@ async def test_a_call_records_the_queue_and_agent_that_handled_it(store: Custome
     done = await store.get_interaction(iid)
     assert done is not None and (done["queue"], done["agent"]) == ("billing", "ann")
     found = await lookup(store, phone="+49301234567")
-    assert (found["recent_interactions"][0]["queue"], found["recent_interactions"][0]["agent"]) == ("billing", "ann")
+    last = found["recent_interactions"][0]
+    assert (last["queue"], last["agent"]) == ("billing", "ann")
     # an agent who already wrote a note on the call stays its agent
     other = await history.call_started(key=key("n1", "r@host"), call_id="r@host", caller="+49301234567",
                                        caller_name=None, dialled="100", started_at=T0)
     await store.db.run_write(_set_agent, other, "bob")
     await history.call_finished(other, ended_at=T0 + timedelta(seconds=60), ended="agent_hangup", ivr=None,
-                                recording=None, transcript=[], details={"queue": "support", "agent_id": "ann"})
+                                recording=None, transcript=[],
+                                details={"queue": "support", "agent_id": "ann"})
     done = await store.get_interaction(other)
     assert done is not None and (done["queue"], done["agent"]) == ("support", "bob")
 

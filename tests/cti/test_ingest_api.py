@@ -159,7 +159,7 @@ async def test_queue_and_status_reach_the_timeline_and_the_lookup(api: Api) -> N
     st, chat = await api.call("POST", URL, json=body(status="open", queue="billing", agent="ann",
                                                      subject="a late refund"))
     assert st == 201
-    st, done = await api.call("POST", URL, json=body(started_at="2024-04-01T10:00:00Z"))
+    st, _done = await api.call("POST", URL, json=body(started_at="2024-04-01T10:00:00Z"))
     assert st == 201
     st, page = await api.call("GET", f"/api/v1/customers/{chat['customer_id']}/interactions")
     assert [(i["status"], i["queue"]) for i in page["interactions"]] == [("open", "billing"),
