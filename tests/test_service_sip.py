@@ -161,7 +161,7 @@ def test_known_caller_lands_in_their_timeline_with_path_and_digits(svc: RunningS
     interaction = api(svc, "GET", f"/interactions/{newest['id']}")
     ivr = interaction["ivr"]
     nodes = [p["node"] for p in ivr["path"]]
-    assert nodes[:5] == ["welcome", "identify", "main_menu", "billing", "read_balance"]
+    assert nodes[:6] == ["welcome", "identify", "route_caller", "main_menu", "billing", "read_balance"]
     assert ivr["inputs"][0]["value"] == "1"
     assert any("42 dollars and 50 cents" in p["text"] for p in ivr["prompts"])
     kinds = {s["kind"] for s in interaction["transcript"]}
