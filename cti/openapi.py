@@ -123,7 +123,7 @@ def openapi_document(channels: tuple[str, ...]) -> dict[str, Any]:
                 "queue": _nullable({"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
                                     "description": "the queue that handled it: a caller who continues "
                                                    "this conversation is routed there"}),
-                "status": _nullable({"type": "string", "enum": list(INGEST_STATUSES),
+                "status": _nullable({"type": "string", "enum": [*INGEST_STATUSES, None],
                                      "description": "open/pending: the conversation goes on (default "
                                                     "completed)"}),
                 "metadata": _nullable({"type": "object"}),
