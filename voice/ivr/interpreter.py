@@ -241,7 +241,7 @@ class FlowInterpreter:
         if hours is None:
             _warn_no_hours(str(name))
             return "at any time"
-        return hours.describe()
+        return hours.describe() or "at no set times"  # no day open (e.g. every day closed)
 
     def _refresh_now(self) -> None:
         self.vars["now"] = now_view(self.wall_clock().astimezone(self.zone))

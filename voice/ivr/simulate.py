@@ -30,7 +30,7 @@ _KEYS = re.compile(r"^[0-9*#A-D]+$")
 class Simulator:
     def __init__(self, library: FlowLibrary, flow_name: str, caller: str, *, lookup: Any = None,
                  prompts_dir: Path, recordings_dir: Path, read_line: Callable[[], str] | None = None,
-                 out: TextIO = sys.stdout, hours: Mapping[str, BusinessHours] | None = None,
+                 out: TextIO | None = None, hours: Mapping[str, BusinessHours] | None = None,
                  timezone: str = "UTC") -> None:
         """`hours`/`timezone`: the config's [hours NAME] sections and [ivr] timezone (`open()`)."""
         self.hours = dict(hours or {})
@@ -42,7 +42,7 @@ class Simulator:
         self.prompts_dir = prompts_dir
         self.recordings_dir = recordings_dir
         self.read_line = read_line or sys.stdin.readline
-        self.out = out
+        self.out = out or sys.stdout  # looked up per run: the default would pin the stdout of import time
         self.want_input = asyncio.Event()
 
     def show(self, text: str) -> None:
