@@ -311,7 +311,7 @@ class AgentDesk:
         entry = self.engine.enqueue(call_id, queue_name, entered, timeout,
                                     prefer_agent=prefer[0] if prefer else None,
                                     prefer_for=prefer[1] if prefer else 0.0)
-        if prefer and entry.prefer_agent is None:
+        if prefer and prefer[1] > 0 and entry.prefer_agent is None:
             log.info("call %s: preferred agent %r is not an agent here; any agent of %s", call_id,
                      prefer[0][:64], queue_name)
         self.live.update(call_id, queue=queue_name)
