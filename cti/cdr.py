@@ -92,7 +92,10 @@ def add_call_facts(conn: Connection, interaction_id: str, facts: dict[str, Any])
     if row is None:
         return False
     clean = {k: (iso(v) if isinstance(v, datetime) else v) for k, v in facts.items() if v is not None}
-    conn.execute(update(T).where(T.c.id == interaction_id).values({"metadata": {**(row[0] or {}), **clean}}))
+    values: dict[str, Any] = {"metadata": {**(row[0] or {}), **clean}}
+    if clean.get("queue"):
+        values["queue"] = str(clean["queue"])  # the queue that handled the call: where a continuation goes
+    conn.execute(update(T).where(T.c.id == interaction_id).values(values))
     return True
 
 

@@ -15,7 +15,7 @@ from cti.store import CustomerStore
 CustomerLookup = Callable[..., Awaitable[dict[str, Any]]]
 
 _RECENT_FIELDS = ("id", "channel", "direction", "status", "started_at", "ended_at", "agent", "subject",
-                  "summary", "disposition")
+                  "summary", "disposition", "queue")
 
 
 def empty_result() -> dict[str, Any]:

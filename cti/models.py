@@ -112,6 +112,9 @@ class Interaction(Base):
     summary: Mapped[str | None] = mapped_column(Text)
     content: Mapped[str | None] = mapped_column(Text)
     disposition: Mapped[str | None] = mapped_column(String(100))  # the agent's (or the channel's)
+    # The queue that handled it (a call's agent queue, a chat's queue): where a caller who comes
+    # back to continue the conversation is routed.
+    queue: Mapped[str | None] = mapped_column(String(100))
     # How the call itself ended (caller_hangup, agent_hangup, shutdown...): the call end writes
     # this, never the disposition, so what an agent saved during the call survives the hang-up.
     outcome: Mapped[str | None] = mapped_column(String(100))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cti.records import INGEST_STATUSES
 from cti.store import DIRECTIONS, SEGMENT_KINDS
 
 UUID = {"type": "string", "format": "uuid"}
@@ -119,6 +120,12 @@ def openapi_document(channels: tuple[str, ...]) -> dict[str, Any]:
                 "summary": _nullable({"type": "string", "maxLength": 20000}),
                 "content": _nullable(text), "disposition": _nullable({"type": "string", "maxLength": 100}),
                 "recording": _nullable({"type": "string", "maxLength": 1000}),
+                "queue": _nullable({"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                                    "description": "the queue that handled it: a caller who continues "
+                                                   "this conversation is routed there"}),
+                "status": _nullable({"type": "string", "enum": [*INGEST_STATUSES, None],
+                                     "description": "open/pending: the conversation goes on (default "
+                                                    "completed)"}),
                 "metadata": _nullable({"type": "object"}),
                 "idempotency_key": _nullable({"type": "string", "maxLength": 200}),
                 "message_id": _nullable({"type": "string", "maxLength": 200}),
@@ -130,7 +137,8 @@ def openapi_document(channels: tuple[str, ...]) -> dict[str, Any]:
         "InteractionSummary": {"type": "object", "properties": {
             "id": UUID, "customer_id": _nullable(UUID), "channel": text, "direction": text, "status": text,
             "started_at": TIME, "ended_at": _nullable(TIME), "agent": _nullable(text),
-            "subject": _nullable(text), "summary": _nullable(text), "disposition": _nullable(text)}},
+            "subject": _nullable(text), "summary": _nullable(text), "disposition": _nullable(text),
+            "queue": _nullable(text)}},
         "Interaction": {"allOf": [_ref("InteractionSummary"), {"type": "object", "properties": {
             "content": _nullable(text), "metadata": {"type": "object"}, "ivr": _nullable({"type": "object"}),
             "recording": _nullable(text), "call_id": _nullable(text), "idempotency_key": _nullable(text),

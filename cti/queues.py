@@ -16,6 +16,13 @@ Rules (the whole contract):
   order (policy "available").
 - A caller who hangs up is forgotten; a caller whose deadline passes times out (the flow's
   overflow branch takes over).
+- Agent affinity: a caller may prefer one agent (the one who handled their last contact) for
+  the first `prefer_for` seconds of waiting. While the preference holds, that agent is offered
+  to them before anyone else (even before older callers), and nobody else is: the caller waits
+  for them. It ends at `prefer_until`, when that agent lets the caller ring out, or when the
+  agent cannot take the call at all (unknown, without the queue's skill, or away: signed out
+  or not taking calls); from then on the caller is matched like everyone else, keeping their
+  place in the line.
 
 Every method takes `now` (seconds, any monotonic clock), so tests move the clock.
 """
@@ -80,6 +87,8 @@ class Waiting:
     deadline: float
     offered_to: str | None = None
     tried: set[str] = field(default_factory=set)  # agents that let it ring out: offered last
+    prefer_agent: str | None = None  # agent affinity: the agent this caller waits for first...
+    prefer_until: float = 0.0  # ...until this time
 
 
 class QueueEngine:
@@ -129,14 +138,42 @@ class QueueEngine:
         return slot
 
     # ---- callers -------------------------------------------------------------------------
-    def enqueue(self, call_id: str, queue: str, now: float, timeout: float | None = None) -> Waiting:
+    def enqueue(self, call_id: str, queue: str, now: float, timeout: float | None = None, *,
+                prefer_agent: str | None = None, prefer_for: float = 0.0) -> Waiting:
+        """A caller enters `queue`; `prefer_agent` (an agent's id or name) is offered to them first
+        for up to `prefer_for` seconds (see the module doc)."""
         if call_id in self.calls:
             raise QueueError(f"call {call_id!r} is already queued")
         spec = self.spec(queue)
+        preferred = self.find_agent(prefer_agent) if prefer_agent and prefer_for > 0 else None
         entry = Waiting(call_id=call_id, queue=queue, skill=spec.required_skill, arrived=now,
-                        deadline=now + (spec.timeout if timeout is None else timeout))
+                        deadline=now + (spec.timeout if timeout is None else timeout),
+                        prefer_agent=preferred.id if preferred else None,
+                        prefer_until=now + prefer_for if preferred else 0.0)
         self.calls[call_id] = entry
         return entry
+
+    def find_agent(self, ref: str) -> AgentSlot | None:
+        """The agent `ref` names: their id, else the one agent with that name (any case)."""
+        slot = self.agents.get(ref)
+        if slot is not None:
+            return slot
+        named = [a for a in self.agents.values() if a.name.strip().lower() == ref.strip().lower()]
+        return named[0] if len(named) == 1 else None
+
+    def preferred_agent(self, call_id: str, now: float | None = None) -> str | None:
+        """The agent this caller is waiting for now (affinity still holds), else None. `now`
+        None: the time limit is not checked, only the agent's state."""
+        entry = self.calls.get(call_id)
+        return None if entry is None else self._preference(entry, now)
+
+    def _preference(self, w: Waiting, now: float | None) -> str | None:
+        if w.prefer_agent is None or (now is not None and now >= w.prefer_until):
+            return None
+        slot = self.agents.get(w.prefer_agent)
+        if slot is None or w.skill not in slot.skills or slot.state == AgentState.AWAY or slot.id in w.tried:
+            return None
+        return slot.id
 
     def abandon(self, call_id: str) -> None:
         """The caller hung up (or timed out, or was connected): forget them."""
@@ -185,11 +222,25 @@ class QueueEngine:
         idle = [a for a in self.agents.values() if a.state == AgentState.AVAILABLE]
         return sorted(idle, key=lambda a: (a.since, a.id))
 
-    def assignments(self) -> dict[str, str]:
-        """call_id -> agent_id for the callers that an agent is free for now (greedy, oldest first)."""
+    def assignments(self, now: float | None = None) -> dict[str, str]:
+        """call_id -> agent_id for the callers that an agent is free for now (greedy, oldest first;
+        callers waiting for their preferred agent first, see the module doc)."""
         free = self._idle_order()
         out: dict[str, str] = {}
-        for w in self.waiting():
+        waiting = self.waiting()
+        held: set[str] = set()  # callers whose affinity holds: only their agent will do
+        for w in waiting:
+            agent_id = self._preference(w, now)
+            if agent_id is None:
+                continue
+            held.add(w.call_id)
+            slot = next((a for a in free if a.id == agent_id), None)
+            if slot is not None:
+                out[w.call_id] = agent_id
+                free.remove(slot)
+        for w in waiting:
+            if w.call_id in held:
+                continue
             able = [a for a in free if w.skill in a.skills]
             # An agent who let this caller ring out comes after everyone who has not, not never.
             fresh = [a for a in able if a.id not in w.tried]
@@ -201,7 +252,7 @@ class QueueEngine:
 
     def offer(self, call_id: str, now: float) -> AgentSlot | None:
         """Reserve this caller's agent, if one is free for them now: agent -> ringing."""
-        agent_id = self.assignments().get(call_id)
+        agent_id = self.assignments(now).get(call_id)
         if agent_id is None:
             return None
         slot = self.agents[agent_id]

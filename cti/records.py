@@ -12,6 +12,9 @@ CHANNELS = ("voice", "chat", "email", "sms", "web", "social")
 EXTRA_CHANNELS: tuple[str, ...] = ()
 DIRECTIONS = ("inbound", "outbound")
 SEGMENT_KINDS = ("speech", "dtmf", "prompt")
+# What the ingest API takes as `status`: open/pending (the conversation goes on: a caller may
+# continue it) or completed/closed (done with). Calls write in_progress, completed, interrupted.
+INGEST_STATUSES = ("open", "pending", "completed", "closed")
 
 IdentityPairs = Sequence[tuple[str, str]]  # (kind, normalized value)
 
@@ -57,6 +60,7 @@ class NewInteraction:
     summary: str | None = None
     content: str | None = None
     disposition: str | None = None
+    queue: str | None = None  # the queue that handled it
     metadata: dict[str, Any] = field(default_factory=dict)
     ivr: dict[str, Any] | None = None
     recording: str | None = None

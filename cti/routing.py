@@ -106,6 +106,7 @@ class AgentDesk:
         self._pops: dict[str, dict[str, Any]] = {}  # agent -> the last pop (for hello)
         self._missed: dict[str, dict[str, Any]] = {}  # agent -> the last missed call (for hello)
         self._wake: asyncio.Future[None] | None = None
+        self._continues: dict[str, str] = {}  # call key -> the interaction the call continues
 
     async def start(self) -> None:
         self.bus.add_listener(self._on_event)
@@ -230,7 +231,22 @@ class AgentDesk:
             "transcript": transcript,
             "recent_interactions": recent[: self.recent],
             "last_by_channel": by_channel,
+            **await self._continued(call.key, customer),
         }
+
+    async def _continued(self, key: str, customer: dict[str, Any] | None) -> dict[str, Any]:
+        """`continues` (the id) and `continued` (what the page shows of it) for a call that
+        continues an earlier interaction of the same customer; nothing otherwise."""
+        continues = self._continues.get(key)
+        if not continues:
+            return {}
+        item = await self.store.interaction_summary(continues)
+        if item is None or customer is None or item.get("customer_id") != customer["id"]:
+            log.warning("call %s: continues an interaction that is not this customer's; not shown", key)
+            return {}
+        return {"continues": continues,
+                "continued": {k: item.get(k) for k in ("id", "channel", "subject", "summary", "agent",
+                                                       "queue", "status", "started_at")}}
 
     async def _pop_customer(
             self, call: CallView) -> tuple[dict[str, Any] | None, list[dict[str, Any]], str | None]:
@@ -248,20 +264,32 @@ class AgentDesk:
         return found["customer"], found["recent_interactions"], "caller_id"
 
     # ---- queues ---------------------------------------------------------------------------
-    async def transfer_queue(self, call: CallView, queue_name: str) -> QueueOutcome:
+    async def transfer_queue(self, call: CallView, queue_name: str, *, prefer_agent: str | None = None,
+                             prefer_for: float = 0.0, continues: str | None = None) -> QueueOutcome:
         """The interpreter's `transfer_queue` hook: returns after the conversation with the agent
-        (connected) or when the caller could not be served (then the transfer's on_failure)."""
-        return await self.route_to_queue(call, queue_name)
+        (connected) or when the caller could not be served (then the transfer's on_failure).
+        `prefer_agent`/`prefer_for`: agent affinity (cti.queues); `continues`: the id of the
+        earlier interaction this call continues (the agent's pop shows it)."""
+        if continues:
+            self._continues[call.key] = continues
+        try:
+            return await self.route_to_queue(call, queue_name, prefer_agent=prefer_agent,
+                                             prefer_for=prefer_for)
+        finally:
+            self._continues.pop(call.key, None)
 
-    async def route_to_queue(self, call: CallView, queue_name: str, *,
-                             timeout: float | None = None) -> QueueOutcome:
-        """Wait (moving to the overflow queue at the timeout), offer, ring, talk; see the module doc."""
+    async def route_to_queue(self, call: CallView, queue_name: str, *, timeout: float | None = None,
+                             prefer_agent: str | None = None, prefer_for: float = 0.0) -> QueueOutcome:
+        """Wait (moving to the overflow queue at the timeout), offer, ring, talk; see the module doc.
+        The agent affinity holds in the first queue only."""
         t0 = self.clock()
         visited: list[str] = []
         name = queue_name
         while True:
             visited.append(name)
-            outcome = await self._serve(call, name, t0, timeout if len(visited) == 1 else None)
+            first = len(visited) == 1
+            outcome = await self._serve(call, name, t0, timeout if first else None,
+                                        (prefer_agent, prefer_for) if first and prefer_agent else None)
             overflow = self.engine.spec(name).overflow
             if outcome.reason == "timeout" and overflow and overflow.removeprefix("queue:") not in visited:
                 name = overflow.removeprefix("queue:")
@@ -269,7 +297,8 @@ class AgentDesk:
                 continue
             return outcome
 
-    async def _serve(self, call: CallView, queue_name: str, t0: float, timeout: float | None) -> QueueOutcome:
+    async def _serve(self, call: CallView, queue_name: str, t0: float, timeout: float | None,
+                     prefer: tuple[str, float] | None = None) -> QueueOutcome:
         spec = self.engine.spec(queue_name)
         stats = self.stats.setdefault(queue_name, QueueStats())
         call_id = call.key
@@ -279,7 +308,12 @@ class AgentDesk:
             return QueueOutcome(ok=False, reason="no_connector", queue=queue_name)
         stats.offered += 1
         entered = self.clock()
-        entry = self.engine.enqueue(call_id, queue_name, entered, timeout)
+        entry = self.engine.enqueue(call_id, queue_name, entered, timeout,
+                                    prefer_agent=prefer[0] if prefer else None,
+                                    prefer_for=prefer[1] if prefer else 0.0)
+        if prefer and prefer[1] > 0 and entry.prefer_agent is None:
+            log.info("call %s: preferred agent %r is not an agent here; any agent of %s", call_id,
+                     prefer[0][:64], queue_name)
         self.live.update(call_id, queue=queue_name)
         hold = CallerHold(call, music=self.music.get(spec.music),
                           ringback=self.music.ringback if spec.ringing == "ringback" else None,
@@ -318,7 +352,9 @@ class AgentDesk:
                     return outcome(False, "timeout")
                 hold.position(self.engine.position(call_id))
                 wake: set[asyncio.Future[Any]] = {self._wake_future(), ended}
-                await asyncio.wait(wake, timeout=entry.deadline - now,
+                # waiting for the preferred agent: look again when the affinity runs out
+                until = entry.prefer_until if self.engine.preferred_agent(call_id, now) else entry.deadline
+                await asyncio.wait(wake, timeout=max(0.0, min(until, entry.deadline) - now),
                                    return_when=asyncio.FIRST_COMPLETED)
         finally:
             self.engine.abandon(call_id)

@@ -54,6 +54,7 @@ _TIMELINE_COLUMNS = (
     Interaction.subject,
     Interaction.summary,
     Interaction.disposition,
+    Interaction.queue,
 )
 _SUMMARY_KEYS = tuple(c.key for c in _TIMELINE_COLUMNS)
 
@@ -138,6 +139,7 @@ def summary_dict(row: Any) -> dict[str, Any]:
         "subject": row.subject,
         "summary": row.summary,
         "disposition": row.disposition,
+        "queue": row.queue,
     }
 
 
@@ -156,6 +158,17 @@ def _timeline(conn: Connection, customer_id: str, limit: int,
         item["started_at"] = iso(item["started_at"])
         item["ended_at"] = iso(item["ended_at"])
     return items, next_cursor
+
+
+def _summary(conn: Connection, interaction_id: str) -> dict[str, Any] | None:
+    table = writes.INTERACTIONS
+    row = conn.execute(select(*(table.c[c.name] for c in _TIMELINE_COLUMNS))
+                       .where(table.c.id == interaction_id)).first()
+    if row is None:
+        return None
+    item = dict(zip(_SUMMARY_KEYS, row, strict=True))
+    item["started_at"], item["ended_at"] = iso(item["started_at"]), iso(item["ended_at"])
+    return item
 
 
 def _customer(conn: Connection, customer_id: str) -> dict[str, Any] | None:
@@ -261,6 +274,10 @@ class CustomerStore:
                        cursor: tuple[datetime, str] | None = None) -> tuple[list[dict[str, Any]], str | None]:
         """Newest first; returns (page, cursor of the next page or None)."""
         return await self.db.run_read(_timeline, customer_id, limit, cursor)
+
+    async def interaction_summary(self, interaction_id: str) -> dict[str, Any] | None:
+        """An interaction as the timeline lists it (no content, no transcript), in one read."""
+        return await self.db.run_read(_summary, interaction_id)
 
     async def get_interaction(self, interaction_id: str) -> dict[str, Any] | None:
         async with self.db.read() as s:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 from typing import Any
 
 from cti.identity import IDENTITY_KINDS, IdentityError, normalize_identity
+from cti.records import INGEST_STATUSES
 from cti.store import DIRECTIONS, SEGMENT_KINDS, NewInteraction, Segment
 
 MAX_KEY = 200
+# The name a flow uses in `transfer: queue:NAME` (the same rule as the config's [queue NAME]).
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class ApiError(Exception):
@@ -133,7 +137,7 @@ def identities(body: dict[str, Any], default_country: str, where: str = "") -> l
 
 _INGEST_FIELDS = {
     "channel", "direction", "started_at", "ended_at", "customer", "agent", "subject", "summary", "content",
-    "disposition", "metadata", "idempotency_key", "message_id", "transcript", "recording",
+    "disposition", "metadata", "idempotency_key", "message_id", "transcript", "recording", "queue", "status",
 }
 _CUSTOMER_REF_FIELDS = {"name", *IDENTITY_KINDS}
 _SEGMENT_FIELDS = {"start", "end", "speaker", "kind", "text", "confidence", "engine"}
@@ -169,12 +173,20 @@ def parse_ingest(body: Any, *, channels: tuple[str, ...], default_country: str) 
     idem = f"key:{key}" if key else (f"msg:{channel}:{message_id}" if message_id else None)
     if message_id:
         metadata = {**metadata, "message_id": message_id}
+    queue = opt_str(body, "queue", 64)
+    if queue is not None and not QUEUE_NAME.match(queue):
+        raise invalid("queue", "a queue name is 1-64 letters, digits, '.', '_' and '-', starting with a "
+                               "letter or digit (the NAME of transfer: queue:NAME)")
+    status = opt_str(body, "status", 20) or "completed"
+    if status not in INGEST_STATUSES:
+        raise invalid("status", f"must be one of {', '.join(INGEST_STATUSES)}")
     return NewInteraction(
         channel=channel, direction=direction, started_at=started, ended_at=ended, identities=idents,
         name=opt_str(ref, "name", 200, "customer.name"), agent=opt_str(body, "agent", 200),
         subject=opt_str(body, "subject", 500), summary=opt_str(body, "summary", 20000),
         content=opt_str(body, "content", 10_000_000), disposition=opt_str(body, "disposition", 100),
-        recording=opt_str(body, "recording", 1000), metadata=metadata, idempotency_key=idem,
+        queue=queue, status=status, recording=opt_str(body, "recording", 1000), metadata=metadata,
+        idempotency_key=idem,
         transcript=transcript(body.get("transcript")),
     )
 

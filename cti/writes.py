@@ -165,7 +165,8 @@ def ingest_batch(conn: Connection, items: Sequence[NewInteraction]) -> list[Inge
             "id": interaction_id, "customer_id": customer_id, "channel": item.channel,
             "direction": item.direction, "status": item.status, "started_at": item.started_at,
             "ended_at": item.ended_at, "agent": item.agent, "subject": item.subject, "summary": item.summary,
-            "content": item.content, "disposition": item.disposition, "metadata": item.metadata,
+            "content": item.content, "disposition": item.disposition, "queue": item.queue,
+            "metadata": item.metadata,
             "ivr": item.ivr, "recording": item.recording, "call_id": item.call_id,
             "idempotency_key": item.idempotency_key, "created_at": now,
         })
@@ -210,6 +211,11 @@ def finish(conn: Connection, interaction_id: str, ended_at: datetime, status: st
         meta = conn.execute(select(INTERACTIONS.c.metadata)
                             .where(INTERACTIONS.c.id == interaction_id)).scalar()
         values["metadata"] = {**(meta or {}), **metadata}
+        # The queue and the agent that handled the call: where a caller continuing it goes back to.
+        if metadata.get("queue"):
+            values["queue"] = str(metadata["queue"])[:100]
+        if metadata.get("agent_id"):
+            values["agent"] = func.coalesce(INTERACTIONS.c.agent, str(metadata["agent_id"])[:200])
     result = conn.execute(update(INTERACTIONS).where(INTERACTIONS.c.id == interaction_id).values(**values))
     if result.rowcount == 0:
         raise NotFound(interaction_id)

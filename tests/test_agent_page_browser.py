@@ -31,7 +31,7 @@ async def test_an_agent_signs_in_gets_a_screen_pop_and_saves_a_note(tmp_path: Pa
     connector = FakeConnector({"ann": 0.0}, gate=answer, talk=None)
     async with running_app(target, connector=connector) as client:
         desk = desk_of(client)
-        await seed_customer(client)
+        _customer_id, chat_id = await seed_customer(client)
         await make_agent(client, "ann", ["support"], state="available")
         base = str(client.make_url("/")).rstrip("/")
         async with async_playwright() as pw:
@@ -54,8 +54,13 @@ async def test_an_agent_signs_in_gets_a_screen_pop_and_saves_a_note(tmp_path: Pa
                 await expect(page.locator("#state")).to_have_text("available")
 
                 call, interaction_id = await inbound_call(client, "browser-call@test")
-                routed = asyncio.ensure_future(desk.transfer_queue(call, "support"))
+                # the caller chose to continue yesterday's chat (the flow's transfer: {continues: ...})
+                routed = asyncio.ensure_future(desk.transfer_queue(call, "support", continues=chat_id))
                 await expect(page.locator("#caller-number")).to_have_text("+4930123456")
+                await expect(page.locator("#continues")).to_contain_text(
+                    f"Continues chat interaction {chat_id}: Asked about the router refund")
+                await page.click("#continues")
+                await expect(page.locator("#continues .detail")).to_contain_text("Where is my refund?")
                 await expect(page.locator("#customer .customer-name")).to_have_text("Anna Schmidt")
                 await expect(page.locator("#identified")).to_have_text("Identified by the calling number")
                 await expect(page.locator("#recent")).to_contain_text("Asked about the router refund")
@@ -100,6 +105,7 @@ async def test_an_agent_signs_in_gets_a_screen_pop_and_saves_a_note(tmp_path: Pa
                 routed = asyncio.ensure_future(desk.transfer_queue(second, "support"))
                 await expect(page.locator("#missed")).to_be_visible()
                 await expect(page.locator("#missed-text")).to_contain_text("did not answer within 1 s")
+                await expect(page.locator("#continues")).to_be_hidden()  # this call continues nothing
                 await expect(page.locator("#missed-text")).to_contain_text("set to Away")
                 await expect(page.locator("#state")).to_have_text("away")
                 await expect(page.locator("#accept")).to_have_text("Missed")

@@ -137,3 +137,105 @@ def test_the_last_contact_on_any_channel_reaches_the_flow(tmp_path: Path, age: t
     assert customer["last"]["id"] == "i-chat" and customer["last"]["age"] == int(age.total_seconds())
     assert set(customer["last_on"]) == {"chat", "email"} and customer["last_on"]["chat"]["agent"] == "ann"
     assert customer["last_on"]["email"]["status"] == "closed"
+
+
+# ---- opening hours said to the caller, lines without hours, queue transfers that continue ------
+def test_opening_hours_are_said_the_way_a_caller_hears_them() -> None:
+    assert SUPPORT.describe() == ("Monday from 8 AM to 6 PM and Friday from 8 AM to noon and from 8 PM to "
+                                  "2 AM")
+    week = parse_hours("s", {"mon": "08:00-18:00", "tue": "08:00-18:00", "wed": "08:00-18:00",
+                             "thu": "08:00-18:00", "fri": "08:00-18:00", "sat": "09:30-13:00",
+                             "sun": "24h"})
+    assert week.describe() == ("Monday to Friday from 8 AM to 6 PM, Saturday from 9:30 AM to 1 PM and "
+                               "Sunday all day")
+    assert parse_hours("s", {"sat": "10:00-24:00", "sun": "10:00-24:00"}).describe() == \
+        "Saturday and Sunday from 10 AM to midnight"
+    assert parse_hours("s", {}).describe() == ""
+
+
+CLOSED_FLOW = """
+    start: check
+    nodes:
+      check:
+        branch:
+          - {when: 'open("support")', goto: opened}
+          - {goto: closed}
+      opened: {hangup: "Open."}
+      closed: {hangup: "We are closed. We are open {opening_hours('support')}."}
+"""
+
+
+def test_the_closed_message_reads_the_configured_hours_and_a_line_without_hours_is_open(
+        tmp_path: Path) -> None:
+    flow = flow_of(tmp_path, CLOSED_FLOW)
+    sunday = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    run = run_script(flow, [], tmp_path=tmp_path, hours={"support": SUPPORT}, wall_clock=lambda: sunday)
+    assert said(run) == ["We are closed. We are open Monday from 8 AM to 6 PM and Friday from 8 AM to noon "
+                         "and from 8 PM to 2 AM."]
+    # no [hours support] section: the line never closes (a warning says so in the log)
+    run = run_script(flow, [], tmp_path=tmp_path, wall_clock=lambda: sunday)
+    assert said(run) == ["Open."]
+
+
+CONTINUE_FLOW = """
+    start: who
+    vars: {target: ''}
+    nodes:
+      who:
+        lookup: caller
+        next: go
+      go:
+        transfer:
+          to: "queue:{customer.last.queue}"
+          prefer_agent: "{customer.last.agent}"
+          prefer_for: 45
+          continues: "{customer.last.id}"
+          on_failure: failed
+      failed: {hangup: "Transfer failed."}
+"""
+
+
+@pytest.mark.parametrize(("queue", "agent", "expected"), [
+    ("billing", "ann", [("billing", {"prefer_agent": "ann", "prefer_for": 45.0, "continues": "i-chat"})]),
+    ("billing", None, [("billing", {"continues": "i-chat"})]),  # no agent recorded: anyone
+    (None, "ann", []),  # no queue recorded: "queue:" names no queue, on_failure
+])
+def test_a_queue_transfer_hands_the_affinity_and_the_continued_interaction_to_the_desk(
+        tmp_path: Path, queue: str | None, agent: str | None, expected: list[Any]) -> None:
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    found = history(now, timedelta(hours=1), "open")
+    found["recent_interactions"][1].update(queue=queue, agent=agent)
+
+    async def lookup(**_query: Any) -> dict[str, Any]:
+        return found
+
+    queued: list[Any] = []
+
+    async def to_queue(_call: Any, name: str, **options: Any) -> bool:
+        queued.append((name, options))
+        return True
+
+    flow = flow_of(tmp_path, CONTINUE_FLOW)
+    run = run_script(flow, [], tmp_path=tmp_path, lookup=lookup, wall_clock=lambda: now,
+                     interaction_id="this-call", transfer_queue=to_queue)
+    assert queued == expected
+    if expected:
+        assert run.record.ended == "transfer" and run.record.transfer_target == f"queue:{queue}"
+    else:
+        assert said(run) == ["Transfer failed."] and run.record.transfers_failed == ["queue:"]
+
+
+@pytest.mark.parametrize(("transfer", "kind", "needle"), [
+    ("{to: 'sip:ann@pbx', prefer_agent: ann}", "bad_value", "prefer_agent is for queue transfers"),
+    ("{to: 'sip:ann@pbx', continues: x}", "bad_value", "continues is for queue transfers"),
+    ("{to: 'queue:support', prefer_for: 10}", "missing_key", "prefer_for without prefer_agent"),
+    ("{to: 'queue:sup port'}", "bad_value", "not a queue name"),
+])
+def test_queue_options_are_checked_when_the_flow_loads(tmp_path: Path, transfer: str, kind: str,
+                                                       needle: str) -> None:
+    from voice.ivr.validate import parse_flow
+
+    path = tmp_path / "t.yaml"
+    path.write_text(f"start: go\nnodes:\n  go:\n    transfer: {transfer}\n")
+    _flow, errors = parse_flow(path, "t", prompts_dir=tmp_path)
+    assert [(e.kind, e.line) for e in errors if needle in e.message] == [(kind, 4)], errors

@@ -174,7 +174,21 @@ def test_simulate_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     assert "IVR: Sorry, I didn't hear anything." in out
     assert "transferred to agent queue 'support'" in out
-    assert "path: welcome > identify > main_menu > support > to_support" in out
+    assert "path: welcome > identify > route_caller > main_menu > support > to_support" in out
+
+
+def test_simulate_with_a_config_uses_its_business_hours(monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str],
+                                                       tmp_path: Path) -> None:
+    conf = tmp_path / "v.conf"
+    conf.write_text(f"[database]\nurl = sqlite+aiosqlite:///{tmp_path / 'v.db'}\n"
+                    "[hours support]\nmon = closed\n")  # never open
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n\n"))
+    assert cli_main(["simulate", "--config", str(conf), "ivr_flows/main.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "IVR: We are closed right now. Our support line is open at no set times." in out
+    assert "path: welcome > identify > route_caller > closed > closed_menu > goodbye" in out
 
 
 def test_call_keeps_the_key_pressed_after_a_receive_digit_timeout() -> None:

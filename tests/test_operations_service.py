@@ -63,7 +63,8 @@ def test_a_real_call_in_logs_metrics_search_and_cdr(svc: RunningService, tmp_pat
         assert {"ts", "level", "logger", "msg"} <= set(line), line
     assert start["call_id"] == end["call_id"] and start["interaction_id"] == end["interaction_id"]
     assert start["node"] == "welcome" and end["node"] == end["path"][-1]
-    assert end["path"][:3] == ["welcome", "identify", "main_menu"] and end["inputs"][0]["value"] == "1"
+    assert end["path"][:4] == ["welcome", "identify", "route_caller", "main_menu"]
+    assert end["inputs"][0]["value"] == "1"
     # no personal data: not the caller's number, no prompt texts, no variables
     assert "sipp" not in json.dumps(start) + json.dumps(end)
     assert "prompts" not in end and "variables" not in end and "caller" not in end

@@ -143,3 +143,61 @@ def test_an_agent_who_missed_the_caller_gets_them_again_when_nobody_else_is_free
     assert engine.offer("c1", now=30.0) is None
     engine.set_state("ann", AgentState.AVAILABLE, 40.0)  # back; bob is still busy
     assert engine.offer("c1", now=40.0).id == "ann"  # type: ignore[union-attr]
+
+
+# ---- agent affinity -----------------------------------------------------------------------
+def test_a_caller_waits_for_their_preferred_agent_then_takes_anyone_with_the_skill() -> None:
+    engine = engine_with(("ann", {"support"}, 10.0), ("bob", {"support"}, 5.0))
+    engine.set_state("ann", AgentState.ON_CALL, 20.0)  # busy: soon free again
+    engine.enqueue("back", "support", now=100.0, prefer_agent="ann", prefer_for=30.0)
+    assert engine.preferred_agent("back", 100.0) == "ann"
+    # bob is free and longest idle, but the caller waits for ann...
+    assert engine.offer("back", now=110.0) is None and engine.position("back") == 1
+    engine.set_state("ann", AgentState.AVAILABLE, 120.0)
+    slot = engine.offer("back", now=120.0)
+    assert slot is not None and slot.id == "ann"
+    # ...for up to prefer_for seconds of waiting: then bob (anyone with the skill) will do
+    engine.enqueue("later", "support", now=200.0, prefer_agent="ann", prefer_for=30.0)
+    assert engine.offer("later", now=229.9) is None
+    assert engine.preferred_agent("later", 230.0) is None
+    slot = engine.offer("later", now=230.0)
+    assert slot is not None and slot.id == "bob"
+
+
+def test_the_preferred_agent_goes_to_their_caller_before_older_callers() -> None:
+    engine = engine_with(("ann", {"support"}, 50.0), ("bob", {"support"}, 10.0))
+    engine.enqueue("old", "support", now=100.0)
+    engine.enqueue("back", "support", now=101.0, prefer_agent="Ann", prefer_for=30.0)  # by name
+    # bob is idle longest and would go to the oldest caller anyway; ann is reserved for "back"
+    assert engine.assignments(101.0) == {"back": "ann", "old": "bob"}
+    engine.set_state("bob", AgentState.AWAY, 102.0)
+    # only ann is free: the caller who asked for her gets her, the older caller waits
+    assert engine.assignments(102.0) == {"back": "ann"}
+    assert engine.assignments(131.0) == {"old": "ann"}  # affinity over: order of arrival again
+
+
+@pytest.mark.parametrize(("prefer", "state", "skills"), [
+    ("zoe", AgentState.ON_CALL, {"support"}),  # no such agent
+    ("ann", AgentState.AWAY, {"support"}),  # signed out / not taking calls: nothing to wait for
+    ("ann", AgentState.ON_CALL, {"billing"}),  # cannot take this queue
+])
+def test_no_waiting_for_an_agent_who_cannot_take_the_call(prefer: str, state: AgentState,
+                                                          skills: set[str]) -> None:
+    engine = engine_with(("ann", skills, 10.0), ("bob", {"support"}, 5.0))
+    engine.set_state("ann", state, 20.0)
+    engine.enqueue("back", "support", now=100.0, prefer_agent=prefer, prefer_for=30.0)
+    assert engine.preferred_agent("back", 100.0) is None
+    slot = engine.offer("back", now=100.0)
+    assert slot is not None and slot.id == "bob"
+
+
+def test_an_unanswered_preferred_agent_ends_the_affinity() -> None:
+    engine = engine_with(("ann", {"support"}, 10.0), ("bob", {"support"}, 5.0))
+    engine.set_state("bob", AgentState.ON_CALL, 6.0)
+    engine.enqueue("back", "support", now=100.0, prefer_agent="ann", prefer_for=60.0)
+    slot = engine.offer("back", now=100.0)
+    assert slot is not None and slot.id == "ann"
+    engine.no_answer("back", 120.0, policy="available")  # ann let it ring out, stays available
+    engine.set_state("bob", AgentState.AVAILABLE, 121.0)
+    slot = engine.offer("back", now=121.0)
+    assert slot is not None and slot.id == "bob"  # not ann again, although 60 s have not passed

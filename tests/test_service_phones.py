@@ -65,7 +65,8 @@ def test_baresip_calls_presses_1_over_rfc4733_and_hears_the_prompts(tmp_path: Pa
     assert record["dialled"] == "100"
     assert record["inputs"][0]["node"] == "main_menu"
     assert record["inputs"][0]["kind"] == "dtmf" and record["inputs"][0]["value"] == "1"
-    assert [p["node"] for p in record["path"]][:4] == ["welcome", "identify", "main_menu", "billing"]
+    assert [p["node"] for p in record["path"]][:5] == ["welcome", "identify", "route_caller", "main_menu",
+                                                        "billing"]
     assert record["ended"] == "caller_hangup"
 
 

@@ -74,7 +74,8 @@ def test_uac_pcap_reference_call_completes_and_digit_reaches_the_flow(svc: Runni
     record = next(r for r in call_records(svc) if r["caller"] == "sipp" and r["inputs"])
     assert record["flow"] == "main"
     assert record["inputs"][0]["kind"] == "dtmf" and record["inputs"][0]["value"] == "1"
-    assert [p["node"] for p in record["path"]][:4] == ["welcome", "identify", "main_menu", "billing"]
+    assert [p["node"] for p in record["path"]][:5] == ["welcome", "identify", "route_caller", "main_menu",
+                                                        "billing"]
     assert record["ended"] == "caller_hangup"
     # [rtp] record = both: the call is in recordings/ as a stereo WAV (left caller, right us)
     wavs = sorted((svc.workdir / "recordings").glob("call-*.wav"))
@@ -165,7 +166,7 @@ def test_known_caller_lands_in_their_timeline_with_path_and_digits(svc: RunningS
     interaction = api(svc, "GET", f"/interactions/{newest['id']}")
     ivr = interaction["ivr"]
     nodes = [p["node"] for p in ivr["path"]]
-    assert nodes[:5] == ["welcome", "identify", "main_menu", "billing", "read_balance"]
+    assert nodes[:6] == ["welcome", "identify", "route_caller", "main_menu", "billing", "read_balance"]
     assert ivr["inputs"][0]["value"] == "1"
     assert any("42 dollars and 50 cents" in p["text"] for p in ivr["prompts"])
     kinds = {s["kind"] for s in interaction["transcript"]}

@@ -54,6 +54,46 @@ class BusinessHours:
         return False
 
 
+    def describe(self) -> str:
+        """The opening hours as a caller hears them: "Monday to Friday from 8 AM to 6 PM and
+        Saturday from 9 AM to noon" ("" when no day is open). Holidays are not listed."""
+        groups: list[tuple[int, int, tuple[tuple[time, time], ...]]] = []  # first day, last day, ranges
+        for day in range(7):
+            ranges = self.week.get(day, ())
+            if not ranges:
+                continue
+            if groups and groups[-1][1] == day - 1 and groups[-1][2] == ranges:
+                groups[-1] = (groups[-1][0], day, ranges)
+            else:
+                groups.append((day, day, ranges))
+        parts = []
+        for first, last, ranges in groups:
+            days = SPOKEN_DAYS[first] if first == last else (
+                f"{SPOKEN_DAYS[first]} and {SPOKEN_DAYS[last]}" if last == first + 1
+                else f"{SPOKEN_DAYS[first]} to {SPOKEN_DAYS[last]}")
+            times = " and ".join("all day" if _all_day(a, b) else f"from {_spoken(a)} to {_spoken(b)}"
+                                 for a, b in ranges)
+            parts.append(f"{days} {times}")
+        return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1] if parts else ""
+
+
+SPOKEN_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def _all_day(start: time, end: time) -> bool:
+    return start == time(0, 0) and end == time(23, 59, 59, 999999)
+
+
+def _spoken(t: time) -> str:
+    """08:00 -> "8 AM", 13:30 -> "1:30 PM", 12:00 -> "noon", 00:00 / 24:00 -> "midnight"."""
+    if t in (time(0, 0), time(23, 59, 59, 999999)):
+        return "midnight"
+    if t == time(12, 0):
+        return "noon"
+    hour = t.hour % 12 or 12
+    return f"{hour}{f':{t.minute:02d}' if t.minute else ''} {'AM' if t.hour < 12 else 'PM'}"
+
+
 def _ranges(text: str) -> tuple[tuple[time, time], ...]:
     t = text.strip().lower()
     if t in ("closed", "no", ""):

@@ -281,11 +281,14 @@ class Service:
             raise RuntimeError("the SIP side is not started")
         return await self.switch.connect(call, agent_uri, timeout=timeout)
 
-    async def _transfer_queue(self, call: Call, queue: str) -> Any:
+    async def _transfer_queue(self, call: Call, queue: str, *, prefer_agent: str | None = None,
+                              prefer_for: float = 0.0, continues: str | None = None) -> Any:
         """`transfer: queue:NAME`: wait in the queue and talk to an agent (the desk does both);
-        the flow goes on when the agent hangs up first."""
+        the flow goes on when the agent hangs up first. The agent affinity and the continued
+        interaction go to the desk as the flow gave them."""
         assert self.desk is not None
-        outcome: QueueOutcome = await self.desk.transfer_queue(DeskCall(call), queue)
+        outcome: QueueOutcome = await self.desk.transfer_queue(
+            DeskCall(call), queue, prefer_agent=prefer_agent, prefer_for=prefer_for, continues=continues)
         self.lifecycle.publish(CallTransferred(
             call=call, target=f"queue:{outcome.queue}", ok=outcome.ok, agent_id=outcome.agent_id,
             waited=outcome.waited, talk_seconds=outcome.talk_seconds or 0.0, hangup_by=outcome.hangup_by))

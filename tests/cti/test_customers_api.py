@@ -131,7 +131,7 @@ async def test_lookup_known_and_unknown_callers(api: Api) -> None:
     assert [i["summary"] for i in hit["recent_interactions"]] == [f"chat {i}" for i in (6, 5, 4, 3, 2)]
     assert set(hit["recent_interactions"][0]) == {
         "id", "channel", "direction", "status", "started_at", "ended_at", "agent", "subject", "summary",
-        "disposition"}
+        "disposition", "queue"}
     st, by_account = await api.call("GET", "/api/v1/lookup", params={"account": "77", "recent": "1"})
     assert by_account["customer"]["id"] == c["id"] and len(by_account["recent_interactions"]) == 1
     empty = {"found": False, "customer": None, "attributes": {}, "recent_interactions": []}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from cti.history import MASK, CallHistory
 from cti.lookup import lookup, make_lookup
@@ -141,3 +142,36 @@ async def test_bound_lookup_for_the_ivr_returns_an_empty_result_for_strangers(st
     assert await find(phone="+15550101010") == {
         "found": False, "customer": None, "attributes": {}, "recent_interactions": []}
     assert (await find(account=""))["found"] is False
+
+
+async def test_a_call_records_the_queue_and_agent_that_handled_it(store: CustomerStore) -> None:
+    """What a caller who comes back to continue this call is routed by (customer.last.queue/.agent)."""
+    await store.create_customer(name="Anna", identities=[("phone", "+49301234567")], attributes={})
+    history = CallHistory(store, node="n1")
+    iid = await history.call_started(key=key("n1", "q@host"), call_id="q@host", caller="+49301234567",
+                                     caller_name=None, dialled="100", started_at=T0)
+    await history.call_finished(iid, ended_at=T0 + timedelta(seconds=60), ended="agent_hangup", ivr=None,
+                                recording=None, transcript=[],
+                                details={"queue": "billing", "agent_id": "ann", "wait_seconds": 3.0})
+    done = await store.get_interaction(iid)
+    assert done is not None and (done["queue"], done["agent"]) == ("billing", "ann")
+    found = await lookup(store, phone="+49301234567")
+    last = found["recent_interactions"][0]
+    assert (last["queue"], last["agent"]) == ("billing", "ann")
+    # an agent who already wrote a note on the call stays its agent
+    other = await history.call_started(key=key("n1", "r@host"), call_id="r@host", caller="+49301234567",
+                                       caller_name=None, dialled="100", started_at=T0)
+    await store.db.run_write(_set_agent, other, "bob")
+    await history.call_finished(other, ended_at=T0 + timedelta(seconds=60), ended="agent_hangup", ivr=None,
+                                recording=None, transcript=[],
+                                details={"queue": "support", "agent_id": "ann"})
+    done = await store.get_interaction(other)
+    assert done is not None and (done["queue"], done["agent"]) == ("support", "bob")
+
+
+def _set_agent(conn: Any, interaction_id: str, agent: str) -> None:
+    from sqlalchemy import update
+
+    from cti.writes import INTERACTIONS
+
+    conn.execute(update(INTERACTIONS).where(INTERACTIONS.c.id == interaction_id).values(agent=agent))

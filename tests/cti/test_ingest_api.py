@@ -142,6 +142,9 @@ async def test_identities_of_two_customers_are_a_conflict_and_nothing_is_written
         (body(transcript=[{"start": 2, "end": 1, "speaker": "caller", "kind": "speech"}]), 422,
          "transcript[0].end"),
         ([body()], 422, "body"),
+        (body(queue="support queue"), 422, "queue"),
+        (body(queue="x" * 65), 422, "queue"),
+        (body(status="done"), 422, "status"),
     ],
 )
 async def test_validation_errors_name_the_field(api: Api, payload: Any, status: int, field: str) -> None:
@@ -149,6 +152,23 @@ async def test_validation_errors_name_the_field(api: Api, payload: Any, status: 
     assert (st, err["error"]["field"], err["error"]["status"]) == (status, field, status)
     assert err["error"]["message"]
     assert await counts(api) == (0, 0, 0)
+
+
+async def test_queue_and_status_reach_the_timeline_and_the_lookup(api: Api) -> None:
+    """A chat still open, handled by queue `billing`: what a caller's flow needs to continue it."""
+    st, chat = await api.call("POST", URL, json=body(status="open", queue="billing", agent="ann",
+                                                     subject="a late refund"))
+    assert st == 201
+    st, _done = await api.call("POST", URL, json=body(started_at="2024-04-01T10:00:00Z"))
+    assert st == 201
+    st, page = await api.call("GET", f"/api/v1/customers/{chat['customer_id']}/interactions")
+    assert [(i["status"], i["queue"]) for i in page["interactions"]] == [("open", "billing"),
+                                                                        ("completed", None)]
+    st, found = await api.call("GET", "/api/v1/lookup", params={"phone": "+49 30 1234567"})
+    assert st == 200 and found["recent_interactions"][0]["queue"] == "billing"
+    assert found["recent_interactions"][0]["status"] == "open"
+    st, one = await api.call("GET", f"{URL}/{chat['interaction_id']}")
+    assert st == 200 and one["queue"] == "billing" and one["agent"] == "ann"
 
 
 async def test_malformed_json_and_oversized_bodies(api: Api) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from voice.callcontrol.call import SAMPLE_RATE, CallEnded
+from voice.config import QUEUE_NAME
 from voice.ivr.interpreter import RETURN, EndCall, FlowInterpreter, Turn
 from voice.ivr.model import Flow, MenuOption, Node, Prompt, PromptItem
 from voice.ivr.templates import Template
@@ -398,7 +399,7 @@ def interaction_context(item: dict[str, Any], now: datetime) -> dict[str, Any]:
     status = str(item.get("status") or "")
     return {"id": item.get("id"), "channel": item.get("channel"), "summary": item.get("summary"),
             "subject": item.get("subject"), "agent": item.get("agent"),
-            "disposition": item.get("disposition"),
+            "disposition": item.get("disposition"), "queue": item.get("queue"),
             "status": "open" if status in OPEN_STATUSES else "closed",
             "age": round((now - started).total_seconds()) if started is not None else None}
 
@@ -471,10 +472,15 @@ async def transfer(it: FlowInterpreter, flow: Flow, node: Node) -> str | None:
     reason = ""
     try:
         if target.startswith("queue:"):
-            if it.transfer_queue is None:
+            queue = target.removeprefix("queue:").strip()
+            if not QUEUE_NAME.match(queue):
+                # e.g. queue:{customer.last.queue} with no queue recorded: say so, take on_failure
+                reason = (f"{shown!r} does not name a queue (queue:NAME, NAME of letters, digits, '.', '_' "
+                          f"and '-')")
+            elif it.transfer_queue is None:
                 reason = "no agent queues configured"
             else:
-                res = await it.transfer_queue(it.call, target.removeprefix("queue:"))
+                res = await it.transfer_queue(it.call, queue, **_queue_options(it, args))
                 ok = bool(getattr(res, "ok", res))
                 reason = str(getattr(res, "reason", ""))
         else:
@@ -499,6 +505,26 @@ async def transfer(it: FlowInterpreter, flow: Flow, node: Node) -> str | None:
                 it.redact(reason))
     it.record.transfers_failed.append(shown)
     return args.get("on_failure") or node.next
+
+
+DEFAULT_PREFER_FOR = 30.0
+
+
+def _queue_options(it: FlowInterpreter, args: dict[str, Any]) -> dict[str, Any]:
+    """Agent affinity and the continued interaction of a queue transfer, when the flow gives them
+    (an empty rendering, e.g. a last contact without an agent, gives nothing)."""
+    options: dict[str, Any] = {}
+    if args.get("prefer_agent") is not None:
+        agent = it.text(args["prefer_agent"])[0].strip()[:200]
+        if agent:
+            prefer_for = args.get("prefer_for")
+            options["prefer_agent"] = agent
+            options["prefer_for"] = float(DEFAULT_PREFER_FOR if prefer_for is None else prefer_for)
+    if args.get("continues") is not None:
+        continues = it.text(args["continues"])[0].strip()
+        if continues and len(continues) <= 64:
+            options["continues"] = continues
+    return options
 
 
 def _beep() -> np.ndarray:

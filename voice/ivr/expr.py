@@ -46,8 +46,9 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "digits": _digits,
 }
 # Functions whose answer depends on the service (bound per call by the interpreter):
-# open("support") is whether the `[hours support]` business hours are open now.
-SERVICE_FUNCTIONS = frozenset({"open"})
+# open("support") is whether the `[hours support]` business hours are open now;
+# opening_hours("support") says them ("Monday to Friday from 8 AM to 6 PM").
+SERVICE_FUNCTIONS = frozenset({"open", "opening_hours"})
 CONSTANTS = {"true": True, "false": False, "null": None, "none": None, "True": True, "False": False,
              "None": None}
 

@@ -37,6 +37,14 @@ if TYPE_CHECKING:
     from voice.asr.base import SpeechListener, SpeechResult
 
 log = logging.getLogger("voice.ivr")
+_WARNED_HOURS: set[str] = set()
+
+
+def _warn_no_hours(name: str) -> None:
+    if name not in _WARNED_HOURS and len(_WARNED_HOURS) < 100:
+        _WARNED_HOURS.add(name)
+        log.warning("a flow asks for the business hours %r: no [hours %s] section in the configuration, "
+                    "so the line counts as always open", name[:64], name[:64])
 calls_log = logging.getLogger("voice.calls")
 OWN_END_CAUSES = frozenset({"shutdown", "media_failed"})
 
@@ -83,7 +91,7 @@ class FlowInterpreter:
         http: Any = None,
         recordings_dir: Path,
         prompts_dir: Path,
-        transfer_queue: Callable[[Call, str], Awaitable[Any]] | None = None,
+        transfer_queue: Callable[..., Awaitable[Any]] | None = None,  # (call, queue, **affinity)
         on_event: EventHook | None = None,
         log_record: bool = True,
         hours: Mapping[str, BusinessHours] | None = None,
@@ -104,7 +112,7 @@ class FlowInterpreter:
         self.hours = dict(hours or {})
         self.zone = zoneinfo.ZoneInfo(timezone)
         self.wall_clock = wall_clock or (lambda: datetime.now(UTC))
-        self.functions = {"open": self.is_open}
+        self.functions = {"open": self.is_open, "opening_hours": self.opening_hours}
         self.own_http: Any = None  # session opened on demand when none was given
         self.sensitive: set[str] = set(flow.sensitive)
         info = call.info
@@ -219,11 +227,21 @@ class FlowInterpreter:
 
     # ---- variables -----------------------------------------------------------
     def is_open(self, name: Any) -> bool:
-        """`open("support")`: the `[hours support]` section says the line is open now."""
+        """`open("support")`: the `[hours support]` section says the line is open now. A line
+        without business hours never closes: no such section is open (and logged, once)."""
         hours = self.hours.get(str(name))
         if hours is None:
-            raise ExprError(f"open({name!r}): no [hours {name}] section in the configuration")
+            _warn_no_hours(str(name))
+            return True
         return hours.is_open(self.wall_clock())
+
+    def opening_hours(self, name: Any) -> str:
+        """`opening_hours("support")`: the `[hours support]` schedule, as said to a caller."""
+        hours = self.hours.get(str(name))
+        if hours is None:
+            _warn_no_hours(str(name))
+            return "at any time"
+        return hours.describe() or "at no set times"  # no day open (e.g. every day closed)
 
     def _refresh_now(self) -> None:
         self.vars["now"] = now_view(self.wall_clock().astimezone(self.zone))
@@ -242,7 +260,7 @@ class FlowInterpreter:
     def text(self, template: Template) -> tuple[str, str]:
         """(spoken text, masked text for logs)."""
         self._refresh_now()
-        return template.render(self.vars, self.sensitive)
+        return template.render(self.vars, self.sensitive, self.functions)
 
     def mask(self, var: str | None, value: str) -> str:
         return MASK if var in self.sensitive else value

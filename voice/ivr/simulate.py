@@ -13,10 +13,11 @@ import asyncio
 import logging
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from voice.hours import BusinessHours
 from voice.ivr.harness import FakeTts, make_call
 from voice.ivr.interpreter import FlowInterpreter
 from voice.ivr.library import FlowLibrary
@@ -29,7 +30,11 @@ _KEYS = re.compile(r"^[0-9*#A-D]+$")
 class Simulator:
     def __init__(self, library: FlowLibrary, flow_name: str, caller: str, *, lookup: Any = None,
                  prompts_dir: Path, recordings_dir: Path, read_line: Callable[[], str] | None = None,
-                 out: TextIO = sys.stdout) -> None:
+                 out: TextIO | None = None, hours: Mapping[str, BusinessHours] | None = None,
+                 timezone: str = "UTC") -> None:
+        """`hours`/`timezone`: the config's [hours NAME] sections and [ivr] timezone (`open()`)."""
+        self.hours = dict(hours or {})
+        self.timezone = timezone
         self.library = library
         self.flow_name = flow_name
         self.caller = caller
@@ -37,7 +42,7 @@ class Simulator:
         self.prompts_dir = prompts_dir
         self.recordings_dir = recordings_dir
         self.read_line = read_line or sys.stdin.readline
-        self.out = out
+        self.out = out or sys.stdout  # looked up per run: the default would pin the stdout of import time
         self.want_input = asyncio.Event()
 
     def show(self, text: str) -> None:
@@ -60,13 +65,15 @@ class Simulator:
         call, media, signalling = make_call(caller=self.caller, realtime=0.0)
         listener = TextListener()
 
-        async def transfer_queue(_call: Any, queue: str) -> bool:
-            self.show(f"  -- transferred to agent queue {queue!r}")
+        async def transfer_queue(_call: Any, queue: str, **options: Any) -> bool:
+            extra = "".join(f", {k} {v!r}" for k, v in options.items())
+            self.show(f"  -- transferred to agent queue {queue!r}{extra}")
             return True
 
         interp = FlowInterpreter(flow, call, tts=FakeTts(), speech=listener, lookup=self.lookup,
                                  recordings_dir=self.recordings_dir, prompts_dir=self.prompts_dir,
-                                 transfer_queue=transfer_queue, on_event=self.on_event, log_record=False)
+                                 transfer_queue=transfer_queue, on_event=self.on_event, log_record=False,
+                                 hours=self.hours, timezone=self.timezone)
         task = asyncio.ensure_future(interp.run())
         self.show(f"Calling flow {flow.name!r} as {self.caller}. "
                   "Type keys, words, or an empty line for silence.")
@@ -147,7 +154,8 @@ def main(args: argparse.Namespace) -> int:
                 print(f"customer store unavailable ({exc}); lookups find nothing", file=sys.stderr)
         try:
             sim = Simulator(library, name, args.caller, lookup=lookup, prompts_dir=prompts,
-                            recordings_dir=recordings)
+                            recordings_dir=recordings, hours=cfg.hours if cfg is not None else None,
+                            timezone=cfg.ivr.timezone if cfg is not None else "UTC")
             return await sim.run()
         finally:
             if db is not None:

@@ -108,6 +108,14 @@ ACTIONS: dict[str, ActionSpec] = {
             "on_failure": Field("node"),
             "after_call": Field("node", help="queue transfers: where the caller goes when the agent "
                                              "hangs up first (default: the call ends)"),
+            "prefer_agent": Field("template", help="queue transfers: agent affinity, the agent (id or name) "
+                                                   "offered the call first when available, e.g. "
+                                                   "{customer.last.agent}; empty: anyone"),
+            "prefer_for": Field("number", help="seconds of waiting the caller waits for prefer_agent "
+                                               "before anyone with the skill takes them (default 30)"),
+            "continues": Field("template", help="queue transfers: the id of the earlier interaction this "
+                                                "call continues, e.g. {customer.last.id}; the agent's "
+                                                "screen pop shows it"),
         }),
         ActionSpec("record", "record a message into the recordings directory", fields={
             "prompt": Field("prompt"),

@@ -137,8 +137,10 @@ class Template:
             if not isinstance(p, str):
                 self.names |= p[0].names
 
-    def render(self, variables: Mapping[str, Any], sensitive: Collection[str] = ()) -> tuple[str, str]:
-        """Returns (text to speak, text safe for logs: sensitive values masked)."""
+    def render(self, variables: Mapping[str, Any], sensitive: Collection[str] = (),
+               functions: Mapping[str, Callable[..., Any]] | None = None) -> tuple[str, str]:
+        """Returns (text to speak, text safe for logs: sensitive values masked). `functions`
+        binds the service functions (`open`, `opening_hours`)."""
         spoken: list[str] = []
         shown: list[str] = []
         for p in self.parts:
@@ -148,7 +150,7 @@ class Template:
                 continue
             expr, filters = p
             try:
-                value = expr.evaluate(variables)
+                value = expr.evaluate(variables, functions)
             except ExprError:
                 value = None
             text = "" if value is None else value

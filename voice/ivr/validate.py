@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from voice.config import QUEUE_NAME
 from voice.ivr.expr import Expr, ExprError
 from voice.ivr.model import BUILTIN_VARS, Flow, FlowError, MenuOption, Node, PromptItem, Settings
 from voice.ivr.spec import ACTIONS, FLOW_KEYS, NODE_KEYS, SETTINGS_KEYS, ActionSpec, Field
@@ -324,6 +325,8 @@ class _Parser:
         default_into = {"lookup": "customer", "http": "http", "record": "recording"}.get(action)
         if default_into and not args.get("into"):
             self.assigned.add(default_into)
+        if action == "transfer":
+            self.check_transfer(args, data)
         if spec.input:
             self.check_input(spec, args, data)
             if args.get("sensitive") and args.get("into"):
@@ -343,6 +346,25 @@ class _Parser:
                 return {}
             value = LDictOf({spec.shorthand: value}, line)
         return self.fields(value, spec.fields, spec.name)
+
+    def check_transfer(self, args: dict[str, Any], data: LDict) -> None:
+        """Queue options need a queue target; a written-out queue name must be one."""
+        to = args.get("to")
+        if not isinstance(to, Template):
+            return
+        body = data["transfer"]
+        line_of = body.line_of if isinstance(body, LDict) else (lambda _k: data.line)
+        source = to.source.strip()
+        if source.startswith("queue:") and to.static and not QUEUE_NAME.match(source.removeprefix("queue:")):
+            self.error(line_of("to"), "bad_value", "not a queue name", found=repr(source),
+                       expected="queue:NAME, NAME of letters, digits, '.', '_' and '-'")
+        for key in ("prefer_agent", "prefer_for", "continues", "after_call"):
+            if key in args and args[key] is not None and not source.startswith("queue:"):
+                self.error(line_of(key), "bad_value", f"{key} is for queue transfers", found=repr(source),
+                           expected="to: queue:NAME (or queue:{expression})")
+        if args.get("prefer_for") is not None and args.get("prefer_agent") is None:
+            self.error(line_of("prefer_for"), "missing_key", "prefer_for without prefer_agent",
+                       expected="prefer_agent: the agent to wait for", found="no prefer_agent")
 
     def check_input(self, spec: ActionSpec, args: dict[str, Any], data: LDict) -> None:
         if not (args.get("on_no_input") or args.get("on_failure")):

@@ -106,6 +106,7 @@ function renderPop(pop) {
   $("accept-status").textContent = "";
   $("note-status").textContent = "";
   renderCustomer(pop);
+  renderContinues(pop);
   $("identified").textContent = pop.customer
     ? (IDENTIFIED[pop.identified_by] || (pop.identified_by ? "Identified by " + pop.identified_by : "")) : "";
   const path = $("ivr-path");
@@ -124,6 +125,26 @@ function renderPop(pop) {
   if (!channels.length) recent.append(el("li", "No earlier interactions.", "muted"));
   for (const ch of channels) recent.append(interactionItem(byChannel[ch]));
   document.title = `Call from ${pop.caller.number || "withheld"}`;
+}
+
+function renderContinues(pop) {
+  // The caller chose to continue an earlier conversation: say which, and open it on a click.
+  const box = $("continues");
+  box.replaceChildren();
+  box.hidden = !pop.continues;
+  if (!pop.continues) return;
+  const c = pop.continued || {};
+  const about = c.summary || c.subject || "(no summary)";
+  const line = el("p", null, "continues-line");
+  line.append(el("strong", `Continues ${c.channel || "an"} interaction ${pop.continues}`), ": ", el("span", about));
+  if (c.agent) line.append(" ", el("span", `(with ${c.agent})`, "muted"));
+  box.append(line);
+  box.dataset.id = pop.continues;
+  box.title = "Show the conversation";
+  box.onclick = (event) => {
+    if (event.target.closest(".detail")) return;
+    openInteraction(pop.continues, box);
+  };
 }
 
 async function openTimeline(customerId) {
