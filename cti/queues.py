@@ -65,6 +65,7 @@ class QueueSpec:
     ringing: str = "music"  # while an agent's phone rings the caller hears: music | ringback
     overflow: str | None = None  # the queue a caller moves to when the timeout passes
     service_level: float = 20.0  # seconds: answered within counts as within the service level
+    callback_key: str = ""  # the key a waiting caller presses to be called back ("": not offered)
 
     @property
     def required_skill(self) -> str:
@@ -199,9 +200,13 @@ class QueueEngine:
                 free.remove(agent)
         return out
 
-    def offer(self, call_id: str, now: float) -> AgentSlot | None:
-        """Reserve this caller's agent, if one is free for them now: agent -> ringing."""
-        agent_id = self.assignments().get(call_id)
+    def offer(self, call_id: str, now: float, agent_id: str | None = None) -> AgentSlot | None:
+        """Reserve this caller's agent, if one is free for them now: agent -> ringing. `agent_id`:
+        the one `assignments()` just gave (saves computing the matching again)."""
+        if agent_id is None or self.agents.get(agent_id) is None or \
+                self.agents[agent_id].state != AgentState.AVAILABLE or call_id not in self.calls or \
+                self.calls[call_id].offered_to is not None:
+            agent_id = self.assignments().get(call_id)
         if agent_id is None:
             return None
         slot = self.agents[agent_id]

@@ -91,6 +91,8 @@ class CallRecorder:
                 "target": event.target, "ok": event.ok, "agent_id": event.agent_id,
                 "waited": round(event.waited, 3), "talk_seconds": round(event.talk_seconds, 3),
                 "hangup_by": event.hangup_by})
+            if event.callback_id:  # the caller hung up to be called back: the callback's record links here
+                self._details[call.key]["callback_id"] = event.callback_id
         elif isinstance(event, CallFinished):
             self._then(call.key, lambda: self._finished(event), last=True)
 
@@ -147,7 +149,8 @@ class CallRecorder:
         call.interaction_id = await self.history.call_started(
             interaction_id=call.interaction_id, key=call.key, call_id=info.call_id, caller=info.caller,
             caller_name=info.caller_name, dialled=info.dialled, node=event.node,
-            started_at=datetime.fromtimestamp(info.started_at, UTC), customer_id=call.customer_id)
+            started_at=datetime.fromtimestamp(info.started_at, UTC), customer_id=call.customer_id,
+            direction=event.direction, metadata=event.metadata)
         self._written.add(call.key)
         log.debug("call recorded call_id=%s interaction=%s node=%s key=%s", info.call_id, call.interaction_id,
                   event.node, call.key)
