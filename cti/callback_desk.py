@@ -26,7 +26,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from cti.agents import AgentNotFound
@@ -115,23 +115,24 @@ class CallbackDesk:
 
     # ---- scheduling --------------------------------------------------------------------------
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         next_look = 0.0
         while True:
             try:
-                if self._refresh.is_set() or time.monotonic() >= next_look:
+                if self._refresh.is_set() or loop.time() >= next_look - 0.001:
                     self._refresh.clear()
                     await self._load()
-                    next_look = time.monotonic() + self.poll_interval
+                    next_look = loop.time() + self.poll_interval
                 self._dispatch()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database away: try again at the next look
                 log.warning("callbacks: %s: %s", type(exc).__name__, exc)
-                next_look = time.monotonic() + self.poll_interval
+                next_look = loop.time() + self.poll_interval
             refresh = asyncio.ensure_future(self._refresh.wait())
             waiters: set[asyncio.Future[Any]] = {self.desk._wake_future(), refresh}
             try:
-                await asyncio.wait(waiters, timeout=max(0.0, next_look - time.monotonic()),
+                await asyncio.wait(waiters, timeout=max(0.0, next_look - loop.time()),
                                    return_when=asyncio.FIRST_COMPLETED)
             finally:
                 refresh.cancel()
@@ -149,8 +150,10 @@ class CallbackDesk:
         for key, row in due.items():
             if key in self.rows or key in self.serving:
                 continue
-            entered = _ts(row["entered_at"])
-            engine.enqueue(key, row["queue"], entered, timeout=_ts(row["give_up_at"]) - entered)
+            # The place in line, on the desk's clock (the engine's): as long ago as the caller entered.
+            entered = self.desk.clock() - max(0.0, time.time() - _ts(row["entered_at"]))
+            engine.enqueue(key, row["queue"], entered,
+                           timeout=_ts(row["give_up_at"]) - _ts(row["entered_at"]))
             self.rows[key] = row
 
     def _dispatch(self) -> None:
@@ -175,7 +178,8 @@ class CallbackDesk:
 
     # ---- one callback --------------------------------------------------------------------------
     async def _serve(self, key: str, row: dict[str, Any], slot: AgentSlot, spec: QueueSpec) -> None:
-        free_at = time.monotonic()
+        loop = asyncio.get_running_loop()
+        free_at = loop.time()
         desk, engine, cb_id = self.desk, self.desk.engine, row["id"]
         assert self.dialer is not None
         if not await self.store.claim(cb_id, self.node, slot.id):
@@ -219,7 +223,7 @@ class CallbackDesk:
                                                 "continues": row["original_interaction_id"],
                                                 "queue": row["queue"], "agent_id": slot.id,
                                                 "callback_reason": row["reason"]})
-            invite_at = time.monotonic()
+            invite_at = loop.time()
             self.placed.append((cb_id, free_at, invite_at))
             conn = await self.dialer.call_customer(agent_leg, customer, timeout=self.customer_ring_timeout,
                                                    on_ringing=ringing)
@@ -278,7 +282,12 @@ class CallbackDesk:
         if customer is None:
             found = await lookup(store, phone=row["number"], recent=self.desk.recent)
             customer, recent = found["customer"], found["recent_interactions"]
-        waited = max(0, round((datetime.now(UTC).timestamp() - _ts(row["entered_at"])) / 60))
+        entry = self.desk.engine.calls.get(self.key(row["id"]))
+        if entry is not None:
+            since = self.desk.clock() - entry.arrived
+        else:
+            since = time.time() - _ts(row["entered_at"])
+        waited = max(0, round(since / 60))
         who = row["name"] or (customer or {}).get("name") or row["number"]
         text = f"Callback for {who} ({row['number']}), waited {waited} min"
         if row["attempts"]:

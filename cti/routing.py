@@ -373,7 +373,8 @@ class AgentDesk:
             return None
         row, _ = await self.callbacks.request(NewCallback(
             number=number, queue=queue_name, customer_id=call.customer_id, channel="voice",
-            reason="asked while waiting", entered_at=datetime.fromtimestamp(entered, UTC),
+            reason="asked while waiting",
+            entered_at=datetime.fromtimestamp(time.time() - (self.clock() - entered), UTC),
             original_interaction_id=call.interaction_id, idempotency_key=f"hold:{call.key}"))
         log.info("call %s: callback %s requested while waiting in %s", call.key, row["id"], queue_name)
         await say_goodbye(call, self.voice, number)
