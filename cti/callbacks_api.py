@@ -36,6 +36,8 @@ async def post_callback(request: web.Request) -> web.Response:
     if customer_id and customer is None:
         raise ApiError(404, "no such customer", "customer_id")
     if raw_phone is not None:
+        if not re.fullmatch(PHONE_PATTERN, raw_phone):
+            raise invalid("phone", "not a phone number (digits, an optional leading +, 7 to 15 digits)")
         try:
             number = normalize_phone(raw_phone, store.default_country)
         except IdentityError as exc:
@@ -45,8 +47,10 @@ async def post_callback(request: web.Request) -> web.Response:
         if not phones:
             raise invalid("phone", "is required (the customer has no phone number on record)")
         number = phones[0]
-    channel = opt_str(body, "channel", 40) or "api"
-    if not re.fullmatch(r"[a-z][a-z0-9_-]{0,39}", channel):
+    channel = opt_str(body, "channel", 40)
+    if channel is None:
+        channel = "api"
+    elif not re.fullmatch(r"[a-z][a-z0-9_-]{0,39}", channel):
         raise invalid("channel", "must be a channel name (lower-case letters, digits, '_', '-')")
     key = opt_str(body, "idempotency_key", 200)
     name = opt_str(body, "name", 200)
