@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from tests.cti.conftest import Api
 
+NOBODY = "00000000-0000-4000-8000-000000000000"
+
 
 async def test_a_chat_asks_for_a_callback_for_a_known_customer(api: Api) -> None:
     status, customer = await api.call("POST", "/api/v1/customers",
@@ -19,7 +21,8 @@ async def test_a_chat_asks_for_a_callback_for_a_known_customer(api: Api) -> None
     assert made["earliest"].startswith("2030-01-02T08:30:00")
     status, again = await api.call("POST", "/api/v1/callbacks", json=body)
     assert status == 200 and again["id"] == made["id"]  # the retry got the same one
-    status, listed = await api.call("GET", "/api/v1/callbacks", params={"state": "queued", "queue": "support"})
+    status, listed = await api.call("GET", "/api/v1/callbacks",
+                                    params={"state": "queued", "queue": "support"})
     assert status == 200 and [c["id"] for c in listed["callbacks"]] == [made["id"]]
     status, one = await api.call("GET", f"/api/v1/callbacks/{made['id']}")
     assert status == 200 and one["reason"] == "invoice question"
@@ -32,7 +35,7 @@ async def test_bad_callback_requests_name_the_field(api: Api) -> None:
              ({"queue": "support", "phone": "12"}, 422, "phone"),
              ({"queue": "support", "phone": "+4930123456", "earliest": "tomorrow"}, 422, "earliest"),
              ({"queue": "support", "phone": "+4930123456", "colour": "red"}, 422, "colour"),
-             ({"queue": "support", "customer_id": "00000000-0000-4000-8000-000000000000"}, 404, "customer_id")]
+             ({"queue": "support", "customer_id": NOBODY}, 404, "customer_id")]
     for body, want, field in cases:
         status, err = await api.call("POST", "/api/v1/callbacks", json=body)
         assert (status, (err.get("error") or {}).get("field")) == (want, field), (body, err)
