@@ -26,11 +26,13 @@ import functools
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from cti.agents import AgentNotFound
 from cti.callbacks import CallbackStore, NewCallback
+from cti.identity import IdentityError, normalize_phone
 from cti.lookup import lookup
 from cti.ports import CustomerNumber, OutboundDialer, OutboundLeg
 from cti.queues import AgentSlot, AgentState, QueueSpec
@@ -105,6 +107,12 @@ class CallbackDesk:
     # ---- requests ----------------------------------------------------------------------------
     async def request(self, item: NewCallback) -> tuple[dict[str, Any], bool]:
         """Store a callback (the API's, or a waiting caller's) and tell every node."""
+        if item.customer_id is None:  # the number's owner, when the store knows them
+            with contextlib.suppress(IdentityError):
+                phone = normalize_phone(item.number, self.desk.store.default_country)
+                found = await self.desk.store.find_customer_id("phone", phone)
+                if found is not None:
+                    item = replace(item, customer_id=found)
         row, created = await self.store.create(item)
         if created:
             log.info("callback %s requested for queue %s (channel %s)", row["id"], row["queue"],
