@@ -14,8 +14,9 @@ Rules (the whole contract; the table's rules are in cti.callbacks):
   back to queued (no attempt counted: the customer was not called). Answered: the agent is
   on_call, the row `dialing` (attempt + 1), the customer is called through the trunk and bridged
   (`call_customer`); the attempt's result makes it done, queued for a retry, or failed.
-- `close()` (the service stops) cancels what is in flight; the node's `offering` rows go back
-  to queued, its `dialing` ones count as an attempt (cti.callbacks `recover`), also at start.
+- `drain(timeout)` (SIGTERM) stops placing new ones and lets those in progress end; `close()`
+  cancels what is still in flight: the node's `offering` rows go back to queued, its `dialing`
+  ones are done (answered) or count as an attempt (cti.callbacks `recover`), also at start.
 """
 
 from __future__ import annotations
@@ -83,6 +84,18 @@ class CallbackDesk:
         self.desk.bus.add_listener(self._on_event)
         if self.dialer is not None:
             self._task = asyncio.ensure_future(self._run())
+
+    async def drain(self, timeout: float) -> None:
+        """Stop placing new callbacks; let those in progress finish for up to `timeout` s."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        tasks = list(self.serving.values())
+        if tasks:
+            log.info("draining: %d callbacks in progress, up to %.0f s", len(tasks), timeout)
+            await asyncio.wait(tasks, timeout=timeout)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -236,6 +249,7 @@ class CallbackDesk:
             conn = await self.dialer.call_customer(agent_leg, customer, timeout=self.customer_ring_timeout,
                                                    on_ringing=ringing)
             if conn.answered:
+                await self.store.answered(cb_id, self.node, conn.interaction_id)
                 end = await conn.wait_finished()
                 state = await self.store.attempt_over(
                     cb_id, self.node, answered=True, interaction_id=conn.interaction_id,

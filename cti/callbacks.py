@@ -6,9 +6,11 @@ Rules (the whole contract; the table is migration callbacks_0001):
   never both place one: whoever's update hit one row goes on, the other drops it.
 - `offering`: an agent's phone rings for it; the customer has not been called. A node that stops
   (or starts again after a crash) puts its own `offering` rows back to `queued` untouched.
-- `dialing`: set *before* the customer's INVITE leaves, with `attempts` + 1. A node that starts
-  and finds its own `dialing` rows cannot know whether the customer's phone rang: the attempt
-  counts, and the row is retried or failed by the retry rules like an unanswered attempt.
+- `dialing`: set *before* the customer's INVITE leaves, with `attempts` + 1; the record's id is
+  written the moment the customer answers. A node that starts and finds its own `dialing` rows
+  makes the answered ones `done` (never called again) and counts the others as an unanswered
+  attempt (retried or failed by the retry rules). A graceful stop lets calls in progress end
+  first (`CallbackDesk.drain`), so it leaves no `dialing` row at all.
 - After an attempt: `done` (the customer answered and talked to the agent), else `queued` again
   with `earliest` = now + retry_interval while attempts <= retries and before `give_up_at`, else
   `failed`. `history` keeps one entry per attempt (time, agent, result).
@@ -46,7 +48,7 @@ CALLBACKS = Table(
     Column("entered_at", UtcDateTime(), nullable=False),
     Column("give_up_at", UtcDateTime(), nullable=False),
     Column("original_interaction_id", String(36)),
-    Column("interaction_id", String(36)),  # the callback call's own record
+    Column("interaction_id", String(36)),  # the callback call's own record (set at the answer)
     Column("node", String(64)),  # the node that holds the claim
     Column("agent_id", String(64)),
     Column("last_result", String(200)),
@@ -165,10 +167,13 @@ def _recover(conn: Connection, node: str, rules: RetryRules) -> dict[str, int]:
     back = conn.execute(update(CALLBACKS).where(CALLBACKS.c.state == "offering", CALLBACKS.c.node == node)
                         .values(state="queued", node=None, agent_id=None)).rowcount
     counted = 0
-    for row in conn.execute(select(CALLBACKS.c.id).where(CALLBACKS.c.state == "dialing",
-                                                         CALLBACKS.c.node == node)).all():
-        _attempt_over(conn, row.id, node, answered=False, result="interrupted (the service stopped)",
-                      interaction_id=None, rules=rules, now=now)
+    for row in conn.execute(select(CALLBACKS.c.id, CALLBACKS.c.interaction_id).where(
+            CALLBACKS.c.state == "dialing", CALLBACKS.c.node == node)).all():
+        # Answered (its record exists): done, never placed again. Else the attempt counts.
+        answered = row.interaction_id is not None
+        _attempt_over(conn, row.id, node, answered=answered, interaction_id=row.interaction_id,
+                      result="interrupted (the service stopped)" + (" after the answer" if answered else ""),
+                      rules=rules, now=now)
         counted += 1
     return {"requeued": back, "interrupted": counted}
 
@@ -240,6 +245,11 @@ class CallbackStore:
     async def dialing(self, callback_id: str, node: str, agent_id: str) -> bool:
         """offering -> dialing, attempts + 1: the customer's INVITE leaves next."""
         return await self.db.run_write(_dialing, callback_id, node, agent_id)
+
+    async def answered(self, callback_id: str, node: str, interaction_id: str | None) -> bool:
+        """The customer answered (still dialing): a restart from now on counts it done."""
+        return await self.db.run_write(_move, callback_id, "dialing", node,
+                                       {"interaction_id": interaction_id or "answered"})
 
     async def attempt_over(self, callback_id: str, node: str | None, *, answered: bool, result: str,
                            interaction_id: str | None = None) -> str | None:

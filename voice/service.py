@@ -143,19 +143,20 @@ class Service:
 
     async def drain(self, timeout: float | None = None) -> None:
         """Stop taking calls and let those in progress finish (then goodbye and end them)."""
+        limit = self.config.sip.drain_timeout if timeout is None else timeout
+        callbacks = self._callbacks()
+        if callbacks is not None:
+            await callbacks.drain(limit)
         if self.switch is not None:
-            await self.switch.drain(self.config.sip.drain_timeout if timeout is None else timeout)
+            await self.switch.drain(limit)
 
     async def stop(self) -> None:
         if self.registration is not None and self.endpoint is not None:
             self.registration.stop(self.endpoint.now())
             self.endpoint.flush()
-        if self.http_runner is not None:
-            from cti.web.keys import CALLBACKS_KEY
-
-            callbacks = self.http_runner.app.get(CALLBACKS_KEY)
-            if callbacks is not None:  # no new callbacks placed; those being offered go back in line
-                await callbacks.close()
+        callbacks = self._callbacks()
+        if callbacks is not None:  # no new callbacks placed; those being offered go back in line
+            await callbacks.close()
         if self.originator is not None:
             await self.originator.end_all()
         if self.switch is not None:
@@ -177,6 +178,14 @@ class Service:
             await self.nodes.stop()
         if self.http_runner is not None:
             await self.http_runner.cleanup()
+
+    def _callbacks(self) -> Any:
+        """The desk's callback scheduler (cti.callback_desk.CallbackDesk), once HTTP is up."""
+        if self.http_runner is None:
+            return None
+        from cti.web.keys import CALLBACKS_KEY
+
+        return self.http_runner.app.get(CALLBACKS_KEY)
 
     def _readiness(self) -> None:
         """What /readyz reports besides the database: SIP listening, speech workers up; and the
