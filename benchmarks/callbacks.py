@@ -119,8 +119,9 @@ async def request_all(svc: RunningService, n: int) -> None:
 async def create_agents(svc: RunningService, n: int, phone: str) -> None:
     async with aiohttp.ClientSession() as http:
         for i in range(n):
-            await api(http, svc, "POST", "/agents", {"id": f"a{i:02d}", "name": f"Agent {i}",
-                                                      "sip_uri": f"sip:a{i:02d}@{phone}", "skills": ["support"]})
+            await api(http, svc, "POST", "/agents", {
+                "id": f"a{i:02d}", "name": f"Agent {i}", "sip_uri": f"sip:a{i:02d}@{phone}",
+                "skills": ["support"]})
 
 
 def main() -> int:
