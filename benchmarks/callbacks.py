@@ -192,7 +192,8 @@ def main() -> int:
     if lat:
         ms = np.array(lat) * 1000
         print(f"agent free -> customer INVITE at the trunk ({len(ms)} callbacks): "
-              f"p50 {np.percentile(ms, 50):.0f} ms, p99 {np.percentile(ms, 99):.0f} ms, max {ms.max():.0f} ms")
+              f"p50 {np.percentile(ms, 50):.0f} ms, p99 {np.percentile(ms, 99):.0f} ms, "
+              f"max {ms.max():.0f} ms")
     print(f"load average during the run (1/5/15 min): {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
           f"{os.cpu_count()} cores")
     ok = states.get("done", 0) == args.callbacks and not twice and not never
