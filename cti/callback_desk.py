@@ -203,14 +203,14 @@ class CallbackDesk:
         free_at = loop.time()
         desk, engine, cb_id = self.desk, self.desk.engine, row["id"]
         assert self.dialer is not None
-        if not await self.store.claim(cb_id, self.node, slot.id):
+        claim = await self.store.claim(cb_id, self.node, slot.id, key)  # and the agent reserved
+        if claim == "taken":
             engine.abandon(key)  # another node has it (or it was cancelled)
             self.rows.pop(key, None)
             desk._poke()
             return
-        if not await desk.agents.reserve(slot.id, key):
+        if claim == "busy":
             engine.withdraw(key)  # another node was faster for this agent
-            await self.store.unclaim(cb_id, self.node)
             agent = await desk.agents.get_agent(slot.id)
             if agent is not None:
                 desk.apply_agent(agent)
@@ -219,20 +219,29 @@ class CallbackDesk:
         dialing = False
         try:
             await desk._state_changed(slot.id, AgentState.RINGING, slot.since, key)
-            await desk.publish_screen_pop(slot.id, await self.screen_pop(row, slot.id, spec))
             who = row["name"] or row["number"]
-            agent_leg = await self.dialer.ring_agent(slot.sip_uri, timeout=spec.ring_timeout,
-                                                     display=f"Callback {who}"[:60])
+            ring = asyncio.ensure_future(self.dialer.ring_agent(slot.sip_uri, timeout=spec.ring_timeout,
+                                                                display=f"Callback {who}"[:60]))
+            try:  # the pop is built and sent while the agent's phone rings
+                await desk.publish_screen_pop(slot.id, await self.screen_pop(row, slot.id, spec))
+            except Exception:
+                log.exception("callback %s: no screen pop for agent %s", cb_id, slot.id)
+            try:
+                agent_leg = await ring
+            except asyncio.CancelledError:
+                ring.cancel()
+                raise
             if not agent_leg.answered:
                 await self._agent_missed(key, row, slot, spec, agent_leg)
                 return
             engine.answered(key, desk.clock())
             self.rows.pop(key, None)
-            await desk.set_agent_state(slot.id, AgentState.ON_CALL, key)
-            if not await self.store.dialing(cb_id, self.node, slot.id):
+            since = await self.store.dialing(cb_id, self.node, slot.id, key)  # and the agent on_call
+            if since is None:
                 agent_leg.hangup()
                 return
             dialing = True
+            await desk._state_changed(slot.id, AgentState.ON_CALL, since.timestamp(), key)
 
             def ringing() -> None:
                 if self.on_customer_ringing is not None:

@@ -29,8 +29,10 @@ from sqlalchemy import Column, ForeignKey, Index, Integer, String, Table, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from cti.agents import AGENTS
 from cti.db import Database
 from cti.models import Base, JsonType, UtcDateTime, new_id, utcnow
+from cti.queues import AgentState
 from cti.store import iso
 
 CALLBACKS = Table(
@@ -123,13 +125,33 @@ def _move(conn: Connection, callback_id: str, from_state: str, node: str | None,
     return bool(conn.execute(update(CALLBACKS).where(*where).values(**values)).rowcount)
 
 
-def _dialing(conn: Connection, callback_id: str, node: str, agent_id: str) -> bool:
+def _claim(conn: Connection, callback_id: str, node: str, agent_id: str, key: str) -> str:
+    """queued -> offering and the agent available -> ringing, in one transaction: "ok", "taken"
+    (the callback is not queued any more) or "busy" (the agent is not available any more)."""
+    if not _move(conn, callback_id, "queued", None,
+                 {"state": "offering", "node": node, "agent_id": agent_id}):
+        return "taken"
+    reserved = conn.execute(update(AGENTS).where(
+        AGENTS.c.id == agent_id, AGENTS.c.state == AgentState.AVAILABLE.value).values(
+        state=AgentState.RINGING.value, call_id=key)).rowcount
+    if not reserved:
+        _move(conn, callback_id, "offering", node, {"state": "queued", "node": None, "agent_id": None})
+        return "busy"
+    return "ok"
+
+
+def _dialing(conn: Connection, callback_id: str, node: str, agent_id: str, key: str) -> datetime | None:
+    """offering -> dialing (attempt + 1) and the agent on_call, in one transaction; the agent's
+    `state_since`, or None when the row is not this node's offering one any more."""
     row = conn.execute(select(CALLBACKS.c.attempts).where(
         CALLBACKS.c.id == callback_id, CALLBACKS.c.state == "offering", CALLBACKS.c.node == node)).first()
-    if row is None:
-        return False
-    return _move(conn, callback_id, "offering", node, {"state": "dialing", "attempts": row.attempts + 1,
-                                                       "agent_id": agent_id, "placed_at": utcnow()})
+    now = utcnow()
+    if row is None or not _move(conn, callback_id, "offering", node, {
+            "state": "dialing", "attempts": row.attempts + 1, "agent_id": agent_id, "placed_at": now}):
+        return None
+    conn.execute(update(AGENTS).where(AGENTS.c.id == agent_id).values(
+        state=AgentState.ON_CALL.value, state_since=now, call_id=key))
+    return now
 
 
 def _attempt_over(conn: Connection, callback_id: str, node: str | None, *, answered: bool, result: str,
@@ -162,13 +184,23 @@ def _attempt_over(conn: Connection, callback_id: str, node: str | None, *, answe
 
 
 def _recover(conn: Connection, node: str, rules: RetryRules) -> dict[str, int]:
-    """A node starting (or stopping): its offers go back in line; its dials were attempts."""
+    """A node starting (or stopping): its offers go back in line (the agents rung for them go
+    back to idle in their place); its dials were attempts (the agents on them go away)."""
     now = utcnow()
-    back = conn.execute(update(CALLBACKS).where(CALLBACKS.c.state == "offering", CALLBACKS.c.node == node)
-                        .values(state="queued", node=None, agent_id=None)).rowcount
+    offered = [r.id for r in conn.execute(select(CALLBACKS.c.id).where(
+        CALLBACKS.c.state == "offering", CALLBACKS.c.node == node))]
+    for callback_id in offered:
+        _move(conn, callback_id, "offering", node, {"state": "queued", "node": None, "agent_id": None})
+        conn.execute(update(AGENTS).where(AGENTS.c.call_id == f"callback:{callback_id}",
+                                          AGENTS.c.state == AgentState.RINGING.value)
+                     .values(state=AgentState.AVAILABLE.value, call_id=None))
+    back = len(offered)
     counted = 0
     for row in conn.execute(select(CALLBACKS.c.id, CALLBACKS.c.interaction_id).where(
             CALLBACKS.c.state == "dialing", CALLBACKS.c.node == node)).all():
+        busy = (AgentState.RINGING.value, AgentState.ON_CALL.value)
+        conn.execute(update(AGENTS).where(AGENTS.c.call_id == f"callback:{row.id}", AGENTS.c.state.in_(busy))
+                     .values(state=AgentState.AWAY.value, state_since=now, call_id=None))
         # Answered (its record exists): done, never placed again. Else the attempt counts.
         answered = row.interaction_id is not None
         _attempt_over(conn, row.id, node, answered=answered, interaction_id=row.interaction_id,
@@ -230,10 +262,10 @@ class CallbackStore:
         """Queued callbacks whose `earliest` has come, oldest place in line first."""
         return await self.db.run_read(_due, until or datetime.now(UTC), limit)
 
-    async def claim(self, callback_id: str, node: str, agent_id: str) -> bool:
-        """queued -> offering, for this node (False: someone else has it, or it is not queued)."""
-        return await self.db.run_write(_move, callback_id, "queued", None,
-                                       {"state": "offering", "node": node, "agent_id": agent_id})
+    async def claim(self, callback_id: str, node: str, agent_id: str, key: str | None = None) -> str:
+        """queued -> offering for this node, and the agent reserved (available -> ringing with
+        `key` as its call): "ok", "taken" (someone else has it, or it is not queued) or "busy"."""
+        return await self.db.run_write(_claim, callback_id, node, agent_id, key or f"callback:{callback_id}")
 
     async def unclaim(self, callback_id: str, node: str, result: str | None = None) -> bool:
         """offering -> queued: the agent did not take it; the customer was not called."""
@@ -242,9 +274,12 @@ class CallbackStore:
             values["last_result"] = result[:200]
         return await self.db.run_write(_move, callback_id, "offering", node, values)
 
-    async def dialing(self, callback_id: str, node: str, agent_id: str) -> bool:
-        """offering -> dialing, attempts + 1: the customer's INVITE leaves next."""
-        return await self.db.run_write(_dialing, callback_id, node, agent_id)
+    async def dialing(self, callback_id: str, node: str, agent_id: str,
+                      key: str | None = None) -> datetime | None:
+        """offering -> dialing, attempts + 1, the agent on_call: the customer's INVITE leaves next.
+        Returns the agent's on_call `since` (None: the row was not this node's offering one)."""
+        return await self.db.run_write(_dialing, callback_id, node, agent_id,
+                                       key or f"callback:{callback_id}")
 
     async def answered(self, callback_id: str, node: str, interaction_id: str | None) -> bool:
         """The customer answered (still dialing): a restart from now on counts it done."""

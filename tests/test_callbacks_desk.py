@@ -277,18 +277,37 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 
 async def test_one_claim_wins_and_a_restarted_node_puts_back_what_it_left(db: Database) -> None:
     store = CallbackStore(db, RetryRules(retries=0, retry_interval=1))
+    agents = AgentStore(db)
+    for name in ("ann", "bob"):
+        await agents.create_agent(agent_id=name, name=name, sip_uri=f"sip:{name}@127.0.0.1",
+                                  skills=["support"], password=None)
+        await agents.set_state(name, AgentState.AVAILABLE)
     row, created = await store.create(NewCallback(number="+4930123", queue="support", idempotency_key="k1"))
     same = NewCallback(number="+4930123", queue="support", idempotency_key="k1")
     again, created_again = await store.create(same)
     assert created and not created_again and again["id"] == row["id"]
     results = await asyncio.gather(*(store.claim(row["id"], f"n{i}", "ann") for i in range(5)))
-    assert sorted(results) == [False] * 4 + [True]
-    winner = f"n{results.index(True)}"
+    assert sorted(results) == ["ok"] + ["taken"] * 4
+    assert (await agents.get_agent("ann"))["state"] == "ringing"  # type: ignore[index]
+    winner = f"n{results.index('ok')}"
     assert await store.recover(winner) == {"requeued": 1, "interrupted": 0}  # offered only: back in line
     assert (await store.get(row["id"]))["state"] == "queued"  # type: ignore[index]
-    assert await store.claim(row["id"], "n1", "ann") and await store.dialing(row["id"], "n1", "ann")
-    assert not await store.claim(row["id"], "n2", "bob")  # dialing: nobody else may take it
+    assert (await agents.get_agent("ann"))["state"] == "available"  # type: ignore[index]
+    assert await store.claim(row["id"], "n1", "ann") == "ok" and await store.dialing(row["id"], "n1", "ann")
+    assert await store.claim(row["id"], "n2", "bob") == "taken"  # dialing: nobody else may take it
     # n1 dies while the customer's phone rang: on restart the attempt counts (retries=0: failed)
     assert await store.recover("n1") == {"requeued": 0, "interrupted": 1}
     final = await store.get(row["id"])
     assert final is not None and final["state"] == "failed" and final["attempts"] == 1
+    assert (await agents.get_agent("ann"))["state"] == "away"  # type: ignore[index]
+    # another one answered just before the crash: done at the restart, never called again
+    other, _ = await store.create(NewCallback(number="+4930456", queue="support"))
+    assert await store.claim(other["id"], "n1", "bob") == "ok"
+    assert await store.dialing(other["id"], "n1", "bob")
+    assert await store.answered(other["id"], "n1", CALLBACK_RECORD)
+    assert await store.recover("n1") == {"requeued": 0, "interrupted": 1}
+    assert (await store.get(other["id"]))["state"] == "done"  # type: ignore[index]
+    # an agent taken meanwhile: the claim gives the callback back at once
+    third, _ = await store.create(NewCallback(number="+4930789", queue="support"))
+    assert await store.claim(third["id"], "n1", "bob") == "busy"
+    assert (await store.get(third["id"]))["state"] == "queued"  # type: ignore[index]
