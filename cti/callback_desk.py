@@ -74,6 +74,11 @@ class CallbackDesk:
     def key(callback_id: str) -> str:
         return PREFIX + callback_id
 
+    @staticmethod
+    def can_ring(agent: AgentSlot) -> bool:
+        """Callbacks ring SIP phones; browser agents (browser:ID) are left to the callers on the line."""
+        return not agent.sip_uri.startswith("browser:")
+
     # ---- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         """Put back what this node left half done (a crash, a restart), then schedule."""
@@ -173,8 +178,9 @@ class CallbackDesk:
                 continue
             # The place in line, on the desk's clock (the engine's): as long ago as the caller entered.
             entered = self.desk.clock() - max(0.0, time.time() - _ts(row["entered_at"]))
-            engine.enqueue(key, row["queue"], entered,
-                           timeout=_ts(row["give_up_at"]) - _ts(row["entered_at"]))
+            entry = engine.enqueue(key, row["queue"], entered,
+                                   timeout=_ts(row["give_up_at"]) - _ts(row["entered_at"]))
+            entry.accepts = self.can_ring
             self.rows[key] = row
 
     def _dispatch(self) -> None:
@@ -272,15 +278,25 @@ class CallbackDesk:
             log.info("callback %s: attempt by agent %s: %s", cb_id, slot.id, state)
             await desk.bus.publish(slot.id, {"type": "callback", "agent_id": slot.id, "callback_id": cb_id,
                                              "state": state, "at": time.time()})
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, Exception) as exc:
             if agent_leg is not None:
                 agent_leg.hangup()
+            stopped = isinstance(exc, asyncio.CancelledError)
+            why = "the service stopped" if stopped else f"error: {exc!r}"[:150]
+            if not isinstance(exc, asyncio.CancelledError):
+                log.exception("callback %s: placing it failed", cb_id)
             if not dialing:  # stopped before the customer was called: back in line, untouched
                 with contextlib.suppress(Exception):
-                    await self.store.unclaim(cb_id, self.node, "the service stopped")
+                    await self.store.unclaim(cb_id, self.node, why)
                 with contextlib.suppress(Exception):
                     await desk.agents.release(slot.id, key, AgentState.AVAILABLE, keep_since=True)
-            raise
+                engine.abandon(key)  # read again from the table at the next look
+                self.rows.pop(key, None)
+            elif not isinstance(exc, asyncio.CancelledError):
+                with contextlib.suppress(Exception):
+                    await self.store.attempt_over(cb_id, self.node, answered=False, result=why)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
         finally:
             if agent_leg is not None and agent_leg.answered:
                 with contextlib.suppress(AgentNotFound):
@@ -323,6 +339,11 @@ class CallbackDesk:
         text = f"Callback for {who} ({row['number']}), waited {waited} min"
         if row["attempts"]:
             text += f", attempt {row['attempts'] + 1}"
+        recent = [{k: i.get(k) for k in _RECENT_FIELDS} for i in recent
+                  if i.get("id") != row["original_interaction_id"]]
+        by_channel: dict[str, dict[str, Any]] = {}
+        for item in recent:
+            by_channel.setdefault(str(item["channel"]), item)
         return {
             "type": "screen_pop", "call_id": self.key(row["id"]), "sip_call_id": None,
             "interaction_id": row["original_interaction_id"], "agent_id": agent_id, "queue": spec.name,
@@ -330,8 +351,7 @@ class CallbackDesk:
             "customer": customer, "found": customer is not None,
             "identified_by": "callback" if customer else None,
             "ivr": {"flow": None, "node": None, "path": [], "inputs": []}, "transcript": [],
-            "recent_interactions": [{k: i.get(k) for k in _RECENT_FIELDS} for i in recent],
-            "last_by_channel": {},
+            "recent_interactions": recent, "last_by_channel": by_channel,
             "callback": {"id": row["id"], "number": row["number"], "name": row["name"],
                          "reason": row["reason"],
                          "waited_minutes": waited, "attempt": row["attempts"] + 1, "channel": row["channel"],

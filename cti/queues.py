@@ -22,7 +22,7 @@ Every method takes `now` (seconds, any monotonic clock), so tests move the clock
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -81,6 +81,7 @@ class Waiting:
     deadline: float
     offered_to: str | None = None
     tried: set[str] = field(default_factory=set)  # agents that let it ring out: offered last
+    accepts: Callable[[AgentSlot], bool] | None = None  # which agents may take it (None: any with the skill)
 
 
 class QueueEngine:
@@ -191,7 +192,7 @@ class QueueEngine:
         free = self._idle_order()
         out: dict[str, str] = {}
         for w in self.waiting():
-            able = [a for a in free if w.skill in a.skills]
+            able = [a for a in free if w.skill in a.skills and (w.accepts is None or w.accepts(a))]
             # An agent who let this caller ring out comes after everyone who has not, not never.
             fresh = [a for a in able if a.id not in w.tried]
             if able:

@@ -262,6 +262,34 @@ def test_retries_then_gives_up_and_an_agent_who_does_not_answer_costs_no_attempt
     run_virtual(scenario())
 
 
+def test_browser_agents_are_left_to_the_callers_on_the_line(tmp_path: Path) -> None:
+    """Callbacks ring SIP phones only: an older callback must not keep a browser agent from the
+    caller who came after it."""
+    async def scenario() -> None:
+        db = await database(tmp_path, agents=())
+        await AgentStore(db).create_agent(agent_id="bea", name="Bea", sip_uri="browser:bea",
+                                          skills=["support"], password=None)
+        dialer = FakeDialer()
+        try:
+            async with Node(db, dialer) as node:
+                desk = node.desk
+                desk.connector = FakeConnector({"browser:bea": 0.5})
+                entered = datetime.now(UTC) - timedelta(minutes=10)
+                row, _ = await node.callbacks.request(NewCallback(number="+4930999", queue="support",
+                                                                  entered_at=entered))
+                await asyncio.sleep(1)
+                await desk.set_agent_state("bea", AgentState.AVAILABLE)
+                caller = FakeCall("line-1", "+4930555")
+                outcome = await asyncio.wait_for(desk.transfer_queue(caller, "support"), 30)
+                assert outcome.ok and outcome.agent_id == "bea"
+                assert dialer.log == []
+                assert (await node.callbacks.store.get(row["id"]))["state"] == "queued"  # type: ignore[index]
+        finally:
+            await db.dispose()
+
+    run_virtual(scenario())
+
+
 async def _attempts(node: Node, callback_id: str, attempts: int, state: str) -> bool:
     row = await node.callbacks.store.get(callback_id)
     return row is not None and row["attempts"] == attempts and row["state"] == state

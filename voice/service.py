@@ -145,10 +145,8 @@ class Service:
         """Stop taking calls and let those in progress finish (then goodbye and end them)."""
         limit = self.config.sip.drain_timeout if timeout is None else timeout
         callbacks = self._callbacks()
-        if callbacks is not None:
-            await callbacks.drain(limit)
-        if self.switch is not None:
-            await self.switch.drain(limit)
+        await asyncio.gather(*([callbacks.drain(limit)] if callbacks is not None else []),
+                             *([self.switch.drain(limit)] if self.switch is not None else []))
 
     async def stop(self) -> None:
         if self.registration is not None and self.endpoint is not None:

@@ -134,7 +134,8 @@ class CallRefused:
 # How a call's end cause reads as a metrics outcome when no flow said more (see cti.metrics).
 _CAUSE_OUTCOMES = {"bye": "caller_hangup", "cancel": "caller_hangup", "no_ack": "error",
                    "media_failed": "error", "bad_answer": "error", "error": "error",
-                   "shutdown": "interrupted", "flow": "hangup", "flow_end": "hangup", "callback": "hangup"}
+                   "shutdown": "interrupted", "flow": "hangup", "flow_end": "hangup", "callback": "hangup",
+                   "agent_hangup": "agent"}
 
 
 class CallMetrics:
