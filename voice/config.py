@@ -16,6 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from voice.config_outbound import (
+    CallbacksConfig,
+    TrunkConfig,
+    build_trunk,
+    digits_or_empty,
+    dtmf_key,
+    sip_uri,
+)
 from voice.hours import BusinessHours, parse_hours
 from voice.sip.throttle import ThrottleSettings
 
@@ -61,31 +69,6 @@ class RegisterConfig:
     password: str
     expires: int = 3600
     domain: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrunkConfig:
-    """[trunk]: where outbound calls to customers go (callbacks, click-to-call). Without the
-    section, the [register] registrar and credentials are the trunk (None when neither is set)."""
-
-    uri: str  # sip:host[:port][;transport=tcp]: the next hop; the number goes in the user part
-    username: str | None = None  # digest credentials for 401/407 challenges
-    password: str | None = None
-    caller_id: str = ""  # the From user customers see ("": the [register] username, else "voice")
-    caller_name: str | None = None  # the From display name
-    prefix: str = ""  # put before every number dialled (e.g. 0 for an outside line)
-    domain: str | None = None  # host of the Request-URI (default: the uri's host)
-
-
-@dataclass(frozen=True, kw_only=True)
-class CallbacksConfig:
-    """[callbacks]: how the service calls customers back (virtual hold, POST /api/v1/callbacks)."""
-
-    retries: int = 2  # more attempts after the first when the customer does not answer
-    retry_interval: float = 300.0  # seconds between attempts
-    give_up_after: float = 86400.0  # seconds after the request: not called back any more (failed)
-    ring_timeout: float = 30.0  # seconds the customer's phone rings per attempt
-    poll_interval: float = 1.0  # seconds between looks at the table for callbacks of other nodes
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -223,7 +206,7 @@ class Config:
     sip: SipConfig = SipConfig()
     register: RegisterConfig | None = None
     trunk: TrunkConfig | None = None  # [trunk], else from [register], else None (no outbound calls)
-    callbacks: CallbacksConfig = CallbacksConfig()
+    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
     rtp: RtpConfig = RtpConfig()
     http: HttpConfig = HttpConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -363,28 +346,6 @@ def _queue_target(text: str) -> str:
     return t
 
 
-def _digits_or_empty(text: str, what: str) -> str:
-    t = text.strip()
-    if not re.fullmatch(r"[0-9*#+]*", t):
-        raise ValueError(f"{what}: expected digits (0-9, *, #, +), found {t!r}")
-    return t
-
-
-def _dtmf_key(text: str) -> str:
-    t = text.strip()
-    if t and not re.fullmatch(r"[0-9*#]", t):
-        raise ValueError(f"expected one key 0-9, * or # (or nothing: off), found {t!r}")
-    return t
-
-
-def _sip_uri(text: str) -> str:
-    t = text.strip()
-    uri = t if t.startswith(("sip:", "sips:")) else f"sip:{t}"
-    if not re.fullmatch(r"sips?:([^@\s]+@)?[A-Za-z0-9.\-\[\]:]+(;[^\s]*)?", uri):
-        raise ValueError(f"expected sip:host[:port][;transport=udp|tcp], found {t!r}")
-    return uri
-
-
 def _networks(text: str) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(p, strict=False) for p in _split_list(text))
 
@@ -419,12 +380,12 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
         "domain": (str.strip, "domain"),
     },
     "trunk": {
-        "uri": (_sip_uri, "uri"),
+        "uri": (sip_uri, "uri"),
         "username": (str.strip, "username"),
         "password": (str, "password"),
         "caller_id": (str.strip, "caller_id"),
         "caller_name": (str.strip, "caller_name"),
-        "prefix": (lambda s: _digits_or_empty(s, "prefix"), "prefix"),
+        "prefix": (lambda s: digits_or_empty(s, "prefix"), "prefix"),
         "domain": (str.strip, "domain"),
     },
     "callbacks": {
@@ -488,7 +449,7 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
         "ringing": (_choice("music", "ringback"), "ringing"),
         "overflow": (_queue_target, "overflow"),
         "service_level_seconds": (lambda s: float(_int_range(1, 3600)(s)), "service_level_seconds"),
-        "callback_key": (_dtmf_key, "callback_key"),
+        "callback_key": (dtmf_key, "callback_key"),
     },
     "log": {
         "level": (_choice("debug", "info", "warning", "error"), "level"),
@@ -601,16 +562,7 @@ def load_config(path: str | Path | None) -> Config:
         if missing:
             raise ConfigError(f"{source}: [register] {missing[0]}: required when [register] is present")
         register = build("register", RegisterConfig)
-    trunk = None
-    if "trunk" in values:
-        if "uri" not in values["trunk"]:
-            raise ConfigError(f"{source}: [trunk] uri: required when [trunk] is present")
-        if ("username" in values["trunk"]) != ("password" in values["trunk"]):
-            raise ConfigError(f"{source}: [trunk] password: username and password go together")
-        trunk = build("trunk", TrunkConfig)
-    elif register is not None:  # the registrar is the trunk, with the same credentials
-        trunk = TrunkConfig(uri=_sip_uri(register.registrar), username=register.username,
-                            password=register.password, domain=register.domain)
+    trunk = build_trunk(source, values.get("trunk"), register)
     http = build("http", HttpConfig)
     if any(len(k) < 16 for k in http.api_keys):
         raise ConfigError(f"{source}: [http] api_keys: every key must be at least 16 characters")
