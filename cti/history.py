@@ -62,9 +62,12 @@ class CallHistory:
 
     async def call_started(self, *, key: str, call_id: str, caller: str, caller_name: str | None,
                            dialled: str, started_at: datetime, node: str | None = None,
-                           customer_id: str | None = None, interaction_id: str | None = None) -> str:
-        """Create the inbound voice interaction (status in_progress); returns its id (the one
-        given as `interaction_id` unless this dialog already has a record).
+                           customer_id: str | None = None, interaction_id: str | None = None,
+                           direction: str = "inbound", metadata: dict[str, Any] | None = None) -> str:
+        """Create the voice interaction (status in_progress); returns its id (the one given as
+        `interaction_id` unless this dialog already has a record). `direction` is outbound for a
+        call the service placed (a callback): `caller` is then the number called, and `metadata`
+        links it (callback_id, callback_of).
 
         `key` is the call's unique id on its node (Call-ID and both dialog tags): a Call-ID reused
         by another caller is another record. The interaction goes to the customer who owns the
@@ -79,13 +82,14 @@ class CallHistory:
             pass
         if customer_id is None and phone is not None and await self.store.find_customer_id("phone", phone):
             identities.append(("phone", phone))
-        metadata: dict[str, Any] = {"caller": caller, "caller_name": caller_name, "dialled": dialled,
-                                    "caller_phone": phone, "node": node or self.node}
+        meta: dict[str, Any] = {"caller": caller, "caller_name": caller_name, "dialled": dialled,
+                                "caller_phone": phone, "node": node or self.node, **(metadata or {})}
         if identities:
-            metadata["identified_by"] = "caller_id"
+            meta["identified_by"] = "caller_id"
+        subject = f"Call to {dialled}" if direction == "inbound" else f"Callback to {dialled}"
         result = await self.store.ingest(NewInteraction(
-            channel="voice", direction="inbound", started_at=started_at, identities=identities,
-            name=None, status="in_progress", subject=f"Call to {dialled}", metadata=metadata,
+            channel="voice", direction=direction, started_at=started_at, identities=identities,
+            name=None, status="in_progress", subject=subject, metadata=meta,
             call_id=call_id, idempotency_key=f"call:{key}",  # key: "<node>:<Call-ID>;<tags>"
             id=interaction_id,
         ))

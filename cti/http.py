@@ -28,7 +28,7 @@ from cti.validation import ApiError, invalid, parse_customer, parse_ingest
 if TYPE_CHECKING:
     # The service's configuration (voice.config) is only named for the type checker: cti imports
     # nothing from voice at run time.
-    from cti.ports import AgentConnector, FlowCatalog
+    from cti.ports import AgentConnector, FlowCatalog, OutboundDialer
     from cti.waiting import SpeechRenderer
     from voice.config import Config
 
@@ -237,10 +237,12 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def build_api(config: Config, *, schema: str | None = None, connector: AgentConnector | None = None,
-              voice: SpeechRenderer | None = None, flows: FlowCatalog | None = None) -> web.Application:
+              voice: SpeechRenderer | None = None, flows: FlowCatalog | None = None,
+              dialer: OutboundDialer | None = None) -> web.Application:
     """The HTTP API as a complete application; `schema` (PostgreSQL) is for test isolation;
-    `connector` (call control) rings agents for the desk's queues, `voice` (TTS) tells waiting
-    callers their place, `flows` is what the admin pages show (the IVR's flows)."""
+    `connector` (call control) rings agents for the desk's queues, `dialer` places callbacks,
+    `voice` (TTS) tells waiting callers their place, `flows` is what the admin pages show (the
+    IVR's flows)."""
     app = web.Application(
         client_max_size=config.http.max_body,
         middlewares=[error_middleware, auth_middleware(config.http.api_keys), outage_middleware],
@@ -271,8 +273,10 @@ def build_api(config: Config, *, schema: str | None = None, connector: AgentConn
     r.add_get(f"{PREFIX}/lookup", cti_lookup)
     r.add_get(f"{PREFIX}/openapi.json", openapi)
     from cti.web import setup as setup_agent_side  # imported here: cti.web imports this module
-    from cti.web.keys import CONNECTOR_KEY, FLOWS_KEY, VOICE_KEY
+    from cti.web.keys import CONNECTOR_KEY, DIALER_KEY, FLOWS_KEY, VOICE_KEY
 
+    if dialer is not None:
+        app[DIALER_KEY] = dialer
     if connector is not None:
         app[CONNECTOR_KEY] = connector
     if voice is not None:

@@ -213,7 +213,7 @@ def openapi_document(channels: tuple[str, ...]) -> dict[str, Any]:
     }
     from cti.openapi_ops import merge
 
-    return merge({
+    return _with_callbacks(merge({
         "openapi": "3.0.3",
         "info": {"title": "voice customer store API", "version": "1"},
         "servers": [{"url": "/"}],
@@ -221,4 +221,12 @@ def openapi_document(channels: tuple[str, ...]) -> dict[str, Any]:
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "security": [{"bearer": []}],
         "paths": paths,
-    }, channels)
+    }, channels))
+
+
+def _with_callbacks(document: dict[str, Any]) -> dict[str, Any]:
+    from cti.callbacks_api import openapi_paths, openapi_schemas
+
+    document["components"]["schemas"].update(openapi_schemas())
+    document["paths"].update(openapi_paths())
+    return document

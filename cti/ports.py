@@ -7,6 +7,10 @@ from voice. The call-control package (voice/callcontrol) implements these struct
 - `AgentConnector`: ring an agent's URI for a call and, once answered, bridge the two; the
   returned `AgentConnection` says how the attempt went and, when answered, when and how the
   conversation ended. Cancelling `connect` while the agent's phone rings CANCELs the INVITE.
+- `OutboundDialer`: calls the service places itself, not for an inbound caller (callbacks, later
+  click-to-call): ring an agent's phone first (`ring_agent`), then, while the agent hears
+  ringback, the customer's number through the configured trunk (`call_customer`), bridged with
+  the agent once answered and recorded like any call (direction outbound).
 - `BrowserPhones`: the agents' browser softphones (WebRTC legs), as the agent page's websocket
   drives them: a page attaches its send function; what the page sends (answer, ICE, reject,
   hang up, hold, keys) is handed over as it came, and call control checks it.
@@ -69,6 +73,10 @@ class CallView(Protocol):
     async def wait_ended(self) -> str:
         """Until the call is over; returns its cause."""
 
+    async def receive_digit(self, timeout: float | None) -> str | None:
+        """The caller's next key (keys pressed earlier first); None after `timeout` s or when the
+        call ended. Never raises for a hang-up."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class ConversationEnd:
@@ -105,6 +113,57 @@ class AgentConnector(Protocol):
     async def connect(self, call: CallView, agent_uri: str, *, timeout: float) -> AgentConnection:
         """Ring `agent_uri` for up to `timeout` s; returns once answered and bridged, or failed
         (busy, rejected, no answer, caller gone). Cancelled: the ringing INVITE is CANCELled."""
+
+
+class OutboundLeg(Protocol):
+    """A phone the service called (an agent's, before the customer is dialled)."""
+
+    @property
+    def answered(self) -> bool: ...
+
+    @property
+    def status(self) -> int | None: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    async def wait_ended(self) -> str:
+        """Until this leg is over (either side); returns the cause."""
+
+    def hangup(self) -> None:
+        """CANCEL while ringing, BYE once answered; idempotent."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CustomerNumber:
+    """Whom `OutboundDialer.call_customer` calls, and what the call's record says about it."""
+
+    number: str  # E.164 or a local number; the trunk's prefix is put before it
+    customer_id: str | None = None  # the record goes to this customer
+    name: str | None = None
+    metadata: dict[str, Any] | None = None  # merged into the record (callback_id, callback_of...)
+
+
+class CustomerConnection(AgentConnection, Protocol):
+    """The call to the customer: answered -> bridged with the agent's leg."""
+
+    @property
+    def interaction_id(self) -> str | None:
+        """The call's record (known once the customer answered)."""
+
+
+class OutboundDialer(Protocol):
+    """Calls the service places itself (call control implements it)."""
+
+    async def ring_agent(self, agent_uri: str, *, timeout: float, display: str | None = None) -> OutboundLeg:
+        """Ring the agent's phone for up to `timeout` s; returns once answered or failed. An
+        answered agent hears ringback until `call_customer` bridges them (or hangs up)."""
+
+    async def call_customer(self, agent: OutboundLeg, customer: CustomerNumber, *, timeout: float,
+                            on_ringing: Callable[[], None] | None = None) -> CustomerConnection:
+        """Dial the customer through the trunk (digest auth, caller ID per config) for up to
+        `timeout` s while the agent waits; answered: bridged with `agent` until either hangs up.
+        `on_ringing` runs at the first 18x (or the answer). The agent hanging up cancels it."""
 
 
 class FlowCatalog(Protocol):

@@ -29,7 +29,7 @@ Every method takes `now` (seconds, any monotonic clock), so tests move the clock
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -72,6 +72,7 @@ class QueueSpec:
     ringing: str = "music"  # while an agent's phone rings the caller hears: music | ringback
     overflow: str | None = None  # the queue a caller moves to when the timeout passes
     service_level: float = 20.0  # seconds: answered within counts as within the service level
+    callback_key: str = ""  # the key a waiting caller presses to be called back ("": not offered)
 
     @property
     def required_skill(self) -> str:
@@ -89,6 +90,7 @@ class Waiting:
     tried: set[str] = field(default_factory=set)  # agents that let it ring out: offered last
     prefer_agent: str | None = None  # agent affinity: the agent this caller waits for first...
     prefer_until: float = 0.0  # ...until this time
+    accepts: Callable[[AgentSlot], bool] | None = None  # which agents may take it (None: any with the skill)
 
 
 class QueueEngine:
@@ -241,7 +243,7 @@ class QueueEngine:
         for w in waiting:
             if w.call_id in held:
                 continue
-            able = [a for a in free if w.skill in a.skills]
+            able = [a for a in free if w.skill in a.skills and (w.accepts is None or w.accepts(a))]
             # An agent who let this caller ring out comes after everyone who has not, not never.
             fresh = [a for a in able if a.id not in w.tried]
             if able:
@@ -250,9 +252,13 @@ class QueueEngine:
                 free.remove(agent)
         return out
 
-    def offer(self, call_id: str, now: float) -> AgentSlot | None:
-        """Reserve this caller's agent, if one is free for them now: agent -> ringing."""
-        agent_id = self.assignments(now).get(call_id)
+    def offer(self, call_id: str, now: float, agent_id: str | None = None) -> AgentSlot | None:
+        """Reserve this caller's agent, if one is free for them now: agent -> ringing. `agent_id`:
+        the one `assignments(now)` just gave (saves computing the matching again)."""
+        if agent_id is None or self.agents.get(agent_id) is None or \
+                self.agents[agent_id].state != AgentState.AVAILABLE or call_id not in self.calls or \
+                self.calls[call_id].offered_to is not None:
+            agent_id = self.assignments(now).get(call_id)
         if agent_id is None:
             return None
         slot = self.agents[agent_id]

@@ -25,17 +25,22 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, is_dataclass, replace
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from cti.agents import AgentNotFound, AgentStore
+from cti.callbacks import NewCallback
 from cti.events import EventBus
 from cti.live import LiveCalls
 from cti.lookup import lookup
 from cti.ports import AgentConnection, AgentConnector, CallView
 from cti.queues import AgentSlot, AgentState, QueueEngine, QueueSpec
 from cti.store import CustomerStore
+from cti.virtual_hold import ask_callback_number, say_goodbye
 from cti.waiting import CallerHold, MusicLibrary, SpeechRenderer
+
+if TYPE_CHECKING:
+    from cti.callback_desk import CallbackDesk
 
 log = logging.getLogger("cti.routing")
 
@@ -47,13 +52,14 @@ _RECENT_FIELDS = ("id", "channel", "direction", "started_at", "subject", "summar
 @dataclass(frozen=True, kw_only=True)
 class QueueOutcome:
     ok: bool
-    reason: str  # connected | timeout | abandoned | no_agents | no_connector
+    reason: str  # connected | timeout | abandoned | no_agents | no_connector | callback
     queue: str  # the queue the caller was in last (an overflow queue, if they moved)
     agent_id: str | None = None
     waited: float = 0.0  # seconds from entering the queue to the agent answering (or giving up)
     offers: int = 0
     hangup_by: str | None = None  # connected: "agent" | "caller" | "shutdown"
     talk_seconds: float | None = None  # connected: length of the conversation
+    callback_id: str | None = None  # reason "callback": the caller hangs up, the desk calls back
 
 
 @dataclass(kw_only=True)
@@ -65,6 +71,7 @@ class QueueStats:
     within_service_level: int = 0
     abandoned: int = 0
     timed_out: int = 0
+    callbacks: int = 0  # callers who chose to be called back
     waits: list[float] = field(default_factory=list)  # the last answered callers' waits
 
     def to_json(self, service_level: float) -> dict[str, Any]:
@@ -107,6 +114,7 @@ class AgentDesk:
         self._missed: dict[str, dict[str, Any]] = {}  # agent -> the last missed call (for hello)
         self._wake: asyncio.Future[None] | None = None
         self._continues: dict[str, str] = {}  # call key -> the interaction the call continues
+        self.callbacks: CallbackDesk | None = None  # set by cti.web.setup: where virtual hold puts callbacks
 
     async def start(self) -> None:
         self.bus.add_listener(self._on_event)
@@ -315,25 +323,48 @@ class AgentDesk:
             log.info("call %s: preferred agent %r is not an agent here; any agent of %s", call_id,
                      prefer[0][:64], queue_name)
         self.live.update(call_id, queue=queue_name)
-        hold = CallerHold(call, music=self.music.get(spec.music),
-                          ringback=self.music.ringback if spec.ringing == "ringback" else None,
-                          voice=self.voice, announce_interval=spec.announce_interval)
-        hold.start()
+        # Virtual hold needs somewhere to keep the callback and a voice to ask for the number.
+        callback_key = spec.callback_key if self.callbacks is not None and self.voice is not None else ""
+
+        def holding() -> CallerHold:
+            hold = CallerHold(call, music=self.music.get(spec.music),
+                              ringback=self.music.ringback if spec.ringing == "ringback" else None,
+                              voice=self.voice, announce_interval=spec.announce_interval,
+                              callback_key=callback_key)
+            hold.start()
+            return hold
+
+        hold = holding()
         ended: asyncio.Future[Any] = asyncio.ensure_future(call.wait_ended())
+        keypress: asyncio.Future[str | None] | None = None
         offers = 0
 
-        def outcome(ok: bool, reason: str, agent_id: str | None = None) -> QueueOutcome:
+        def outcome(ok: bool, reason: str, agent_id: str | None = None,
+                    callback_id: str | None = None) -> QueueOutcome:
             return QueueOutcome(ok=ok, reason=reason, queue=queue_name, agent_id=agent_id,
-                                waited=self.clock() - t0, offers=offers)
+                                waited=self.clock() - t0, offers=offers, callback_id=callback_id)
 
         try:
             while True:
                 if call.ended:
                     stats.abandoned += 1
                     return outcome(False, "abandoned")
+                if keypress is not None and keypress.done():
+                    key, keypress = keypress.result(), None
+                    if key == callback_key and not call.ended:
+                        await hold.close()
+                        callback_id = await self._virtual_hold(call, queue_name, entered)
+                        if callback_id is not None:
+                            stats.callbacks += 1
+                            return outcome(False, "callback", callback_id=callback_id)
+                        hold = holding()
+                        continue
                 now = self.clock()
                 slot = self.engine.offer(call_id, now)
                 if slot is not None:
+                    if keypress is not None:  # keys pressed now are for the agent, not the queue
+                        keypress.cancel()
+                        keypress = None
                     offers += 1
                     hold.ringing()
                     result = await self._offer(call, slot, spec, ended)
@@ -351,7 +382,11 @@ class AgentDesk:
                     stats.timed_out += 1
                     return outcome(False, "timeout")
                 hold.position(self.engine.position(call_id))
+                if callback_key and keypress is None:
+                    keypress = asyncio.ensure_future(call.receive_digit(None))
                 wake: set[asyncio.Future[Any]] = {self._wake_future(), ended}
+                if keypress is not None:
+                    wake.add(keypress)
                 # waiting for the preferred agent: look again when the affinity runs out
                 until = entry.prefer_until if self.engine.preferred_agent(call_id, now) else entry.deadline
                 await asyncio.wait(wake, timeout=max(0.0, min(until, entry.deadline) - now),
@@ -359,9 +394,27 @@ class AgentDesk:
         finally:
             self.engine.abandon(call_id)
             ended.cancel()
+            if keypress is not None:
+                keypress.cancel()
             await hold.close()
             self.live.update(call_id, queue=None)
             self._poke()  # positions of the others changed
+
+    async def _virtual_hold(self, call: CallView, queue_name: str, entered: float) -> str | None:
+        """The caller pressed the callback key: the number confirmed, the callback stored with the
+        caller's place (their entry time) and linked to this call; None when they keep waiting."""
+        assert self.callbacks is not None and self.voice is not None
+        number = await ask_callback_number(call, self.voice)
+        if number is None or call.ended:
+            return None
+        row, _ = await self.callbacks.request(NewCallback(
+            number=number, queue=queue_name, customer_id=call.customer_id, channel="voice",
+            reason="asked while waiting",
+            entered_at=datetime.fromtimestamp(time.time() - (self.clock() - entered), UTC),
+            original_interaction_id=call.interaction_id, idempotency_key=f"hold:{call.key}"))
+        log.info("call %s: callback %s requested while waiting in %s", call.key, row["id"], queue_name)
+        await say_goodbye(call, self.voice, number)
+        return str(row["id"])
 
     async def _offer(self, call: CallView, slot: AgentSlot, spec: QueueSpec,
                      ended: asyncio.Future[Any]) -> AgentConnection | str | None:

@@ -44,8 +44,15 @@ class SpeechRenderer(Protocol):
     async def render(self, text: str) -> np.ndarray: ...
 
 
-def position_text(position: int) -> str:
-    return NEXT_TEXT if position == 1 else POSITION_TEXT.format(position=position)
+def position_text(position: int, callback_key: str = "") -> str:
+    """The announcement; with a `callback_key`, the virtual hold offer after it (cti.virtual_hold)."""
+    from cti.virtual_hold import OFFER_TEXT
+
+    text = NEXT_TEXT if position == 1 else POSITION_TEXT.format(position=position)
+    if callback_key:
+        key = {"*": "star", "#": "pound"}.get(callback_key, callback_key)
+        text += OFFER_TEXT.format(key=key)
+    return text
 
 
 # ---- sounds ------------------------------------------------------------------------------------
@@ -135,8 +142,9 @@ class CallerHold:
     agent's phone rings (`waiting()` again if they did not answer), `close()` when done."""
 
     def __init__(self, call: CallView, *, music: np.ndarray, ringback: np.ndarray | None,
-                 voice: SpeechRenderer | None, announce_interval: float) -> None:
+                 voice: SpeechRenderer | None, announce_interval: float, callback_key: str = "") -> None:
         self.call = call
+        self.callback_key = callback_key
         self.music = music
         self.ringback = ringback  # None: the music goes on while an agent's phone rings
         self.voice = voice
@@ -206,7 +214,7 @@ class CallerHold:
         async def render() -> None:
             try:
                 assert self.voice is not None
-                self._speech[position] = await self.voice.render(position_text(position))
+                self._speech[position] = await self.voice.render(position_text(position, self.callback_key))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

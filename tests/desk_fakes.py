@@ -59,6 +59,8 @@ class FakeCall:
         self.overlaps = 0
         self._ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._stop: asyncio.Future[None] | None = None
+        self.digits: asyncio.Queue[str] = asyncio.Queue()
+        self._barge_in = False
 
     @property
     def ended(self) -> bool:
@@ -71,7 +73,31 @@ class FakeCall:
     async def wait_ended(self) -> str:
         return await asyncio.shield(self._ended)
 
+    def press(self, keys: str) -> None:
+        """The caller presses keys (they wait for `receive_digit`; a barge-in prompt stops)."""
+        for key in keys:
+            self.digits.put_nowait(key)
+        if self._barge_in and self._stop is not None and not self._stop.done():
+            self._stop.set_result(None)
+
+    async def receive_digit(self, timeout: float | None) -> str | None:
+        if not self.digits.empty():
+            return self.digits.get_nowait()
+        if self.ended:
+            return None
+        get = asyncio.ensure_future(self.digits.get())
+        try:
+            done, _ = await asyncio.wait({get, self._ended}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not get.done():
+                get.cancel()
+        return get.result() if get in done else None
+
     async def play(self, pcm: np.ndarray, *, dtmf_barge_in: bool = False) -> bool:
+        if dtmf_barge_in and not self.digits.empty():
+            return False
+        self._barge_in = dtmf_barge_in
         if self.ended:
             return False
         if self._stop is not None and not self._stop.done():

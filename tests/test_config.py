@@ -162,3 +162,39 @@ def test_throttle_settings_load(tmp_path: Path) -> None:
     path.write_text("[sip]\ndigest_algorithms = md5\n")
     assert load_config(path).sip.digest_algorithms == ("MD5",)
     assert load_config(None).sip.digest_algorithms == ("SHA-256", "MD5")
+
+
+def test_trunk_callbacks_and_the_callback_key(tmp_path: Path) -> None:
+    from voice.callcontrol.originate import trunk_of
+
+    path = tmp_path / "t.conf"
+    path.write_text("[register]\nregistrar = sip:pbx.example.com:5070\nusername = ivr\npassword = s3cret\n"
+                    "[queue support]\ncallback_key = 9\n[callbacks]\nretries = 0\nretry_interval = 60\n")
+    cfg = load_config(path)
+    assert cfg.queue["support"].callback_key == "9" and cfg.queues.callback_key == ""
+    assert cfg.callbacks.retries == 0 and cfg.callbacks.retry_interval == 60
+    trunk = trunk_of(cfg)  # no [trunk]: the registrar, its credentials, its username as caller ID
+    assert trunk is not None and trunk.credentials == ("ivr", "s3cret") and trunk.caller_id == "ivr"
+    assert trunk.request_uri("+15550177") == "sip:+15550177@pbx.example.com:5070"
+    path.write_text("[trunk]\nuri = sip:10.0.0.5;transport=tcp\ncaller_id = +15551230000\nprefix = 0\n"
+                    "domain = carrier.example\n")
+    trunk = trunk_of(load_config(path))
+    assert trunk is not None and trunk.credentials is None and trunk.caller_id == "+15551230000"
+    assert trunk.request_uri("555 0177") == "sip:05550177@carrier.example;transport=tcp"
+    assert (trunk.next_hop.host, trunk.next_hop.port, trunk.next_hop.transport) == ("10.0.0.5", 5060, "tcp")
+    assert trunk_of(load_config(None)) is None  # neither: callbacks are kept but not placed
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("[queue support]\ncallback_key = 99\n", "[queue support] callback_key: expected one key"),
+    ("[trunk]\nusername = a\npassword = b\n", "[trunk] uri: required"),
+    ("[trunk]\nuri = sip:x.example\nusername = a\n", "[trunk] password: username and password go together"),
+    ("[trunk]\nuri = sip:x.example\nprefix = 9a\n", "[trunk] prefix:"),
+    ("[callbacks]\nretries = 50\n", "[callbacks] retries:"),
+])
+def test_bad_trunk_and_callback_settings(tmp_path: Path, body: str, message: str) -> None:
+    path = tmp_path / "bad.conf"
+    path.write_text(body)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert message in str(info.value)

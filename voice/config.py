@@ -16,6 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from voice.config_outbound import (
+    CallbacksConfig,
+    TrunkConfig,
+    build_trunk,
+    digits_or_empty,
+    dtmf_key,
+    sip_uri,
+)
 from voice.hours import BusinessHours, parse_hours
 from voice.sip.throttle import ThrottleSettings
 
@@ -134,6 +142,7 @@ class QueuesConfig:
     ringing: str = "music"  # what the caller hears while an agent's phone rings: music | ringback
     overflow: str = ""  # queue:NAME the caller moves to when the timeout passes ("": on_failure)
     service_level_seconds: float = 20.0  # answered within this many seconds counts as in service level
+    callback_key: str = ""  # the key a waiting caller presses to be called back ("": no callbacks)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -198,6 +207,8 @@ class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
     sip: SipConfig = SipConfig()
     register: RegisterConfig | None = None
+    trunk: TrunkConfig | None = None  # [trunk], else from [register], else None (no outbound calls)
+    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
     rtp: RtpConfig = RtpConfig()
     http: HttpConfig = HttpConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -371,6 +382,22 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
         "expires": (_int_range(60, 86400), "expires"),
         "domain": (str.strip, "domain"),
     },
+    "trunk": {
+        "uri": (sip_uri, "uri"),
+        "username": (str.strip, "username"),
+        "password": (str, "password"),
+        "caller_id": (str.strip, "caller_id"),
+        "caller_name": (str.strip, "caller_name"),
+        "prefix": (lambda s: digits_or_empty(s, "prefix"), "prefix"),
+        "domain": (str.strip, "domain"),
+    },
+    "callbacks": {
+        "retries": (_int_range(0, 20), "retries"),
+        "retry_interval": (_seconds(1, 86400), "retry_interval"),
+        "give_up_after": (_seconds(60, 30 * 86400), "give_up_after"),
+        "ring_timeout": (_seconds(5, 300), "ring_timeout"),
+        "poll_interval": (_seconds(0.1, 60), "poll_interval"),
+    },
     "rtp": {
         "ports": (_port_range, "ports"),
         "record": (_choice("no", "caller", "both"), "record"),
@@ -426,6 +453,7 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
         "ringing": (_choice("music", "ringback"), "ringing"),
         "overflow": (_queue_target, "overflow"),
         "service_level_seconds": (lambda s: float(_int_range(1, 3600)(s)), "service_level_seconds"),
+        "callback_key": (dtmf_key, "callback_key"),
     },
     "log": {
         "level": (_choice("debug", "info", "warning", "error"), "level"),
@@ -538,6 +566,7 @@ def load_config(path: str | Path | None) -> Config:
         if missing:
             raise ConfigError(f"{source}: [register] {missing[0]}: required when [register] is present")
         register = build("register", RegisterConfig)
+    trunk = build_trunk(source, values.get("trunk"), register)
     http = build("http", HttpConfig)
     if any(len(k) < 16 for k in http.api_keys):
         raise ConfigError(f"{source}: [http] api_keys: every key must be at least 16 characters")
@@ -554,6 +583,8 @@ def load_config(path: str | Path | None) -> Config:
         node=node,
         sip=build("sip", SipConfig),
         register=register,
+        trunk=trunk,
+        callbacks=build("callbacks", CallbacksConfig),
         rtp=build("rtp", RtpConfig),
         http=http,
         database=build("database", DatabaseConfig),

@@ -28,6 +28,7 @@ from voice.callcontrol import (
     log_lifecycle,
 )
 from voice.callcontrol.inbound import FlowRunner
+from voice.callcontrol.originate import AgentLeg, Originator, trunk_of
 from voice.callcontrol.spool import WriteSpool
 from voice.callcontrol.webrtc import browser_phones
 from voice.config import Config, ConfigError, load_config
@@ -39,9 +40,11 @@ from voice.sip.throttle import SourceThrottle
 from voice.sip.transaction import TimerValues
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy as np
 
-    from cti.ports import AgentConnection, CallView
+    from cti.ports import AgentConnection, CallView, CustomerConnection, CustomerNumber, OutboundLeg
     from cti.routing import QueueOutcome
 
 log = logging.getLogger("voice")
@@ -67,6 +70,7 @@ class Service:
         self.lifecycle.subscribe_refusals(self.call_metrics)
         self.recorder: CallRecorder | None = None
         self.registration: Registration | None = None
+        self.originator: Originator | None = None  # calls we place: callbacks (cti.ports.OutboundDialer)
         self.http_runner: web.AppRunner | None = None
         self.http_port = 0
         self.history: Any = None
@@ -112,6 +116,8 @@ class Service:
         self.switch = Switch(self.endpoint, self.pool, run_flow=self._run_flow, lifecycle=self.lifecycle,
                              settings=settings, media_host=self._media_host, goodbye=self._goodbye,
                              browsers=self.phones)
+        self.originator = Originator(self.switch.link, self.pool, trunk=trunk_of(cfg),
+                                     lifecycle=self.lifecycle, node=cfg.node.id, media_host=self._media_host)
         await self.endpoint.start(listen.host, listen.port, cfg.sip.transports)
         identity.port = self.endpoint.udp_port or self.endpoint.tcp_port
         log.info("node %s: SIP listening on %s (%s), RTP ports %d-%d, trusted %s", cfg.node.id, listen,
@@ -140,13 +146,20 @@ class Service:
 
     async def drain(self, timeout: float | None = None) -> None:
         """Stop taking calls and let those in progress finish (then goodbye and end them)."""
-        if self.switch is not None:
-            await self.switch.drain(self.config.sip.drain_timeout if timeout is None else timeout)
+        limit = self.config.sip.drain_timeout if timeout is None else timeout
+        callbacks = self._callbacks()
+        await asyncio.gather(*([callbacks.drain(limit)] if callbacks is not None else []),
+                             *([self.switch.drain(limit)] if self.switch is not None else []))
 
     async def stop(self) -> None:
         if self.registration is not None and self.endpoint is not None:
             self.registration.stop(self.endpoint.now())
             self.endpoint.flush()
+        callbacks = self._callbacks()
+        if callbacks is not None:  # no new callbacks placed; those being offered go back in line
+            await callbacks.close()
+        if self.originator is not None:
+            await self.originator.end_all()
         if self.switch is not None:
             self.switch.draining = True
             await self.switch.end_all(goodbye=False)
@@ -166,6 +179,14 @@ class Service:
             await self.nodes.stop()
         if self.http_runner is not None:
             await self.http_runner.cleanup()
+
+    def _callbacks(self) -> Any:
+        """The desk's callback scheduler (cti.callback_desk.CallbackDesk), once HTTP is up."""
+        if self.http_runner is None:
+            return None
+        from cti.web.keys import CALLBACKS_KEY
+
+        return self.http_runner.app.get(CALLBACKS_KEY)
 
     def _readiness(self) -> None:
         """What /readyz reports besides the database: SIP listening, speech workers up; and the
@@ -225,7 +246,7 @@ class Service:
 
         # The admin pages show the flows calls run (the IVR's library, once it is loaded).
         flows = LibraryCatalog(lambda: self.ivr.library if self.ivr is not None else None)
-        app = build_api(self.config, connector=self, voice=self.tts, flows=flows)
+        app = build_api(self.config, connector=self, voice=self.tts, flows=flows, dialer=self)
         app[PHONES_KEY] = self.phones
         self.http_runner = web.AppRunner(app, access_log=None)
         await self.http_runner.setup()  # runs cleanup_ctx startup: database open and migrated
@@ -281,6 +302,19 @@ class Service:
             raise RuntimeError("the SIP side is not started")
         return await self.switch.connect(call, agent_uri, timeout=timeout)
 
+    async def ring_agent(self, agent_uri: str, *, timeout: float, display: str | None = None) -> OutboundLeg:
+        """The desk's OutboundDialer (cti.ports), first leg of a callback: the agent's phone."""
+        if self.originator is None:
+            raise RuntimeError("the SIP side is not started")
+        return await self.originator.ring_agent(agent_uri, timeout=timeout, display=display)
+
+    async def call_customer(self, agent: OutboundLeg, customer: CustomerNumber, *, timeout: float,
+                            on_ringing: Callable[[], None] | None = None) -> CustomerConnection:
+        """Second leg: the customer, through the trunk, bridged with the agent."""
+        if self.originator is None or not isinstance(agent, AgentLeg):
+            raise RuntimeError("the SIP side is not started")
+        return await self.originator.call_customer(agent, customer, timeout=timeout, on_ringing=on_ringing)
+
     async def _transfer_queue(self, call: Call, queue: str, *, prefer_agent: str | None = None,
                               prefer_for: float = 0.0, continues: str | None = None) -> Any:
         """`transfer: queue:NAME`: wait in the queue and talk to an agent (the desk does both);
@@ -291,7 +325,10 @@ class Service:
             DeskCall(call), queue, prefer_agent=prefer_agent, prefer_for=prefer_for, continues=continues)
         self.lifecycle.publish(CallTransferred(
             call=call, target=f"queue:{outcome.queue}", ok=outcome.ok, agent_id=outcome.agent_id,
-            waited=outcome.waited, talk_seconds=outcome.talk_seconds or 0.0, hangup_by=outcome.hangup_by))
+            waited=outcome.waited, talk_seconds=outcome.talk_seconds or 0.0, hangup_by=outcome.hangup_by,
+            callback_id=outcome.callback_id))
+        if outcome.reason == "callback" and not call.ended:
+            await call.hangup("callback")  # they keep their place: the desk calls them back
         return outcome
 
     # ---- SIP events ---------------------------------------------------------------------

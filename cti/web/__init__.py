@@ -21,7 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from cti import callbacks_api
 from cti.agents import AGENT_ID, AgentExists, AgentNotFound, AgentStore
+from cti.callback_desk import CallbackDesk
+from cti.callbacks import CallbackStore, RetryRules
 from cti.events import make_bus
 from cti.http import DATABASE_KEY, PREFIX, STORE_KEY, json_response, read_json
 from cti.live import LiveCalls
@@ -30,7 +33,15 @@ from cti.routing import AgentDesk
 from cti.security import SigninThrottle
 from cti.validation import ApiError, check_text, invalid, require_object
 from cti.web import admin, agent, softphone
-from cti.web.keys import CONNECTOR_KEY, DESK_KEY, SIGNIN_KEY, SOCKETS_KEY, VOICE_KEY
+from cti.web.keys import (
+    CALLBACKS_KEY,
+    CONNECTOR_KEY,
+    DESK_KEY,
+    DIALER_KEY,
+    SIGNIN_KEY,
+    SOCKETS_KEY,
+    VOICE_KEY,
+)
 
 if TYPE_CHECKING:  # the service's configuration, named for the type checker only
     from voice.config import Config, QueuesConfig
@@ -135,7 +146,7 @@ def queue_spec(name: str, q: QueuesConfig, skill: str = "") -> QueueSpec:
     return QueueSpec(name=name, skill=skill, timeout=q.timeout, ring_timeout=q.ring_timeout,
                      no_answer=q.no_answer, music=str(q.music), announce_interval=q.announce_interval,
                      ringing=q.ringing, overflow=q.overflow.removeprefix("queue:") or None,
-                     service_level=q.service_level_seconds)
+                     service_level=q.service_level_seconds, callback_key=q.callback_key)
 
 
 def queue_engine(config: Config) -> QueueEngine:
@@ -158,9 +169,18 @@ def setup(app: web.Application, config: Config, *, schema: str | None = None) ->
                          engine=queue_engine(config), recent=config.cti.recent_interactions)
         await desk.start()
         app[DESK_KEY] = desk
+        cb = config.callbacks
+        callbacks = CallbackDesk(desk, CallbackStore(app[DATABASE_KEY], RetryRules(
+            retries=cb.retries, retry_interval=cb.retry_interval, give_up_after=cb.give_up_after)),
+            app.get(DIALER_KEY), node=config.node.id, customer_ring_timeout=cb.ring_timeout,
+            poll_interval=cb.poll_interval)
+        desk.callbacks = callbacks
+        await callbacks.start()
+        app[CALLBACKS_KEY] = callbacks
         try:
             yield
         finally:
+            await callbacks.close()
             await desk.close()
 
     async def close_sockets(app: web.Application) -> None:
@@ -178,6 +198,7 @@ def setup(app: web.Application, config: Config, *, schema: str | None = None) ->
     r.add_patch(f"{PREFIX}/agents/{{agent_id}}", patch_agent)
     r.add_get(f"{PREFIX}/agents/{{agent_id}}/events", agent.events_socket)
     r.add_get(f"{PREFIX}/queues", queues)
+    callbacks_api.setup(app)
     r.add_get("/agent", agent.agent_page)
     r.add_get("/agent/login", agent.login_page)
     r.add_post("/agent/login", agent.login)

@@ -7,7 +7,9 @@ Set by the service on the application before `AppRunner.setup()` (the desk is bu
   with reason "no_connector" (an API-only process);
 - `VOICE_KEY`: the TTS (`render(text) -> 8 kHz int16`) that tells waiting callers their position;
   without it they hear the music only.
-After startup the node's `AgentDesk` is under `DESK_KEY`.
+- `DIALER_KEY`: call control's `OutboundDialer` (cti.ports), which places callbacks; without it
+  callbacks are stored (the API, waiting callers) but placed by a node that has one.
+After startup the node's `AgentDesk` is under `DESK_KEY`, its `CallbackDesk` under `CALLBACKS_KEY`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import weakref
 
 from aiohttp import web
 
-from cti.ports import AgentConnector, BrowserPhones, FlowCatalog
+from cti.callback_desk import CallbackDesk
+from cti.ports import AgentConnector, BrowserPhones, FlowCatalog, OutboundDialer
 from cti.routing import AgentDesk
 from cti.security import SigninThrottle
 from cti.waiting import SpeechRenderer
@@ -28,3 +31,5 @@ VOICE_KEY = web.AppKey("cti_voice", SpeechRenderer)
 SIGNIN_KEY = web.AppKey("cti_signin_throttle", SigninThrottle)
 FLOWS_KEY = web.AppKey("cti_flows", FlowCatalog)
 PHONES_KEY = web.AppKey("cti_browser_phones", BrowserPhones)
+DIALER_KEY = web.AppKey("cti_dialer", OutboundDialer)
+CALLBACKS_KEY = web.AppKey("cti_callbacks", CallbackDesk)

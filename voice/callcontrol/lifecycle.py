@@ -26,6 +26,8 @@ calls_log = logging.getLogger("voice.calls")
 class CallAnswered:
     call: Call
     node: str
+    direction: str = "inbound"  # outbound: a call the service placed (a callback)
+    metadata: dict[str, Any] = field(default_factory=dict)  # merged into the record (callback_of...)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,6 +46,7 @@ class CallTransferred:
     waited: float = 0.0  # seconds in the queue
     talk_seconds: float = 0.0
     hangup_by: str | None = None  # "agent" | "caller" | "shutdown" once the conversation is over
+    callback_id: str | None = None  # the caller chose a callback (virtual hold) instead of waiting
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,7 +134,8 @@ class CallRefused:
 # How a call's end cause reads as a metrics outcome when no flow said more (see cti.metrics).
 _CAUSE_OUTCOMES = {"bye": "caller_hangup", "cancel": "caller_hangup", "no_ack": "error",
                    "media_failed": "error", "bad_answer": "error", "error": "error",
-                   "shutdown": "interrupted", "flow": "hangup", "flow_end": "hangup"}
+                   "shutdown": "interrupted", "flow": "hangup", "flow_end": "hangup", "callback": "hangup",
+                   "agent_hangup": "agent"}
 
 
 class CallMetrics:

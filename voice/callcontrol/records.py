@@ -96,7 +96,8 @@ class CallRecorder:
                 "interaction_id": call.interaction_id, "key": call.key, "call_id": info.call_id,
                 "caller": info.caller, "caller_name": info.caller_name, "dialled": info.dialled,
                 "node": event.node, "started_at": datetime.fromtimestamp(info.started_at, UTC),
-                "customer_id": call.customer_id}, call=call))
+                "customer_id": call.customer_id, "direction": event.direction,
+                "metadata": event.metadata}, call=call))
         elif isinstance(event, CallIdentified):
             if call.interaction_id is not None:
                 self._then(SpooledWrite(call.key, "call_identified", {
@@ -106,6 +107,8 @@ class CallRecorder:
                 "target": event.target, "ok": event.ok, "agent_id": event.agent_id,
                 "waited": round(event.waited, 3), "talk_seconds": round(event.talk_seconds, 3),
                 "hangup_by": event.hangup_by})
+            if event.callback_id:  # the caller hung up to be called back: the callback's record links here
+                self._details[call.key]["callback_id"] = event.callback_id
         elif isinstance(event, CallFinished):
             write = self._finish_write(event)
             if write is not None:

@@ -85,6 +85,12 @@ class DeskCall:
     async def wait_ended(self) -> str:
         return await self.call.wait_ended()
 
+    async def receive_digit(self, timeout: float | None) -> str | None:
+        try:
+            return await self.call.receive_digit(timeout)
+        except CallEnded:
+            return None
+
 
 @dataclass(frozen=True, kw_only=True)
 class FailedConnection:

@@ -98,7 +98,8 @@ function renderPop(pop) {
   $("no-call").hidden = true;
   $("call-info").hidden = false;
   $("caller-number").textContent = pop.caller.number || "withheld";
-  $("caller-name").textContent = pop.caller.name || "";
+  // a callback (virtual hold): "Callback for NAME (number), waited N min"
+  $("caller-name").textContent = pop.callback ? pop.callback.text : (pop.caller.name || "");
   $("call-queue").textContent = pop.queue || "-";
   $("call-id").textContent = pop.call_id;
   $("accept").disabled = false;
@@ -124,7 +125,7 @@ function renderPop(pop) {
   const channels = Object.keys(byChannel);
   if (!channels.length) recent.append(el("li", "No earlier interactions.", "muted"));
   for (const ch of channels) recent.append(interactionItem(byChannel[ch]));
-  document.title = `Call from ${pop.caller.number || "withheld"}`;
+  document.title = pop.callback ? pop.callback.text : `Call from ${pop.caller.number || "withheld"}`;
 }
 
 function renderContinues(pop) {
