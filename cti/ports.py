@@ -77,6 +77,9 @@ class ConversationEnd:
     hangup_by: str  # "agent" | "caller" | "shutdown"
     talk_seconds: float
     recording: str | None = None
+    # The agent handed the caller on (a blind transfer from the softphone): "queue:NAME", a SIP
+    # URI, browser:<agent id> or a number. The desk runs it; the agent is free at once.
+    transfer_to: str | None = None
 
 
 class AgentConnection(Protocol):

@@ -35,6 +35,7 @@ from cti.lookup import lookup
 from cti.ports import AgentConnection, AgentConnector, CallView
 from cti.queues import AgentSlot, AgentState, QueueEngine, QueueSpec
 from cti.store import CustomerStore
+from cti.transfers import AgentTransfer, blind_transfer
 from cti.waiting import CallerHold, MusicLibrary, SpeechRenderer
 
 log = logging.getLogger("cti.routing")
@@ -54,6 +55,8 @@ class QueueOutcome:
     offers: int = 0
     hangup_by: str | None = None  # connected: "agent" | "caller" | "shutdown"
     talk_seconds: float | None = None  # connected: length of the conversation
+    # Blind transfers from the agents' softphones after that conversation (cti.transfers), in order.
+    transfers: tuple[AgentTransfer, ...] = ()
 
 
 @dataclass(kw_only=True)
@@ -412,7 +415,10 @@ class AgentDesk:
             self.live.update(call.key, agent_id=None)
         log.info("call %s: %s with agent %s for %.1fs, %s hung up", call.key, spec.name, agent_id,
                  end.talk_seconds, end.hangup_by)
-        return replace(connected, hangup_by=end.hangup_by, talk_seconds=end.talk_seconds)
+        outcome = replace(connected, hangup_by=end.hangup_by, talk_seconds=end.talk_seconds)
+        if end.transfer_to and not call.ended:  # the agent, in wrap-up now, handed the caller on
+            return await blind_transfer(self, call, outcome, agent_id, end.transfer_to)
+        return outcome
 
     def snapshot(self) -> dict[str, Any]:
         """Queue lengths, waiting positions, service levels and agent states as this node sees them."""

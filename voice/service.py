@@ -108,7 +108,7 @@ class Service:
                                   answer_delay=cfg.sip.answer_delay_ms / 1000, own_user=user)
         self.switch = Switch(self.endpoint, self.pool, run_flow=self._run_flow, lifecycle=self.lifecycle,
                              settings=settings, media_host=self._media_host, goodbye=self._goodbye,
-                             browsers=self.phones)
+                             browsers=self.phones, number_domain=self._number_domain())
         await self.endpoint.start(listen.host, listen.port, cfg.sip.transports)
         identity.port = self.endpoint.udp_port or self.endpoint.tcp_port
         log.info("node %s: SIP listening on %s (%s), RTP ports %d-%d, trusted %s", cfg.node.id, listen,
@@ -269,6 +269,14 @@ class Service:
         self._background.extend(self.ivr.start())
         self._run_flow = self.ivr.run_call
 
+    def _number_domain(self) -> str:
+        """Where a bare number (a transfer from the softphone) is dialled: the registrar's domain
+        when the node registers to a provider, else [sip] domain."""
+        reg = self.config.register
+        if reg is not None:
+            return reg.domain or reg.registrar.removeprefix("sip:").split(";")[0]
+        return self.config.sip.domain
+
     # ---- agents ---------------------------------------------------------------------------
     async def connect(self, call: CallView, agent_uri: str, *, timeout: float) -> AgentConnection:
         """The desk's AgentConnector (cti.ports): the switch rings the agent and bridges."""
@@ -284,6 +292,10 @@ class Service:
         self.lifecycle.publish(CallTransferred(
             call=call, target=f"queue:{outcome.queue}", ok=outcome.ok, agent_id=outcome.agent_id,
             waited=outcome.waited, talk_seconds=outcome.talk_seconds or 0.0, hangup_by=outcome.hangup_by))
+        for step in outcome.transfers:  # blind transfers from the agents' softphones
+            self.lifecycle.publish(CallTransferred(
+                call=call, target=step.target, ok=step.ok, agent_id=step.agent_id, waited=step.waited,
+                talk_seconds=step.talk_seconds, hangup_by=step.hangup_by, by_agent=step.by_agent))
         return outcome
 
     # ---- SIP events ---------------------------------------------------------------------

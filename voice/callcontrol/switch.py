@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("voice.callcontrol")
 
+NUMBER = re.compile(r"\+?[0-9*#]{2,32}")
 MediaHost = Callable[[str], str]  # peer host -> the address we put in SDP for it
 
 
@@ -107,7 +109,7 @@ class Switch:
     def __init__(self, endpoint: SipEndpoint, pool: RtpPortPool, *, run_flow: FlowRunner,
                  lifecycle: Lifecycle, settings: AnswerSettings, media_host: MediaHost,
                  goodbye: Callable[[], Awaitable[np.ndarray | None]] | None = None,
-                 browsers: BrowserPhones | None = None) -> None:
+                 browsers: BrowserPhones | None = None, number_domain: str | None = None) -> None:
         self.link = SipLink(endpoint)
         self.pool = pool
         self.run_flow = run_flow
@@ -116,6 +118,7 @@ class Switch:
         self.media_host = media_host
         self.goodbye = goodbye
         self.browsers = browsers  # agents whose URI is browser:<agent_id> (voice.callcontrol.webrtc)
+        self.number_domain = number_domain  # a bare number is dialled as sip:NUMBER@this
         self.calls: dict[str, InboundAnswer] = {}
         self.dials: set[OutboundDial] = set()
         self.draining = False
@@ -159,8 +162,11 @@ class Switch:
         if agent_uri.startswith("browser:"):  # the agent's page (aiortc is imported only for those)
             if self.browsers is None:
                 return FailedConnection(status=501, reason="browser agents are not enabled on this node")
-            return await self.browsers.connect(  # the page's blind transfers ring through here
-                own, rtp, agent_uri, timeout=timeout, dial=lambda uri, t: self.connect(call, uri, timeout=t))
+            return await self.browsers.connect(own, rtp, agent_uri, timeout=timeout)
+        if NUMBER.fullmatch(agent_uri):  # a blind transfer to a number (the softphone's box)
+            if not self.number_domain:
+                return FailedConnection(status=400, reason="numbers cannot be dialled: no domain")
+            agent_uri = f"sip:{agent_uri}@{self.number_domain}"
         media_host = self.media_host(next_hop_for(agent_uri).host)
         dial = OutboundDial(self.link, self.pool, agent_uri, caller=own, caller_rtp=rtp,
                             media_host=media_host)
