@@ -94,11 +94,14 @@ class BridgeStats:
 class Bridge:
     """Media between `a` (the caller) and `b` (the agent) until `stop()`."""
 
-    def __init__(self, a: BridgeSide, b: BridgeSide, *, relay_dtmf: bool = True) -> None:
+    def __init__(self, a: BridgeSide, b: BridgeSide, *, relay_dtmf: bool = True,
+                 on_key: Callable[[str], None] | None = None) -> None:
+        """`on_key(side name)`: a key pressed on that side (the transcript notes it, masked)."""
         if a.media is b.media:
             raise ValueError("cannot bridge a session to itself")
         self.a, self.b = a, b
         self.relay_dtmf = relay_dtmf
+        self.on_key = on_key
         self.stats = BridgeStats(frames={a.name: 0, b.name: 0}, digits={a.name: [], b.name: []})
         self._removers: list[Callable[[], None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -144,6 +147,8 @@ class Bridge:
 
     def _digit_to(self, src: BridgeSide, dst: BridgeSide) -> DigitCallback:
         def relay(digit: str) -> None:
+            if self.running and self.on_key is not None:
+                self.on_key(src.name)
             # Without telephone-event on src the digit was detected in-band: its tone is in the audio.
             if not (self.running and self.relay_dtmf and src.media.dtmf_payload_type is not None):
                 return

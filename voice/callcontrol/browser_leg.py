@@ -29,6 +29,7 @@ from aiortc.sdp import candidate_from_sdp
 from cti.ports import ConversationEnd, SoftphoneError
 from voice.audio import WavRecorder, dtmf_tone
 from voice.callcontrol.bridge import AudioCallback, Bridge, BridgeSide, DigitCallback
+from voice.callcontrol.masking import note_bridge_key
 from voice.callcontrol.transcribe import ConversationTranscriber
 from voice.callcontrol.webrtc_media import (
     BROWSER_SCHEME,
@@ -353,6 +354,8 @@ class BrowserLeg:
         if self._keys_pending + len(digits) > KEYS_PENDING_MAX:
             raise SoftphoneError("digits", f"more than {KEYS_PENDING_MAX} keys waiting to be sent")
         self._keys_pending += len(digits)
+        for _ in digits:
+            note_bridge_key(self.caller, "agent")  # the transcript keeps that keys went, not which
         self._spawn(self._send_digits(digits))
 
     async def _send_digits(self, digits: str) -> None:
@@ -403,7 +406,8 @@ class BrowserLeg:
 
     async def _bridged(self) -> None:
         bridge = Bridge(BridgeSide.of_call(self.caller, self.caller_rtp, "caller"),
-                        BridgeSide(media=self, subscribe=self._subscribe, name="agent"))
+                        BridgeSide(media=self, subscribe=self._subscribe, name="agent"),
+                        on_key=lambda side: note_bridge_key(self.caller, side))
         started = time.monotonic()
         bridge.start()
         pool = self.phones.speech() if self.phones.speech is not None else None

@@ -20,6 +20,7 @@ from cti.ports import ConversationEnd
 from voice.callcontrol.bridge import Bridge, BridgeSide
 from voice.callcontrol.call import Call
 from voice.callcontrol.leg import Leg, SipLink
+from voice.callcontrol.masking import note_bridge_key
 from voice.sip.sdp import build_offer
 
 if TYPE_CHECKING:
@@ -122,7 +123,8 @@ class OutboundDial:
         leg = self.leg
         assert leg is not None and leg.rtp is not None
         bridge = Bridge(BridgeSide.of_call(self.caller, self.caller_rtp, "caller"),
-                        BridgeSide.of_session(leg.rtp, "agent"))
+                        BridgeSide.of_session(leg.rtp, "agent"),
+                        on_key=lambda side: note_bridge_key(self.caller, side))
         started = time.monotonic()
         bridge.start(record=record)
         caller_gone = asyncio.ensure_future(self.caller.wait_ended())

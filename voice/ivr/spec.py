@@ -108,6 +108,8 @@ ACTIONS: dict[str, ActionSpec] = {
             "on_failure": Field("node"),
             "after_call": Field("node", help="queue transfers: where the caller goes when the agent "
                                              "hangs up first (default: the call ends)"),
+            "sensitive": Field("bool", help="queue transfers: mask every digit the caller says in the "
+                                            "conversation's transcript (payments; keys are always masked)"),
         }),
         ActionSpec("record", "record a message into the recordings directory", fields={
             "prompt": Field("prompt"),
