@@ -12,11 +12,13 @@ import fractions
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import av
 import numpy as np
 import pytest
+import soundfile as sf
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
@@ -192,11 +194,13 @@ async def test_the_browser_track_paces_plays_tones_first_and_trims_a_standing_ba
 
 
 @pytest.mark.timeout(60)
-async def test_answer_audio_both_ways_hold_keys_and_hang_up_from_the_page() -> None:
+async def test_answer_audio_both_ways_hold_keys_and_hang_up_from_the_page(tmp_path: Path) -> None:
     phones = BrowserPhones()
     page = FakePage(phones)
     detach = phones.attach("ann", page.send)
     async with caller_leg() as caller:
+        # [rtp] record = both: the call's recording is the caller leg's (voice.callcontrol.inbound)
+        caller.rtp.start_recording(tmp_path / "call.wav", True)
         ringing = asyncio.ensure_future(phones.connect(caller.call, caller.rtp, "browser:ann", timeout=10))
         offer = await asyncio.wait_for(page.offers.get(), 10)
         assert offer["caller"] == "+15550100" and offer["call_id"] == "webrtc-1@test"
@@ -243,6 +247,9 @@ async def test_answer_audio_both_ways_hold_keys_and_hang_up_from_the_page() -> N
         # keys from the page's keypad reach the caller as RFC 4733 events
         await phones.receive("ann", {"type": "rtc_dtmf", "leg": leg.id, "digits": "19#"})
         await until(lambda: caller.peer.digits() == "19#", 5, "the keys at the caller")
+        # the transcript keeps that keys went each way, never which (voice.callcontrol.masking)
+        keyed = [(x.speaker, x.text) for x in caller.call.transcript if x.kind == "dtmf"]
+        assert keyed == [("caller", "****"), ("agent", "****")]
 
         # bad messages name the field and change nothing
         for bad, name in (({"type": "rtc_dtmf", "leg": leg.id, "digits": "12x"}, "digits"),
@@ -264,9 +271,23 @@ async def test_answer_audio_both_ways_hold_keys_and_hang_up_from_the_page() -> N
         assert not caller.call.ended
         await until(lambda: leg.id not in phones.legs, 5, "the leg to be forgotten")
         assert "rtc_end" in page.types()
+        recording = caller.rtp.stop_recording()
     await page.close()
     detach()
     await phones.aclose()
+    # both legs in the recording: left what the caller said (1 kHz), right the browser agent (400 Hz)
+    assert recording is not None
+    pcm, rate = sf.read(str(recording), dtype="int16")
+    assert rate == 8000 and pcm.ndim == 2
+    left, right = loud_frames(pcm[:, 0]), loud_frames(pcm[:, 1])
+    assert len(left) / 8000 > 1.0 and abs(dominant_hz(left) - 1000) < 20
+    assert len(right) / 8000 > 2.0 and abs(dominant_hz(right) - 400) < 20
+
+
+def loud_frames(pcm: np.ndarray, rms: float = 1000.0) -> np.ndarray:
+    """The 20 ms frames of `pcm` louder than `rms`, end to end."""
+    frames = pcm[: len(pcm) // 160 * 160].reshape(-1, 160).astype(np.float64)
+    return frames[np.sqrt((frames ** 2).mean(axis=1)) > rms].reshape(-1)
 
 
 @pytest.mark.timeout(30)
