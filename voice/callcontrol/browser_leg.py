@@ -28,7 +28,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from cti.ports import ConversationEnd, SoftphoneError
 from voice.audio import WavRecorder, dtmf_tone
-from voice.callcontrol.bridge import AudioCallback, Bridge, BridgeSide, DigitCallback
+from voice.callcontrol.bridge import AudioCallback, Bridge, BridgeSide, DigitCallback, MonitoredCall
 from voice.callcontrol.masking import note_bridge_key
 from voice.callcontrol.transcribe import ConversationTranscriber
 from voice.callcontrol.webrtc_media import (
@@ -43,7 +43,7 @@ from voice.callcontrol.webrtc_media import (
 if TYPE_CHECKING:
     from voice.aio.rtp import RtpSession
     from voice.callcontrol.call import Call
-    from voice.callcontrol.webrtc import BrowserPhones, MonitorLeg
+    from voice.callcontrol.webrtc import BrowserPhones
 
 log = logging.getLogger("voice.callcontrol.webrtc")
 
@@ -89,7 +89,7 @@ class BrowserLeg:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._on_audio: AudioCallback = lambda _f: None
         self._transcribe_agent: AudioCallback | None = None
-        self.monitors: list[MonitorLeg] = []  # supervisors listening in
+        self.monitors: list[AudioCallback] = []  # the agent's audio to supervisors listening in
         self._keys_lock = asyncio.Lock()
         self._keys_pending = 0
         self.transcriber: ConversationTranscriber | None = None
@@ -137,8 +137,6 @@ class BrowserLeg:
         self._stop_hold()
         self.track.stop()
         self.stop_recording()
-        for monitor in list(self.monitors):
-            monitor.close()
         self._spawn(self._close(cause))
 
     async def _close(self, cause: str) -> None:
@@ -261,7 +259,18 @@ class BrowserLeg:
                     if self._transcribe_agent is not None:
                         self._transcribe_agent(out)
                 for monitor in self.monitors:
-                    monitor.track.feed_agent(out)
+                    monitor(out)
+
+    def monitored(self) -> MonitoredCall:
+        """This conversation for a supervisor's silent listen-in (voice.callcontrol.webrtc)."""
+        def add(listener: AudioCallback) -> Callable[[], None]:
+            self.monitors.append(listener)
+            return lambda: self.monitors.remove(listener) if listener in self.monitors else None
+
+        async def over() -> None:
+            await asyncio.shield(self.end)
+
+        return MonitoredCall(caller=self.caller, add_agent_listener=add, over=over)
 
     # ---- the page's messages ---------------------------------------------------------------------
     async def on_answer(self, sdp: str) -> None:

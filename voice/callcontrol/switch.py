@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cti.ports import AgentConnection, CallView, ConversationEnd
+from voice.callcontrol.bridge import MonitoredCall
 from voice.callcontrol.call import Call, CallEnded, CallInfo, TranscriptSegment
 from voice.callcontrol.dial import OutboundDial
 from voice.callcontrol.inbound import AnswerSettings, FlowRunner, InboundAnswer
@@ -119,6 +120,8 @@ class Switch:
         self.goodbye = goodbye
         self.browsers = browsers  # agents whose URI is browser:<agent_id> (voice.callcontrol.webrtc)
         self.number_domain = number_domain  # a bare number is dialled as sip:NUMBER@this
+        if browsers is not None:  # supervisors listen in on desk-phone conversations too
+            browsers.find_bridged = self.bridged_call
         self.calls: dict[str, InboundAnswer] = {}
         self.dials: set[OutboundDial] = set()
         self.draining = False
@@ -181,6 +184,13 @@ class Switch:
             self._background.add(forget)
             forget.add_done_callback(self._background.discard)
         return dial
+
+    def bridged_call(self, call_id: str) -> MonitoredCall | None:
+        """The SIP-phone conversation of the call with this key or SIP Call-ID, for a listen-in."""
+        for dial in self.dials:
+            if dial.talking and call_id in (dial.caller.key, dial.caller.info.call_id):
+                return dial.monitored()
+        return None
 
     async def _forget_when_done(self, dial: OutboundDial) -> None:
         try:

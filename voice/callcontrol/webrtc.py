@@ -26,6 +26,7 @@ Here: the signalling hub of the node's pages (BrowserPhones) and the supervisors
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
 from cti.ports import PageSend, SoftphoneError
+from voice.callcontrol.bridge import MonitoredCall
 from voice.callcontrol.browser_leg import DIGITS, SDP_MAX, TRANSFER_HELP, TRANSFER_TARGET, BrowserLeg
 from voice.callcontrol.webrtc_media import (
     BROWSER_SCHEME,
@@ -60,16 +62,18 @@ log = logging.getLogger("voice.callcontrol.webrtc")
 
 
 class MonitorLeg:
-    """A supervisor's silent listen-in on one browser-agent call: receive only, both sides mixed."""
+    """A supervisor's silent listen-in on one conversation (a browser agent's or a SIP desk
+    phone's): receive only, both sides mixed; it closes itself when the conversation ends."""
 
-    def __init__(self, phones: BrowserPhones, leg: BrowserLeg) -> None:
-        self.phones, self.leg = phones, leg
+    def __init__(self, phones: BrowserPhones, call: MonitoredCall) -> None:
+        self.phones, self.call = phones, call
         self.id = secrets.token_urlsafe(12)
         servers = [RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
                    for s in phones.settings.ice_servers]
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
         self.track = MixTrack()
-        self._remove_caller: Callable[[], None] | None = None
+        self._removers: list[Callable[[], None]] = []
+        self._watch: asyncio.Task[None] | None = None
         self.closed = False
 
     async def answer(self, offer_sdp: str) -> str:
@@ -81,18 +85,24 @@ class MonitorLeg:
             raise SoftphoneError("sdp", "the offer must receive audio")
         self.pc.addTrack(self.track)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
-        self._remove_caller = self.leg.caller.add_audio_listener(self.track.feed_caller)
-        self.leg.monitors.append(self)
+        self._removers = [self.call.caller.add_audio_listener(self.track.feed_caller),
+                          self.call.add_agent_listener(self.track.feed_agent)]
+        self._watch = asyncio.ensure_future(self._close_when_over())
         return str(self.pc.localDescription.sdp)
+
+    async def _close_when_over(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.call.over()
+        self.close()
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
-        if self._remove_caller is not None:
-            self._remove_caller()
-        if self in self.leg.monitors:
-            self.leg.monitors.remove(self)
+        for remove in self._removers:
+            remove()
+        if self._watch is not None and self._watch is not asyncio.current_task():
+            self._watch.cancel()
         self.track.stop()
         self.phones.monitors.pop(self.id, None)
         task = asyncio.ensure_future(self.pc.close())
@@ -112,6 +122,8 @@ class BrowserPhones:
         self.legs: dict[str, BrowserLeg] = {}
         self.monitors: dict[str, MonitorLeg] = {}
         self.closing: set[asyncio.Future[None]] = set()  # listen-ins' peer connections closing
+        # The SIP desk-phone conversation of a call (the switch sets it), for listen-ins on those.
+        self.find_bridged: Callable[[str], MonitoredCall | None] = lambda _call_id: None
         self.tune = hold_tune()
 
     # ---- cti.ports.BrowserPhones --------------------------------------------------------------
@@ -175,15 +187,17 @@ class BrowserPhones:
                                          "rtc_dtmf, rtc_transfer")
 
     async def listen(self, call_id: str, offer_sdp: str) -> tuple[str, str]:
-        """A supervisor listens in on the browser-agent call with this SIP Call-ID: their page's
-        receive-only offer in, (listen id, our answer) out. Neither party hears the supervisor."""
+        """A supervisor listens in on the call with this key or SIP Call-ID, talking to an agent in
+        the browser or on a SIP desk phone: their page's receive-only offer in, (listen id, our
+        answer) out. Neither party hears the supervisor."""
         if not offer_sdp or len(offer_sdp) > SDP_MAX:
             raise SoftphoneError("sdp", f"must be an SDP offer, at most {SDP_MAX} characters")
         leg = next((x for x in self.legs.values()  # the call's key (unique) or its SIP Call-ID
                     if call_id in (x.caller.key, x.caller.info.call_id) and x.answered and not x.ended), None)
-        if leg is None:
-            raise SoftphoneError("call_id", "no call talking to a browser agent on this node has this id")
-        monitor = MonitorLeg(self, leg)
+        target = leg.monitored() if leg is not None else self.find_bridged(call_id)
+        if target is None:
+            raise SoftphoneError("call_id", "no call talking to an agent on this node has this id")
+        monitor = MonitorLeg(self, target)
         self.monitors[monitor.id] = monitor
         try:
             answer = await monitor.answer(offer_sdp)
