@@ -250,6 +250,8 @@ async def test_answer_audio_both_ways_hold_keys_and_hang_up_from_the_page(tmp_pa
         # the transcript keeps that keys went each way, never which (voice.callcontrol.masking)
         keyed = [(x.speaker, x.text) for x in caller.call.transcript if x.kind == "dtmf"]
         assert keyed == [("caller", "****"), ("agent", "****")]
+        captions = [(m["speaker"], m["kind"], m["text"]) for m in page.messages if m["type"] == "rtc_caption"]
+        assert captions == [("caller", "dtmf", "****"), ("agent", "dtmf", "****")]  # live, masked too
 
         # bad messages name the field and change nothing
         for bad, name in (({"type": "rtc_dtmf", "leg": leg.id, "digits": "12x"}, "digits"),
@@ -463,6 +465,9 @@ async def test_both_sides_of_the_conversation_land_in_the_transcript_as_two_spea
             speech = [s for s in caller.call.transcript if s.kind == "speech"]
             by = {s.speaker: s for s in speech}
             assert set(by) == {"caller", "agent"}, speech
+            captions = {m["speaker"] for m in page.messages
+                        if m["type"] == "rtc_caption" and m["kind"] == "speech"}
+            assert captions == {"caller", "agent"}  # live captions on the agent's page, both speakers
             assert by["caller"].start < by["agent"].start  # the caller spoke first, on the call's clock
             assert by["caller"].end - by["caller"].start > 1.0 and by["agent"].end - by["agent"].start > 1.0
             said = {"caller": "i would like to check my invoice please",

@@ -42,7 +42,7 @@ from voice.callcontrol.webrtc_media import (
 
 if TYPE_CHECKING:
     from voice.aio.rtp import RtpSession
-    from voice.callcontrol.call import Call
+    from voice.callcontrol.call import Call, TranscriptSegment
     from voice.callcontrol.webrtc import BrowserPhones
 
 log = logging.getLogger("voice.callcontrol.webrtc")
@@ -426,6 +426,7 @@ class BrowserLeg:
             remove_caller = self.caller.add_audio_listener(self.transcriber.caller.on_frame)
             self._transcribe_agent = self.transcriber.agent.on_frame
             log.info("browser leg %s: transcribing the conversation (caller, agent)", self.id)
+        remove_captions = self.caller.add_segment_listener(self._caption)
         caller_gone = asyncio.ensure_future(self.caller.wait_ended())
         hangup_by = "agent"
         try:
@@ -436,6 +437,7 @@ class BrowserLeg:
             caller_gone.cancel()
             bridge.stop()
             remove_caller()
+            remove_captions()
             self._transcribe_agent = None
             self._stop_hold()
             if self.held and not self.caller_rtp.closed:
@@ -449,6 +451,13 @@ class BrowserLeg:
         if self.transcriber is not None:  # the last words land before the flow (and the record) go on
             await self.transcriber.close()
             self._settle(ConversationEnd(hangup_by=hangup_by, talk_seconds=talk, transfer_to=transfer))
+
+    def _caption(self, segment: TranscriptSegment) -> None:
+        """A segment of the conversation (already masked) to the agent's pages, as it lands."""
+        if segment.speaker in ("caller", "agent") and not self.ended:
+            self._spawn(self.phones.send(self.agent_id, {
+                "type": "rtc_caption", "leg": self.id, "speaker": segment.speaker, "kind": segment.kind,
+                "text": segment.text, "start": segment.start}))
 
     def _settle(self, end: ConversationEnd) -> None:
         if not self._finished.done():
