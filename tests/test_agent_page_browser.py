@@ -83,6 +83,20 @@ async def test_an_agent_signs_in_gets_a_screen_pop_and_saves_a_note(tmp_path: Pa
                 await page.reload()  # wrap-up: the call the note is for is still on screen
                 await expect(page.locator("#call-id")).to_have_text(call.key)
                 await expect(page.locator("#accept")).to_have_text("Accepted")
+                # the wrap-up bar: the codes from [agents] dispositions, Available when done
+                await expect(page.locator("#wrapup")).to_be_visible()
+                await expect(page.locator("#wrapup-left")).to_have_text("until you press Available")
+                codes = await page.locator("#wrapup-disposition option").all_text_contents()
+                assert codes[1:] == ["resolved", "callback", "escalated", "wrong_number"]
+                await page.select_option("#wrapup-disposition", "callback")
+                await page.click("#wrapup-done")
+                await expect(page.locator("#state")).to_have_text("available")
+                await expect(page.locator("#wrapup")).to_be_hidden()
+                # away with a reason: kept with the state, shown on the page
+                await page.select_option("#away-reason", "lunch")
+                await page.click("#away")
+                await expect(page.locator("#state")).to_have_text("away (lunch)")
+                assert (await desk.agents.get_agent("ann") or {})["reason"] == "lunch"
 
                 await page.fill("#search", "schmidt")
                 await page.press("#search", "Enter")
@@ -113,7 +127,7 @@ async def test_an_agent_signs_in_gets_a_screen_pop_and_saves_a_note(tmp_path: Pa
             finally:
                 await browser.close()
         saved = await desk.store.get_interaction(interaction_id)
-        assert saved is not None and saved["disposition"] == "resolved"
+        assert saved is not None and saved["disposition"] == "callback"  # the wrap-up's code, the last
         assert saved["summary"] == "Refund sent again, caller happy" and saved["agent"] == "ann"
 
 
