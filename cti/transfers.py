@@ -4,8 +4,11 @@ The agent's leg ends at once with `ConversationEnd.transfer_to` (cti.ports); the
 put that agent in wrap-up (cti.routing AgentDesk._talk) when `blind_transfer` takes the caller on:
 - `queue:NAME`: the caller goes back through the queue's routing (`route_to_queue`: waiting,
   music, the next agent's offer with a fresh screen pop), as a flow's `transfer: queue:NAME` does;
-- anything else (a SIP URI, browser:<agent id>, a number): the connector rings it for
-  `TRANSFER_RING` s while the caller hears the queue's music, then bridges the two.
+- another agent's phone (browser:<agent id>, or the SIP URI an agent has): that agent is reserved
+  on the desk like a queue's offer (available -> ringing, compare-and-set; busy: the transfer
+  fails), gets a screen pop, is on_call once answered and in wrap-up after;
+- anything else (a SIP URI, a number): the connector rings it for `TRANSFER_RING` s while the
+  caller hears the queue's music, then bridges the two.
 Each transfer is one `AgentTransfer` on the outcome (the record's metadata `transfers` shows them).
 If the target cannot be reached, the caller's conversation is over for the flow as if the agent
 had hung up: the flow's after-agent branch runs.
@@ -20,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from cti.ports import AgentConnection, CallView
+from cti.queues import AgentState
 from cti.waiting import CallerHold
 
 if TYPE_CHECKING:
@@ -62,22 +66,45 @@ async def blind_transfer(desk: AgentDesk, call: CallView, outcome: QueueOutcome,
                              agent_id=nxt.agent_id, waited=nxt.waited, talk_seconds=nxt.talk_seconds or 0.0,
                              hangup_by=nxt.hangup_by)
         return replace(outcome, transfers=(*outcome.transfers, step, *nxt.transfers))
+    taker = next((a.id for a in desk.engine.agents.values() if a.sip_uri == target), None)
+    if taker is not None and not await _reserve(desk, call, taker):
+        step = AgentTransfer(by_agent=by_agent, target=target, ok=False, reason="agent_busy", agent_id=taker)
+        return replace(outcome, transfers=(*outcome.transfers, step))
     connection, reason = await _ring(desk, call, target)
     waited = desk.clock() - started
-    taker = target.removeprefix(BROWSER) if target.startswith(BROWSER) else None
     if connection is None or not connection.answered:
-        step = AgentTransfer(by_agent=by_agent, target=target, ok=False, reason=reason, waited=waited)
+        if taker is not None:  # a direct transfer nobody took is no missed queue call: idle again
+            with contextlib.suppress(Exception):
+                await desk.set_agent_state(taker, AgentState.AVAILABLE)
+        step = AgentTransfer(by_agent=by_agent, target=target, ok=False, reason=reason, waited=waited,
+                             agent_id=taker)
         return replace(outcome, transfers=(*outcome.transfers, step))
+    if taker is not None:
+        await desk.set_agent_state(taker, AgentState.ON_CALL, call.key)
+        desk.live.update(call.key, agent_id=taker)
     try:
         end = await connection.wait_finished()
     finally:
         connection.hangup()
+        if taker is not None:
+            with contextlib.suppress(Exception):
+                await desk.set_agent_state(taker, AgentState.WRAP_UP, call.key)
+            desk.live.update(call.key, agent_id=None)
     step = AgentTransfer(by_agent=by_agent, target=target, ok=True, reason="connected", agent_id=taker,
                          waited=waited, talk_seconds=end.talk_seconds, hangup_by=end.hangup_by)
     after = replace(outcome, transfers=(*outcome.transfers, step))
     if end.transfer_to and not call.ended:  # a browser agent reached directly hands on again
         return await blind_transfer(desk, call, after, taker or target, end.transfer_to)
     return after
+
+
+async def _reserve(desk: AgentDesk, call: CallView, agent_id: str) -> bool:
+    """available -> ringing for this call (the desk's compare-and-set), with the agent's pop."""
+    if not await desk.agents.reserve(agent_id, call.key):
+        return False
+    await desk.set_agent_state(agent_id, AgentState.RINGING, call.key)
+    await desk.publish_screen_pop(agent_id, await desk.build_screen_pop(call, agent_id, None))
+    return True
 
 
 async def _ring(desk: AgentDesk, call: CallView, target: str) -> tuple[AgentConnection | None, str]:

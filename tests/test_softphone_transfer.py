@@ -27,6 +27,7 @@ from tests.callmemory import (
     Rig,
     agent_state,
     hold_time_during_aiosqlite,
+    is_request,
     run_virtual_checked,
     until,
     voice_rows,
@@ -218,3 +219,58 @@ def test_a_transfer_nobody_takes_ends_the_agents_part_of_the_flow(tmp_path: Path
     _first, second = row["metadata"]["transfers"]
     assert second["target"] == "queue:nobody" and second["ok"] is False and second["by_agent"] == "ann"
     assert [p["node"] for p in row["ivr"]["path"]] == ["welcome", "to_support", "after_agent"]
+
+
+def test_a_transfer_to_another_agents_phone_reserves_them_on_the_desk(tmp_path: Path) -> None:
+    pops: list[dict[str, Any]] = []
+
+    async def scenario() -> None:
+        rig = await Rig(tmp_path).start()
+        rig.desk.bus.add_listener(
+            lambda _agent, ev: pops.append(ev) if ev.get("type") == "screen_pop" else None)
+        try:
+            caller, ann, desk = await ann_talking(rig)
+            bob = Phone(rig, BOB_PHONE)
+            desk.phones[0].transfer("sip:bob@127.0.0.1:5090")  # bob's own phone, not his queue
+            await ann.hung_up()
+            await bob.rings()
+            assert rig.desk.engine.agents["bob"].state is AgentState.RINGING
+            assert any(p["agent_id"] == "bob" and p["queue"] is None for p in pops)  # his screen pop
+            bob.reply(200, PHONE_ANSWER)
+            await bob.acked()
+            await until(lambda: rig.desk.engine.agents["bob"].state is AgentState.ON_CALL, "bob on the call")
+            assert agent_state(rig.db_path, "ann") == "wrap_up"
+            bob.bye()
+            await caller.hung_up()
+            await rig.calls_over()
+            assert rig.desk.engine.agents["bob"].state is AgentState.WRAP_UP
+            assert agent_state(rig.db_path, "bob") == "wrap_up"
+        finally:
+            await rig.close()
+
+    run_virtual_checked(scenario())
+    (row,) = voice_rows(tmp_path / "data" / "voice.db")
+    _first, second = row["metadata"]["transfers"]
+    assert second["agent_id"] == "bob" and second["ok"] is True and second["by_agent"] == "ann"
+
+
+def test_a_transfer_to_a_busy_agent_fails_without_ringing_them(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        rig = await Rig(tmp_path).start()
+        try:
+            caller, ann, desk = await ann_talking(rig)
+            await rig.desk.set_agent_state("bob", AgentState.AWAY, reason="lunch")
+            sent = len(rig.network.sent)
+            desk.phones[0].transfer("sip:bob@127.0.0.1:5090")
+            await ann.hung_up()
+            await caller.hung_up()  # nobody took the caller: the flow's after-agent branch
+            await rig.calls_over()
+            assert not [s for s in rig.network.matching(is_request("INVITE", BOB_PHONE)) if s.index >= sent]
+            assert rig.desk.engine.agents["bob"].state is AgentState.AWAY
+        finally:
+            await rig.close()
+
+    run_virtual_checked(scenario())
+    (row,) = voice_rows(tmp_path / "data" / "voice.db")
+    _first, second = row["metadata"]["transfers"]
+    assert second["ok"] is False and second["agent_id"] == "bob" and second["by_agent"] == "ann"
