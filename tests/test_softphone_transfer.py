@@ -218,6 +218,7 @@ def test_a_transfer_nobody_takes_ends_the_agents_part_of_the_flow(tmp_path: Path
     (row,) = voice_rows(tmp_path / "data" / "voice.db")
     _first, second = row["metadata"]["transfers"]
     assert second["target"] == "queue:nobody" and second["ok"] is False and second["by_agent"] == "ann"
+    assert second["reason"] == "no_agents"
     assert [p["node"] for p in row["ivr"]["path"]] == ["welcome", "to_support", "after_agent"]
 
 
@@ -274,3 +275,4 @@ def test_a_transfer_to_a_busy_agent_fails_without_ringing_them(tmp_path: Path) -
     (row,) = voice_rows(tmp_path / "data" / "voice.db")
     _first, second = row["metadata"]["transfers"]
     assert second["ok"] is False and second["agent_id"] == "bob" and second["by_agent"] == "ann"
+    assert second["reason"] == "agent_busy"

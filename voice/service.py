@@ -295,7 +295,8 @@ class Service:
         for step in outcome.transfers:  # blind transfers from the agents' softphones
             self.lifecycle.publish(CallTransferred(
                 call=call, target=step.target, ok=step.ok, agent_id=step.agent_id, waited=step.waited,
-                talk_seconds=step.talk_seconds, hangup_by=step.hangup_by, by_agent=step.by_agent))
+                talk_seconds=step.talk_seconds, hangup_by=step.hangup_by, by_agent=step.by_agent,
+                reason=None if step.ok else step.reason))
         return outcome
 
     # ---- SIP events ---------------------------------------------------------------------

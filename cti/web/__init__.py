@@ -204,6 +204,6 @@ def setup(app: web.Application, config: Config, *, schema: str | None = None) ->
     r.add_post("/admin/login", admin.admin_login)
     r.add_post("/admin/logout", admin.admin_logout)
     r.add_get("/admin/api/overview", admin.overview)
-    r.add_post("/admin/api/listen", softphone.listen_in)  # supervisor listen-in (browser-agent calls)
+    r.add_post("/admin/api/listen", softphone.listen_in)  # supervisor listen-in (browser and desk phones)
     r.add_delete("/admin/api/listen/{id}", softphone.listen_stop)
     r.add_static("/static/", agent.STATIC, append_version=False)

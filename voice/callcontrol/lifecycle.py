@@ -45,6 +45,7 @@ class CallTransferred:
     talk_seconds: float = 0.0
     hangup_by: str | None = None  # "agent" | "caller" | "shutdown" once the conversation is over
     by_agent: str | None = None  # a blind transfer from this agent's softphone (else the flow's)
+    reason: str | None = None  # an agent's transfer nobody took: why (no_agents, agent_busy, ...)
 
 
 @dataclass(frozen=True, kw_only=True)

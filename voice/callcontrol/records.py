@@ -90,7 +90,8 @@ class CallRecorder:
             self._details.setdefault(call.key, {}).setdefault("transfers", []).append({
                 "target": event.target, "ok": event.ok, "agent_id": event.agent_id,
                 "waited": round(event.waited, 3), "talk_seconds": round(event.talk_seconds, 3),
-                "hangup_by": event.hangup_by, **({"by_agent": event.by_agent} if event.by_agent else {})})
+                "hangup_by": event.hangup_by, **({"by_agent": event.by_agent} if event.by_agent else {}),
+                **({"reason": event.reason} if event.reason else {})})
         elif isinstance(event, CallFinished):
             self._then(call.key, lambda: self._finished(event), last=True)
 
