@@ -123,6 +123,21 @@ async def test_an_agent_signs_in_gets_a_screen_pop_and_saves_a_note(tmp_path: Pa
                 await expect(page.locator("#missed")).to_be_hidden()
                 second.hang_up()
                 assert (await asyncio.wait_for(routed, 10)).reason == "abandoned"
+
+                # [agents] wrap_up_seconds: the page counts down and the desk makes ann available
+                desk.wrap_up.seconds = 2.0
+                connector.answer_after["ann"] = 0.0
+                await expect(page.locator("#state")).to_have_text("available")
+                third, _ = await inbound_call(client, "browser-wrap@test", caller="+4930777")
+                routed = asyncio.ensure_future(desk.transfer_queue(third, "support"))
+                await expect(page.locator("#state")).to_have_text("on call")
+                while len(connector.connections) < 2:
+                    await asyncio.sleep(0.01)
+                connector.connections[-1].finish("agent", 5.0)
+                await asyncio.wait_for(routed, 10)
+                await expect(page.locator("#wrapup-left")).to_contain_text("available in")
+                await expect(page.locator("#state")).to_have_text("available", timeout=5000)
+                await expect(page.locator("#wrapup")).to_be_hidden()
                 assert errors == []
             finally:
                 await browser.close()
