@@ -9,7 +9,9 @@ whole queue transfer, so control runs one way (interpreter -> desk -> connector)
    offering one agent), the screen pop is published, and the `AgentConnector` (call control, see
    cti.ports) rings the agent's URI for the ring timeout; it is cancelled when the caller hangs up;
 3. answered: the desk awaits the bridged conversation (`connection.wait_finished()`), puts the
-   agent in wrap-up, and returns the `QueueOutcome` with who hung up and the talk time.
+   agent in wrap-up (the countdown of cti.wrapup), and returns the `QueueOutcome` with who hung
+   up and the talk time; when the agent handed the caller on from the softphone (the end's
+   `transfer_to`), the desk runs that blind transfer first (cti.transfers) and the outcome lists it.
    Not answered: the no-answer policy, a "missed" event explaining it, and the next agent.
 
 The screen pop is published just before `connect` starts: the INVITE leaves at that moment, so
