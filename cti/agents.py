@@ -45,6 +45,7 @@ class Agent(Base):
     state: Mapped[str] = mapped_column(String(20), default="away")
     state_since: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     call_id: Mapped[str | None] = mapped_column(String(300))
+    state_reason: Mapped[str | None] = mapped_column(String(40))  # why away (break, lunch, ...)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 
@@ -94,7 +95,8 @@ def _token_hash(token: str) -> str:
 
 def agent_dict(a: Agent) -> dict[str, Any]:
     return {"id": a.id, "name": a.name, "sip_uri": a.sip_uri, "skills": list(a.skills or []),
-            "state": a.state, "state_since": iso(a.state_since), "call_id": a.call_id}
+            "state": a.state, "state_since": iso(a.state_since), "call_id": a.call_id,
+            "reason": a.state_reason}
 
 
 class AgentStore:
@@ -173,8 +175,17 @@ class AgentStore:
             await s.execute(delete(AgentSession).where(AgentSession.token_hash == _token_hash(token)))
 
     # ---- states (one short transaction each, on the store's writer: see cti.db) ----------------
-    async def set_state(self, agent_id: str, state: AgentState | str, call_id: str | None = None) -> datetime:
-        return await self.db.run_write(_set_state, agent_id, AgentState(state).value, call_id, utcnow())
+    async def set_state(self, agent_id: str, state: AgentState | str, call_id: str | None = None, *,
+                        reason: str | None = None) -> datetime:
+        """`reason`: why the agent is away (kept with the state; any other state clears it)."""
+        state = AgentState(state)
+        return await self.db.run_write(_set_state, agent_id, state.value, call_id,
+                                       reason if state == AgentState.AWAY else None, utcnow())
+
+    async def end_wrap_up(self, agent_id: str, call_id: str | None) -> datetime | None:
+        """wrap_up (for `call_id`) -> available, only if the agent still wraps up that call (they
+        may have pressed Available or Away already, or taken another call); the new `since`."""
+        return await self.db.run_write(_end_wrap_up, agent_id, call_id, utcnow())
 
     async def reserve(self, agent_id: str, call_id: str) -> bool:
         """available -> ringing, only if still available (another node may have taken the agent).
@@ -246,7 +257,8 @@ AGENTS = cast(Table, Agent.__table__)
 
 def _agent_row(row: Any) -> dict[str, Any]:
     return {"id": row.id, "name": row.name, "sip_uri": row.sip_uri, "skills": list(row.skills or []),
-            "state": row.state, "state_since": iso(row.state_since), "call_id": row.call_id}
+            "state": row.state, "state_since": iso(row.state_since), "call_id": row.call_id,
+            "reason": row.state_reason}
 
 
 def _get_agent(conn: Connection, agent_id: str) -> dict[str, Any] | None:
@@ -258,12 +270,21 @@ def _list_agents(conn: Connection) -> list[dict[str, Any]]:
     return [_agent_row(r) for r in conn.execute(select(AGENTS).order_by(AGENTS.c.id))]
 
 
-def _set_state(conn: Connection, agent_id: str, state: str, call_id: str | None, now: datetime) -> datetime:
+def _set_state(conn: Connection, agent_id: str, state: str, call_id: str | None, reason: str | None,
+               now: datetime) -> datetime:
     result = conn.execute(update(AGENTS).where(AGENTS.c.id == agent_id).values(
-        state=state, state_since=now, call_id=call_id))
+        state=state, state_since=now, call_id=call_id, state_reason=reason))
     if result.rowcount == 0:
         raise AgentNotFound(agent_id)
     return now
+
+
+def _end_wrap_up(conn: Connection, agent_id: str, call_id: str | None, now: datetime) -> datetime | None:
+    same_call = AGENTS.c.call_id.is_(None) if call_id is None else AGENTS.c.call_id == call_id
+    result = conn.execute(update(AGENTS).where(
+        AGENTS.c.id == agent_id, AGENTS.c.state == AgentState.WRAP_UP.value, same_call).values(
+        state=AgentState.AVAILABLE.value, state_since=now, call_id=None, state_reason=None))
+    return now if result.rowcount else None
 
 
 def _reserve(conn: Connection, agent_id: str, call_id: str) -> bool:

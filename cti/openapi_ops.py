@@ -21,7 +21,8 @@ A websocket (upgrade this GET). Authenticate with the agent's session cookie (fr
 /agent/login) or an API key. The server sends JSON text messages, each with a `type`:
 
 - `hello` `{"type": "hello", "agent": Agent}` once, on connect;
-- `state` `{"type": "state", "agent_id", "state", "since", "call_id"}` on every state change;
+- `state` `{"type": "state", "agent_id", "state", "since", "call_id", "reason", "wrap_up_left"}` on
+  every state change (`reason`: why away; `wrap_up_left`: seconds until wrap-up ends, null: manual);
 - `screen_pop` `{"type": "screen_pop", "call_id", "interaction_id", "caller", "customer", "found",
   "ivr", "transcript", "recent_interactions", "last_by_channel", "queue"}` when the agent's phone
   starts ringing;
@@ -81,7 +82,8 @@ def schemas() -> dict[str, Any]:
         "Agent": {"type": "object", "properties": {
             "id": TEXT, "name": TEXT, "sip_uri": TEXT, "skills": {"type": "array", "items": TEXT},
             "state": {"type": "string", "enum": ["available", "ringing", "on_call", "wrap_up", "away"]},
-            "state_since": {**TIME, "nullable": True}, "call_id": {**TEXT, "nullable": True}}},
+            "state_since": {**TIME, "nullable": True}, "call_id": {**TEXT, "nullable": True},
+            "reason": {**TEXT, "nullable": True, "description": "why away ([agents] away_reasons)"}}},
         # null = not given, for every optional field
         "AgentInput": {"type": "object", "additionalProperties": False,
                        "required": ["id", "name", "sip_uri"],
@@ -89,7 +91,8 @@ def schemas() -> dict[str, Any]:
                                       **{k: _nullable(agent_fields[k]) for k in ("skills", "password")}}},
         "AgentPatch": {"type": "object", "additionalProperties": False, "properties": {
             **{k: _nullable(v) for k, v in agent_fields.items()},
-            "state": _nullable({"type": "string", "enum": [*AGENT_STATES, None]})}},
+            "state": _nullable({"type": "string", "enum": [*AGENT_STATES, None]}),
+            "reason": _nullable({**TEXT, "description": "with state away: one of [agents] away_reasons"})}},
         "Queues": {"type": "object", "properties": {
             "queues": counts, "positions": counts,
             "agents": {"type": "array", "items": {"type": "object"}},

@@ -85,6 +85,9 @@ class ConversationEnd:
     hangup_by: str  # "agent" | "caller" | "shutdown"
     talk_seconds: float
     recording: str | None = None
+    # The agent handed the caller on (a blind transfer from the softphone): "queue:NAME", a SIP
+    # URI, browser:<agent id> or a number. The desk runs it; the agent is free at once.
+    transfer_to: str | None = None
 
 
 class AgentConnection(Protocol):
@@ -209,8 +212,9 @@ class BrowserPhones(Protocol):
         """One rtc_* message from a page of `agent_id`; raises SoftphoneError for bad input."""
 
     async def listen(self, call_id: str, offer_sdp: str) -> tuple[str, str]:
-        """Silent monitor: a supervisor's receive-only SDP offer for the call with this Call-ID;
-        returns (listen id, SDP answer). SoftphoneError names the field when it cannot be done."""
+        """Silent monitor: a supervisor's receive-only SDP offer for the call with this key or
+        Call-ID, talking to an agent in the browser or on a SIP desk phone; returns (listen id,
+        SDP answer). SoftphoneError names the field when it cannot be done."""
 
     def stop_listening(self, listen_id: str) -> bool:
         """End a listen-in; False when there is none with this id."""

@@ -9,7 +9,9 @@ whole queue transfer, so control runs one way (interpreter -> desk -> connector)
    offering one agent), the screen pop is published, and the `AgentConnector` (call control, see
    cti.ports) rings the agent's URI for the ring timeout; it is cancelled when the caller hangs up;
 3. answered: the desk awaits the bridged conversation (`connection.wait_finished()`), puts the
-   agent in wrap-up, and returns the `QueueOutcome` with who hung up and the talk time.
+   agent in wrap-up (the countdown of cti.wrapup), and returns the `QueueOutcome` with who hung
+   up and the talk time; when the agent handed the caller on from the softphone (the end's
+   `transfer_to`), the desk runs that blind transfer first (cti.transfers) and the outcome lists it.
    Not answered: the no-answer policy, a "missed" event explaining it, and the next agent.
 
 The screen pop is published just before `connect` starts: the INVITE leaves at that moment, so
@@ -36,8 +38,10 @@ from cti.lookup import lookup
 from cti.ports import AgentConnection, AgentConnector, CallView
 from cti.queues import AgentSlot, AgentState, QueueEngine, QueueSpec
 from cti.store import CustomerStore
+from cti.transfers import AgentTransfer, blind_transfer
 from cti.virtual_hold import ask_callback_number, say_goodbye
 from cti.waiting import CallerHold, MusicLibrary, SpeechRenderer
+from cti.wrapup import AgentPolicy, WrapUpTimers
 
 if TYPE_CHECKING:
     from cti.callback_desk import CallbackDesk
@@ -60,6 +64,8 @@ class QueueOutcome:
     hangup_by: str | None = None  # connected: "agent" | "caller" | "shutdown"
     talk_seconds: float | None = None  # connected: length of the conversation
     callback_id: str | None = None  # reason "callback": the caller hangs up, the desk calls back
+    # Blind transfers from the agents' softphones after that conversation (cti.transfers), in order.
+    transfers: tuple[AgentTransfer, ...] = ()
 
 
 @dataclass(kw_only=True)
@@ -94,10 +100,11 @@ class AgentDesk:
     def __init__(self, *, store: CustomerStore, agents: AgentStore, bus: EventBus,
                  connector: AgentConnector | None, voice: SpeechRenderer | None = None,
                  live: LiveCalls | None = None, engine: QueueEngine | None = None, recent: int = 10,
-                 music: MusicLibrary | None = None, clock: Callable[[], float] = time.time) -> None:
+                 music: MusicLibrary | None = None, clock: Callable[[], float] = time.time,
+                 policy: AgentPolicy | None = None) -> None:
         """`connector`: call control's agent connector (None: an API-only process; queue transfers
         then fail with reason "no_connector"). `voice`: the TTS that says the caller's position
-        (None: music only)."""
+        (None: music only). `policy`: dispositions, wrap-up time, away reasons ([agents])."""
         self.store = store
         self.agents = agents
         self.bus = bus
@@ -115,6 +122,9 @@ class AgentDesk:
         self._wake: asyncio.Future[None] | None = None
         self._continues: dict[str, str] = {}  # call key -> the interaction the call continues
         self.callbacks: CallbackDesk | None = None  # set by cti.web.setup: where virtual hold puts callbacks
+        self.policy = policy or AgentPolicy()
+        self.wrap_up = WrapUpTimers(self.policy.wrap_up_seconds, self._wrap_up_over)
+        self._reasons: dict[str, str | None] = {}  # agent -> why away (for the snapshot)
 
     async def start(self) -> None:
         self.bus.add_listener(self._on_event)
@@ -124,6 +134,7 @@ class AgentDesk:
         await self.music.preload([s.music for s in specs])
 
     async def close(self) -> None:
+        await self.wrap_up.aclose()
         await self.bus.close()
 
     async def reload_agents(self) -> None:
@@ -139,6 +150,7 @@ class AgentDesk:
             self._applied[a["id"]] = self.clock()
             slot.state, slot.since = AgentState(a["state"]), _wall(a["state_since"])
             slot.call_id = a.get("call_id")
+            self._reasons[a["id"]] = a.get("reason")
 
     # ---- events ---------------------------------------------------------------------------
     def _on_event(self, agent_id: str | None, event: dict[str, Any]) -> None:
@@ -151,6 +163,9 @@ class AgentDesk:
                 slot = self.engine.agents[agent_id]
                 slot.state, slot.since = AgentState(event["state"]), float(event.get("since", at))
                 slot.call_id = event.get("call_id")
+                self._reasons[agent_id] = event.get("reason")
+                if slot.state != AgentState.WRAP_UP:  # another node moved them on: no countdown here
+                    self.wrap_up.cancel(agent_id)
                 self._poke()
         elif kind == "agent" and isinstance(event.get("agent"), dict):
             self.apply_agent(event["agent"], with_state=False)
@@ -178,7 +193,9 @@ class AgentDesk:
     def current_for(self, agent: dict[str, Any]) -> dict[str, Any]:
         """What a newly connected page must show (the websocket's hello): the pop of the call the
         agent is offered, talking on or wrapping up, and the last missed call while they are away."""
-        out: dict[str, Any] = {"call": None, "missed": None}
+        out: dict[str, Any] = {"call": None, "missed": None, "wrap_up_left": None}
+        if agent["state"] == AgentState.WRAP_UP.value:
+            out["wrap_up_left"] = self.wrap_up.left(agent["id"])
         pop = self._pops.get(agent["id"])
         if (pop is not None and agent["state"] in ("ringing", "on_call", "wrap_up")
                 and agent.get("call_id") == pop.get("call_id")):
@@ -189,11 +206,13 @@ class AgentDesk:
         return out
 
     async def set_agent_state(self, agent_id: str, state: AgentState | str,
-                              call_id: str | None = None) -> None:
-        """Record a state in the database, here, and on every other node (and the agent's page)."""
+                              call_id: str | None = None, *, reason: str | None = None) -> None:
+        """Record a state in the database, here, and on every other node (and the agent's page).
+        `reason`: why the agent is away. Wrap-up starts the countdown ([agents] wrap_up_seconds)."""
         state = AgentState(state)
-        since = (await self.agents.set_state(agent_id, state, call_id)).timestamp()
-        await self._state_changed(agent_id, state, since, call_id)
+        reason = reason if state == AgentState.AWAY else None
+        since = (await self.agents.set_state(agent_id, state, call_id, reason=reason)).timestamp()
+        await self._state_changed(agent_id, state, since, call_id, reason)
 
     async def accept_offer(self, agent_id: str, call_id: str) -> bool:
         """The agent took the call on the page: on_call, only if this call is offered to them
@@ -205,12 +224,22 @@ class AgentDesk:
         return True
 
     async def _state_changed(self, agent_id: str, state: AgentState, since: float,
-                             call_id: str | None) -> None:
+                             call_id: str | None, reason: str | None = None) -> None:
         # `since` orders the idle agents; `at` (when the change happened) orders the events.
+        left = self.wrap_up.start(agent_id, call_id) if state == AgentState.WRAP_UP else None
+        if state != AgentState.WRAP_UP:
+            self.wrap_up.cancel(agent_id)
         event = {"type": "state", "agent_id": agent_id, "state": state.value, "since": since,
-                 "call_id": call_id, "at": time.time()}
+                 "call_id": call_id, "at": time.time(), "reason": reason, "wrap_up_left": left}
         self._on_event(agent_id, event)
         await self.bus.publish(agent_id, event)
+
+    async def _wrap_up_over(self, agent_id: str, call_id: str | None) -> None:
+        """The wrap-up countdown ended: available, unless the agent moved on meanwhile."""
+        since = await self.agents.end_wrap_up(agent_id, call_id)
+        if since is not None:
+            log.info("agent %s: wrap-up over, available", agent_id)
+            await self._state_changed(agent_id, AgentState.AVAILABLE, since.timestamp(), None)
 
     # ---- screen pop -----------------------------------------------------------------------
     async def build_screen_pop(self, call: CallView, agent_id: str,
@@ -501,7 +530,10 @@ class AgentDesk:
             self.live.update(call.key, agent_id=None)
         log.info("call %s: %s with agent %s for %.1fs, %s hung up", call.key, spec.name, agent_id,
                  end.talk_seconds, end.hangup_by)
-        return replace(connected, hangup_by=end.hangup_by, talk_seconds=end.talk_seconds)
+        outcome = replace(connected, hangup_by=end.hangup_by, talk_seconds=end.talk_seconds)
+        if end.transfer_to and not call.ended:  # the agent, in wrap-up now, handed the caller on
+            return await blind_transfer(self, call, outcome, agent_id, end.transfer_to)
+        return outcome
 
     def snapshot(self) -> dict[str, Any]:
         """Queue lengths, waiting positions, service levels and agent states as this node sees them."""
@@ -510,5 +542,6 @@ class AgentDesk:
                             for name, st in sorted(self.stats.items())},
                 "agents": [{"id": a.id, "name": a.name, "state": a.state.value, "since": a.since,
                             "call_id": a.call_id, "skills": sorted(a.skills),
+                            "reason": self._reasons.get(a.id) if a.state == AgentState.AWAY else None,
                             "connected": self.bus.connected(a.id)}
                            for a in sorted(self.engine.agents.values(), key=lambda a: a.id)]}

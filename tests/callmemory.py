@@ -40,6 +40,7 @@ from cti.lookup import make_lookup
 from cti.queues import AgentState
 from cti.routing import AgentDesk
 from cti.store import CustomerStore
+from cti.wrapup import AgentPolicy
 from tests.sipfake import SDP_OFFER, Peer, ack_for
 from voice.aio.sip import SipEndpoint
 from voice.callcontrol import AnswerSettings, CallRecorder, Lifecycle, Switch
@@ -430,8 +431,10 @@ class Rig:
     desk ringing agents through the switch, and the IVR runtime with a fake TTS."""
 
     def __init__(self, tmp_path: Path, *, node: str = "mem1", default_flow: str = "queue_agent",
-                 db_path: Path | None = None, answer_delay: float = 0.0) -> None:
+                 db_path: Path | None = None, answer_delay: float = 0.0,
+                 policy: AgentPolicy | None = None) -> None:
         self.tmp_path = tmp_path
+        self.policy = policy  # [agents]: dispositions, wrap-up time, away reasons (desk defaults: None)
         self.node = node
         self.answer_delay = answer_delay
         self.db_path = db_path or tmp_path / "data" / "voice.db"
@@ -467,7 +470,7 @@ class Rig:
                              settings=settings, media_host=lambda _peer: "127.0.0.1",
                              goodbye=lambda: self.tts.render(GOODBYE))
         self.desk = AgentDesk(store=self.store, agents=self.agents, bus=EventBus(), recent=5,
-                              connector=self.switch)
+                              connector=self.switch, policy=self.policy)
         self.ivr.desk = self.desk
         self.service.desk = self.desk
         await self.desk.start()

@@ -88,6 +88,20 @@ async def test_an_agent_signs_in_gets_a_screen_pop_and_saves_a_note(tmp_path: Pa
                 await page.reload()  # wrap-up: the call the note is for is still on screen
                 await expect(page.locator("#call-id")).to_have_text(call.key)
                 await expect(page.locator("#accept")).to_have_text("Accepted")
+                # the wrap-up bar: the codes from [agents] dispositions, Available when done
+                await expect(page.locator("#wrapup")).to_be_visible()
+                await expect(page.locator("#wrapup-left")).to_have_text("until you press Available")
+                codes = await page.locator("#wrapup-disposition option").all_text_contents()
+                assert codes[1:] == ["resolved", "callback", "escalated", "wrong_number"]
+                await page.select_option("#wrapup-disposition", "callback")
+                await page.click("#wrapup-done")
+                await expect(page.locator("#state")).to_have_text("available")
+                await expect(page.locator("#wrapup")).to_be_hidden()
+                # away with a reason: kept with the state, shown on the page
+                await page.select_option("#away-reason", "lunch")
+                await page.click("#away")
+                await expect(page.locator("#state")).to_have_text("away (lunch)")
+                assert (await desk.agents.get_agent("ann") or {})["reason"] == "lunch"
 
                 await page.fill("#search", "schmidt")
                 await page.press("#search", "Enter")
@@ -115,11 +129,26 @@ async def test_an_agent_signs_in_gets_a_screen_pop_and_saves_a_note(tmp_path: Pa
                 await expect(page.locator("#missed")).to_be_hidden()
                 second.hang_up()
                 assert (await asyncio.wait_for(routed, 10)).reason == "abandoned"
+
+                # [agents] wrap_up_seconds: the page counts down and the desk makes ann available
+                desk.wrap_up.seconds = 2.0
+                connector.answer_after["ann"] = 0.0
+                await expect(page.locator("#state")).to_have_text("available")
+                third, _ = await inbound_call(client, "browser-wrap@test", caller="+4930777")
+                routed = asyncio.ensure_future(desk.transfer_queue(third, "support"))
+                await expect(page.locator("#state")).to_have_text("on call")
+                while len(connector.connections) < 2:
+                    await asyncio.sleep(0.01)
+                connector.connections[-1].finish("agent", 5.0)
+                await asyncio.wait_for(routed, 10)
+                await expect(page.locator("#wrapup-left")).to_contain_text("available in")
+                await expect(page.locator("#state")).to_have_text("available", timeout=5000)
+                await expect(page.locator("#wrapup")).to_be_hidden()
                 assert errors == []
             finally:
                 await browser.close()
         saved = await desk.store.get_interaction(interaction_id)
-        assert saved is not None and saved["disposition"] == "resolved"
+        assert saved is not None and saved["disposition"] == "callback"  # the wrap-up's code, the last
         assert saved["summary"] == "Refund sent again, caller happy" and saved["agent"] == "ann"
 
 

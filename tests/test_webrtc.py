@@ -12,11 +12,13 @@ import fractions
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import av
 import numpy as np
 import pytest
+import soundfile as sf
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
@@ -29,6 +31,7 @@ from voice.audio import tone
 from voice.callcontrol.call import Call, CallInfo
 from voice.callcontrol.fake import FakeSignalling
 from voice.callcontrol.webrtc import (
+    TRANSFER_TARGET,
     TRIM_AFTER,
     BrowserLeg,
     BrowserPhones,
@@ -191,11 +194,13 @@ async def test_the_browser_track_paces_plays_tones_first_and_trims_a_standing_ba
 
 
 @pytest.mark.timeout(60)
-async def test_answer_audio_both_ways_hold_keys_and_hang_up_from_the_page() -> None:
+async def test_answer_audio_both_ways_hold_keys_and_hang_up_from_the_page(tmp_path: Path) -> None:
     phones = BrowserPhones()
     page = FakePage(phones)
     detach = phones.attach("ann", page.send)
     async with caller_leg() as caller:
+        # [rtp] record = both: the call's recording is the caller leg's (voice.callcontrol.inbound)
+        caller.rtp.start_recording(tmp_path / "call.wav", True)
         ringing = asyncio.ensure_future(phones.connect(caller.call, caller.rtp, "browser:ann", timeout=10))
         offer = await asyncio.wait_for(page.offers.get(), 10)
         assert offer["caller"] == "+15550100" and offer["call_id"] == "webrtc-1@test"
@@ -242,6 +247,11 @@ async def test_answer_audio_both_ways_hold_keys_and_hang_up_from_the_page() -> N
         # keys from the page's keypad reach the caller as RFC 4733 events
         await phones.receive("ann", {"type": "rtc_dtmf", "leg": leg.id, "digits": "19#"})
         await until(lambda: caller.peer.digits() == "19#", 5, "the keys at the caller")
+        # the transcript keeps that keys went each way, never which (voice.callcontrol.masking)
+        keyed = [(x.speaker, x.text) for x in caller.call.transcript if x.kind == "dtmf"]
+        assert keyed == [("caller", "****"), ("agent", "****")]
+        captions = [(m["speaker"], m["kind"], m["text"]) for m in page.messages if m["type"] == "rtc_caption"]
+        assert captions == [("caller", "dtmf", "****"), ("agent", "dtmf", "****")]  # live, masked too
 
         # bad messages name the field and change nothing
         for bad, name in (({"type": "rtc_dtmf", "leg": leg.id, "digits": "12x"}, "digits"),
@@ -263,9 +273,23 @@ async def test_answer_audio_both_ways_hold_keys_and_hang_up_from_the_page() -> N
         assert not caller.call.ended
         await until(lambda: leg.id not in phones.legs, 5, "the leg to be forgotten")
         assert "rtc_end" in page.types()
+        recording = caller.rtp.stop_recording()
     await page.close()
     detach()
     await phones.aclose()
+    # both legs in the recording: left what the caller said (1 kHz), right the browser agent (400 Hz)
+    assert recording is not None
+    pcm, rate = sf.read(str(recording), dtype="int16")
+    assert rate == 8000 and pcm.ndim == 2
+    left, right = loud_frames(pcm[:, 0]), loud_frames(pcm[:, 1])
+    assert len(left) / 8000 > 1.0 and abs(dominant_hz(left) - 1000) < 20
+    assert len(right) / 8000 > 2.0 and abs(dominant_hz(right) - 400) < 20
+
+
+def loud_frames(pcm: np.ndarray, rms: float = 1000.0) -> np.ndarray:
+    """The 20 ms frames of `pcm` louder than `rms`, end to end."""
+    frames = pcm[: len(pcm) // 160 * 160].reshape(-1, 160).astype(np.float64)
+    return frames[np.sqrt((frames ** 2).mean(axis=1)) > rms].reshape(-1)
 
 
 @pytest.mark.timeout(30)
@@ -327,50 +351,51 @@ async def test_the_caller_hanging_up_ends_the_browser_leg() -> None:
 
 
 @pytest.mark.timeout(60)
-async def test_a_blind_transfer_from_the_page_to_another_browser_agent() -> None:
+async def test_a_blind_transfer_from_the_page_ends_the_agents_side_and_says_where_to() -> None:
+    """The page's rtc_transfer ends the agent's leg at once; its end carries the target for the
+    desk (cti.transfers), which rings the next one: here bob's browser, as the switch would."""
     phones = BrowserPhones()
     ann, bob = FakePage(phones, "ann"), FakePage(phones, "bob")
     detach = [phones.attach("ann", ann.send), phones.attach("bob", bob.send)]
     async with caller_leg() as caller:
-
-        async def dial(uri: str, timeout: float) -> Any:  # what the switch's connect does for browser:
-            return await phones.connect(caller.call, caller.rtp, uri, timeout=timeout, dial=dial)
-
-        ringing = asyncio.ensure_future(dial("browser:ann", 10))
+        ringing = asyncio.ensure_future(phones.connect(caller.call, caller.rtp, "browser:ann", timeout=10))
         await ann.answer(await asyncio.wait_for(ann.offers.get(), 10), hz=400)
         leg = await asyncio.wait_for(ringing, 15)
         assert leg.answered
         await asyncio.sleep(1.0)
-        for bad in ("browser:ann", "tel:+1555", "sip:"):
+        for bad in ("browser:ann", "tel:+1555", "sip:", "queue:", "12 34"):
             with pytest.raises(SoftphoneError) as err:
                 await phones.receive("ann", {"type": "rtc_transfer", "leg": leg.id, "target": bad})
             assert err.value.field == "target"
 
         await phones.receive("ann", {"type": "rtc_transfer", "leg": leg.id, "target": "browser:bob"})
+        end = await asyncio.wait_for(leg.wait_finished(), 5)  # at once: the agent goes to wrap-up
+        assert end.transfer_to == "browser:bob" and end.hangup_by == "agent" and end.talk_seconds > 0.9
         await until(lambda: {"type": "rtc_end", "leg": leg.id, "reason": "transferred"} in ann.messages,
                     5, "ann's page to hear of the transfer")
-        offer = await asyncio.wait_for(bob.offers.get(), 10)
-        # while bob's page rings the caller hears the hold tune
-        mark = len(caller.peer.received)
-        await asyncio.sleep(1.0)
-        waiting = heard_audio([p for p in caller.peer.received[mark:] if p.payload_type == PCMU][10:])
-        assert np.abs(waiting).max() > 1000 and 250 < dominant_hz(waiting) < 540
-        assert not leg._finished.done()  # the desk still waits: the conversation goes on with bob
-        await bob.answer(offer, hz=600)
-        bobs = next(x for x in phones.legs.values() if x.agent_id == "bob")
-        await until(lambda: bobs.answered, 15, "bob's leg")
+        assert not caller.call.ended
+        ringing = asyncio.ensure_future(phones.connect(caller.call, caller.rtp, "browser:bob", timeout=10))
+        await bob.answer(await asyncio.wait_for(bob.offers.get(), 10), hz=600)
+        bobs = await asyncio.wait_for(ringing, 15)
+        assert bobs.answered
         await asyncio.sleep(1.2)
         heard = heard_audio([p for p in caller.peer.received if p.payload_type == PCMU][-40:])
         assert abs(dominant_hz(heard) - 600) < 20  # the caller talks to bob now
         await phones.receive("bob", {"type": "rtc_hangup", "leg": bobs.id})
-        end = await asyncio.wait_for(leg.wait_finished(), 5)
-        assert end.hangup_by == "agent" and end.talk_seconds > 2.0
-        assert not caller.call.ended  # the flow's after-agent branch goes on
+        end = await asyncio.wait_for(bobs.wait_finished(), 5)
+        assert end.hangup_by == "agent" and end.transfer_to is None
     await ann.close()
     await bob.close()
     for d in detach:
         d()
     await phones.aclose()
+
+
+def test_the_transfer_box_takes_queues_uris_agents_and_numbers() -> None:
+    for good in ("queue:billing", "sip:2001@pbx.example.com", "browser:bob", "2001", "+4930123456"):
+        assert TRANSFER_TARGET.fullmatch(good), good
+    for bad in ("queue:", "tel:123", "sip:", "12 34", "browser:", "1"):
+        assert not TRANSFER_TARGET.fullmatch(bad), bad
 
 
 class SpeechTrack(MediaStreamTrack):
@@ -440,6 +465,9 @@ async def test_both_sides_of_the_conversation_land_in_the_transcript_as_two_spea
             speech = [s for s in caller.call.transcript if s.kind == "speech"]
             by = {s.speaker: s for s in speech}
             assert set(by) == {"caller", "agent"}, speech
+            captions = {m["speaker"] for m in page.messages
+                        if m["type"] == "rtc_caption" and m["kind"] == "speech"}
+            assert captions == {"caller", "agent"}  # live captions on the agent's page, both speakers
             assert by["caller"].start < by["agent"].start  # the caller spoke first, on the call's clock
             assert by["caller"].end - by["caller"].start > 1.0 and by["agent"].end - by["agent"].start > 1.0
             said = {"caller": "i would like to check my invoice please",

@@ -164,6 +164,24 @@ class WebRtcConfig:
     hold_music: Path | None = None  # a WAV the caller hears on hold (default: a soft tune)
 
 
+@dataclass(frozen=True, kw_only=True)
+class AgentsConfig:
+    """[agents]: after-call work on the agent page (cti.wrapup)."""
+
+    dispositions: tuple[str, ...] = ("resolved", "callback", "escalated", "wrong_number")
+    wrap_up_seconds: int = 0  # 0: wrap-up lasts until the agent presses Available
+    away_reasons: tuple[str, ...] = ("break", "lunch", "training", "meeting")
+
+
+def _codes(text: str) -> tuple[str, ...]:
+    codes = _split_list(text)
+    bad = [c for c in codes if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}", c)]
+    if bad:
+        raise ValueError(f"expected a list of codes (letters, digits, '_', '.', '-'; at most 40 each), "
+                         f"found {bad[0]!r}")
+    return tuple(dict.fromkeys(codes))
+
+
 def _webrtc_codecs(text: str) -> tuple[str, ...]:
     known = {"opus": "opus", "pcmu": "PCMU", "pcma": "PCMA"}
     names = [known.get(p.lower(), p) for p in _split_list(text)]
@@ -219,6 +237,7 @@ class Config:
     queue: dict[str, QueueConfig] = field(default_factory=dict)  # [queue NAME] sections by NAME
     throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
     webrtc: WebRtcConfig = WebRtcConfig()
+    agents: AgentsConfig = AgentsConfig()
     log_level: str = "info"
     hours: dict[str, BusinessHours] = field(default_factory=dict)  # [hours NAME] sections
     log_format: str = "text"  # text | json (one JSON object per line)
@@ -471,6 +490,11 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
         "max_sources": (_int_range(100, 10000000), "max_sources"),
         "refusals_per_second": (_int_range(1, 100000), "refusals_per_second"),
     },
+    "agents": {
+        "dispositions": (_codes, "dispositions"),
+        "wrap_up_seconds": (_int_range(0, 3600), "wrap_up_seconds"),
+        "away_reasons": (_codes, "away_reasons"),
+    },
     "webrtc": {
         "turn_url": (_turn_url, "turn_url"),
         "turn_username": (str.strip, "turn_username"),
@@ -595,6 +619,7 @@ def load_config(path: str | Path | None) -> Config:
         queue=_queue_sections(source, values, queues),
         throttle=build("throttle", ThrottleSettings),
         webrtc=build("webrtc", WebRtcConfig),
+        agents=build("agents", AgentsConfig),
         log_level=values.get("log", {}).get("level", "info"),
         hours=hours,
         log_format=values.get("log", {}).get("format", "text"),

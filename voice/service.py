@@ -115,7 +115,7 @@ class Service:
                                   answer_delay=cfg.sip.answer_delay_ms / 1000, own_user=user)
         self.switch = Switch(self.endpoint, self.pool, run_flow=self._run_flow, lifecycle=self.lifecycle,
                              settings=settings, media_host=self._media_host, goodbye=self._goodbye,
-                             browsers=self.phones)
+                             browsers=self.phones, number_domain=self._number_domain())
         self.originator = Originator(self.switch.link, self.pool, trunk=trunk_of(cfg),
                                      lifecycle=self.lifecycle, node=cfg.node.id, media_host=self._media_host)
         await self.endpoint.start(listen.host, listen.port, cfg.sip.transports)
@@ -295,6 +295,14 @@ class Service:
         self._background.extend(self.ivr.start())
         self._run_flow = self.ivr.run_call
 
+    def _number_domain(self) -> str:
+        """Where a bare number (a transfer from the softphone) is dialled: the registrar's domain
+        when the node registers to a provider, else [sip] domain."""
+        reg = self.config.register
+        if reg is not None:
+            return reg.domain or reg.registrar.removeprefix("sip:").split(";")[0]
+        return self.config.sip.domain
+
     # ---- agents ---------------------------------------------------------------------------
     async def connect(self, call: CallView, agent_uri: str, *, timeout: float) -> AgentConnection:
         """The desk's AgentConnector (cti.ports): the switch rings the agent and bridges."""
@@ -329,6 +337,11 @@ class Service:
             callback_id=outcome.callback_id))
         if outcome.reason == "callback" and not call.ended:
             await call.hangup("callback")  # they keep their place: the desk calls them back
+        for step in outcome.transfers:  # blind transfers from the agents' softphones
+            self.lifecycle.publish(CallTransferred(
+                call=call, target=step.target, ok=step.ok, agent_id=step.agent_id, waited=step.waited,
+                talk_seconds=step.talk_seconds, hangup_by=step.hangup_by, by_agent=step.by_agent,
+                reason=None if step.ok else step.reason))
         return outcome
 
     # ---- SIP events ---------------------------------------------------------------------

@@ -42,13 +42,14 @@ from cti.web.keys import (
     SOCKETS_KEY,
     VOICE_KEY,
 )
+from cti.wrapup import AgentPolicy
 
 if TYPE_CHECKING:  # the service's configuration, named for the type checker only
     from voice.config import Config, QueuesConfig
 
 __all__ = ["CONNECTOR_KEY", "DESK_KEY", "VOICE_KEY", "queue_engine", "setup"]
 
-_FIELDS = {"id", "name", "sip_uri", "skills", "password", "state"}
+_FIELDS = {"id", "name", "sip_uri", "skills", "password", "state", "reason"}
 
 
 def _text(body: dict[str, Any], key: str, *, required: bool, limit: int = 200) -> str | None:
@@ -86,7 +87,7 @@ def _password(body: dict[str, Any]) -> str | None:
 
 
 async def create_agent(request: web.Request) -> web.Response:
-    body = require_object(await read_json(request), _FIELDS - {"state"})
+    body = require_object(await read_json(request), _FIELDS - {"state", "reason"})
     check_text(body, "")
     agent_id = _text(body, "id", required=True, limit=64)
     assert agent_id is not None
@@ -123,12 +124,13 @@ async def patch_agent(request: web.Request) -> web.Response:
     state = body.get("state")
     if state is not None and state not in agent.AGENT_STATES:
         raise invalid("state", f"must be one of {', '.join(agent.AGENT_STATES)}")
+    reason = agent.away_reason(desk.policy, state or "", body)
     try:
         updated = await desk.agents.update_agent(
             agent_id, name=_text(body, "name", required=False), sip_uri=_sip_uri(body, False),
             skills=_skills(body), password=_password(body))
         if state is not None:
-            await desk.set_agent_state(agent_id, AgentState(state))
+            await desk.set_agent_state(agent_id, AgentState(state), reason=reason)
             updated = await desk.agents.get_agent(agent_id) or updated
     except AgentNotFound:
         raise ApiError(404, "no such agent", "agent_id") from None
@@ -155,6 +157,13 @@ def queue_engine(config: Config) -> QueueEngine:
                        defaults=queue_spec("", config.queues))
 
 
+def agent_policy(config: Config) -> AgentPolicy:
+    """Dispositions, wrap-up time and away reasons from [agents]."""
+    a = config.agents
+    return AgentPolicy(dispositions=a.dispositions, wrap_up_seconds=float(a.wrap_up_seconds),
+                       away_reasons=a.away_reasons)
+
+
 def setup(app: web.Application, config: Config, *, schema: str | None = None) -> None:
     """Add the agent side's routes and its startup/cleanup to the API application."""
     app[SOCKETS_KEY] = weakref.WeakSet()
@@ -166,7 +175,8 @@ def setup(app: web.Application, config: Config, *, schema: str | None = None) ->
         desk = AgentDesk(store=app[STORE_KEY], agents=AgentStore(app[DATABASE_KEY]),
                          bus=make_bus(config.database.url, schema=schema),
                          connector=app.get(CONNECTOR_KEY), voice=app.get(VOICE_KEY), live=LiveCalls(),
-                         engine=queue_engine(config), recent=config.cti.recent_interactions)
+                         engine=queue_engine(config), recent=config.cti.recent_interactions,
+                         policy=agent_policy(config))
         await desk.start()
         app[DESK_KEY] = desk
         cb = config.callbacks
@@ -215,6 +225,6 @@ def setup(app: web.Application, config: Config, *, schema: str | None = None) ->
     r.add_post("/admin/login", admin.admin_login)
     r.add_post("/admin/logout", admin.admin_logout)
     r.add_get("/admin/api/overview", admin.overview)
-    r.add_post("/admin/api/listen", softphone.listen_in)  # supervisor listen-in (browser-agent calls)
+    r.add_post("/admin/api/listen", softphone.listen_in)  # supervisor listen-in (browser and desk phones)
     r.add_delete("/admin/api/listen/{id}", softphone.listen_stop)
     r.add_static("/static/", agent.STATIC, append_version=False)

@@ -42,6 +42,7 @@ from cti.web.auth import (
     signin_succeeded,
 )
 from cti.web.keys import DESK_KEY, SOCKETS_KEY
+from cti.wrapup import AgentPolicy
 
 log = logging.getLogger("cti.web")
 STATIC = Path(__file__).parent / "static"
@@ -109,21 +110,42 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 # ---- the page's JSON calls (session cookie) ------------------------------------------------
 async def me(request: web.Request) -> web.Response:
-    agent = await request.app[DESK_KEY].agents.get_agent(await require_agent(request))
-    return json_response({"agent": agent})
+    """The agent, and the desk's codes: dispositions, away reasons, the wrap-up time ([agents])."""
+    desk = request.app[DESK_KEY]
+    agent = await desk.agents.get_agent(await require_agent(request))
+    wrap_up_left = desk.wrap_up.left(agent["id"]) if agent is not None else None
+    return json_response({"agent": agent, "desk": desk.policy.page_form(), "wrap_up_left": wrap_up_left})
+
+
+def away_reason(policy: AgentPolicy, state: str, body: dict[str, Any]) -> str | None:
+    """The `reason` of a state change: only with away, one of [agents] away_reasons when set."""
+    reason = body.get("reason")
+    if reason is None or reason == "":
+        return None
+    if state != "away":
+        raise invalid("reason", "only an away state has a reason")
+    if not isinstance(reason, str):
+        raise invalid("reason", "must be a string")
+    if policy.away_reasons and reason not in policy.away_reasons:
+        raise invalid("reason", f"must be one of {', '.join(policy.away_reasons)}")
+    if len(reason) > 40:
+        raise invalid("reason", "at most 40 characters")
+    return reason
 
 
 async def post_state(request: web.Request) -> web.Response:
     agent_id = await require_agent(request)
-    body = require_object(await read_json(request), {"state", "call_id"})
+    body = require_object(await read_json(request), {"state", "call_id", "reason"})
     state = body.get("state")
     if state not in AGENT_STATES:
         raise invalid("state", f"must be one of {', '.join(AGENT_STATES)}")
     call_id = body.get("call_id")
     if call_id is not None and not isinstance(call_id, str):
         raise invalid("call_id", "must be a string")
-    await request.app[DESK_KEY].set_agent_state(agent_id, AgentState(state), call_id)
-    return json_response(await request.app[DESK_KEY].agents.get_agent(agent_id))
+    desk = request.app[DESK_KEY]
+    reason = away_reason(desk.policy, state, body)
+    await desk.set_agent_state(agent_id, AgentState(state), call_id, reason=reason)
+    return json_response(await desk.agents.get_agent(agent_id))
 
 
 async def accept(request: web.Request) -> web.Response:
@@ -151,6 +173,9 @@ async def post_note(request: web.Request) -> web.Response:
     if not text and not disposition:
         raise invalid("text", "give a note or a disposition")
     desk = request.app[DESK_KEY]
+    codes = desk.policy.dispositions
+    if disposition is not None and codes and disposition not in codes:
+        raise invalid("disposition", f"must be one of {', '.join(codes)}")
     interaction_id = body.get("interaction_id")
     if not interaction_id and isinstance(body.get("call_id"), str):
         # the pop's call_id is the call's key (live on some node) or, from other clients, the Call-ID

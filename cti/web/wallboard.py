@@ -54,8 +54,11 @@ async def wallboard_data(request: web.Request) -> web.Response:
     snap = desk_snapshot(desk)
     live = desk.live.snapshot()
     by_state: dict[str, int] = {}
+    away: dict[str, int] = {}  # away agents by their reason ("" for none given)
     for agent in snap["agents"]:
         by_state[agent["state"]] = by_state.get(agent["state"], 0) + 1
+        if agent["state"] == "away":
+            away[agent.get("reason") or ""] = away.get(agent.get("reason") or "", 0) + 1
     rows, _ = await request.app[STORE_KEY].db.run_read(cdr.calls_between, cdr.today_start(), None)
     today = (await asyncio.to_thread(cdr.report, rows, service_level=service_level_seconds(desk)))["totals"]
     return json_response({
@@ -64,6 +67,7 @@ async def wallboard_data(request: web.Request) -> web.Response:
         "queues": [{"queue": q, "waiting": n, "longest_wait": round(snap["longest_wait"].get(q, 0.0), 1)}
                    for q, n in snap["queues"].items()],
         "agents": by_state,
+        "away_reasons": away,
         "today": today,
         "service_level_seconds": service_level_seconds(desk),
     })

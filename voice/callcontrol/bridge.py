@@ -23,7 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -85,6 +85,16 @@ class BridgeSide:
         return cls(media=media, subscribe=subscribe, name=name)
 
 
+@dataclass(frozen=True, kw_only=True)
+class MonitoredCall:
+    """A bridged conversation a supervisor may listen in on (a browser leg's, or a SIP desk
+    phone's through OutboundDial): the caller's audio, the agent's, and when it is over."""
+
+    caller: Call
+    add_agent_listener: Callable[[AudioCallback], Callable[[], None]]  # returns the remover
+    over: Callable[[], Awaitable[Any]]  # resolves when the conversation ends
+
+
 @dataclass
 class BridgeStats:
     frames: dict[str, int] = field(default_factory=dict)  # frames relayed, by receiving leg name
@@ -94,11 +104,15 @@ class BridgeStats:
 class Bridge:
     """Media between `a` (the caller) and `b` (the agent) until `stop()`."""
 
-    def __init__(self, a: BridgeSide, b: BridgeSide, *, relay_dtmf: bool = True) -> None:
+    def __init__(self, a: BridgeSide, b: BridgeSide, *, relay_dtmf: bool = True,
+                 on_key: Callable[[str], None] | None = None) -> None:
+        """`on_key(side name)`: a key pressed on that side (the transcript notes it, masked)."""
         if a.media is b.media:
             raise ValueError("cannot bridge a session to itself")
         self.a, self.b = a, b
         self.relay_dtmf = relay_dtmf
+        self.on_key = on_key
+        self._taps: dict[str, list[AudioCallback]] = {a.name: [], b.name: []}
         self.stats = BridgeStats(frames={a.name: 0, b.name: 0}, digits={a.name: [], b.name: []})
         self._removers: list[Callable[[], None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -134,16 +148,28 @@ class Bridge:
             path = self.a.media.stop_recording()
         return path
 
+    def tap(self, side: str, listener: AudioCallback) -> Callable[[], None]:
+        """Hear every frame `side` sends across (a supervisor listening in); returns the remover."""
+        taps = self._taps[side]
+        taps.append(listener)
+        return lambda: taps.remove(listener) if listener in taps else None
+
     def _audio_to(self, src: BridgeSide, dst: BridgeSide) -> AudioCallback:
+        taps = self._taps[src.name]
+
         def relay(frame: np.ndarray) -> None:
             if self.running:
                 dst.media.feed(frame)
                 self.stats.frames[src.name] += 1
+                for tap in taps:
+                    tap(frame)
 
         return relay
 
     def _digit_to(self, src: BridgeSide, dst: BridgeSide) -> DigitCallback:
         def relay(digit: str) -> None:
+            if self.running and self.on_key is not None:
+                self.on_key(src.name)
             # Without telephone-event on src the digit was detected in-band: its tone is in the audio.
             if not (self.running and self.relay_dtmf and src.media.dtmf_payload_type is not None):
                 return

@@ -22,6 +22,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from voice.callcontrol.masking import mask_segment
+
 SAMPLE_RATE = 8000
 FRAME_SAMPLES = 160  # 20 ms at 8 kHz
 
@@ -134,6 +136,10 @@ class Call:
         self.speech_in_progress = False  # set by the speech listener between start and end of speech
         self._digit_listeners: list[Callable[[str], None]] = []
         self.transcript: list[TranscriptSegment] = []
+        # > 0 while the call is in a sensitive context (a sensitive input, a sensitive transfer):
+        # every digit the caller says is masked in the transcript (voice.callcontrol.masking).
+        self.sensitive = 0
+        self._segment_listeners: list[Callable[[TranscriptSegment], None]] = []  # live captions
         self.interaction_id: str | None = None  # the call's record in the interaction history
         self.key = key or info.call_id  # unique on this service: the dialog and the node
         self.node = node  # the [node] id of the service that owns the call
@@ -191,7 +197,17 @@ class Call:
         return self.clock() - self._t0
 
     def add_segment(self, segment: TranscriptSegment) -> None:
+        """Into the transcript, card numbers masked (all digits while `sensitive`: see masking)."""
+        segment = mask_segment(segment, sensitive=self.sensitive > 0)
         self.transcript.append(segment)
+        for listener in list(self._segment_listeners):
+            listener(segment)
+
+    def add_segment_listener(self, listener: Callable[[TranscriptSegment], None]) -> Callable[[], None]:
+        """Every segment as it enters the transcript (masked): live captions. Returns a remover."""
+        listeners = self._segment_listeners
+        listeners.append(listener)
+        return lambda: listeners.remove(listener) if listener in listeners else None
 
     # ---- media in ----------------------------------------------------------
     def deliver_digit(self, digit: str) -> None:

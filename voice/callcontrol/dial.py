@@ -13,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from cti.ports import ConversationEnd
-from voice.callcontrol.bridge import Bridge, BridgeSide
+from voice.callcontrol.bridge import AudioCallback, Bridge, BridgeSide, MonitoredCall
 from voice.callcontrol.call import Call
 from voice.callcontrol.leg import Leg, SipLink
+from voice.callcontrol.masking import note_bridge_key
 from voice.sip.sdp import build_offer
 
 if TYPE_CHECKING:
@@ -48,6 +51,7 @@ class OutboundDial:
         self.answered_at: float | None = None
         self._finished: asyncio.Future[ConversationEnd] = asyncio.get_running_loop().create_future()
         self._bridge_task: asyncio.Task[None] | None = None
+        self._agent_taps: list[AudioCallback] = []  # supervisors listening in
 
     # ---- cti.ports.AgentConnection --------------------------------------------------------------
     @property
@@ -122,7 +126,9 @@ class OutboundDial:
         leg = self.leg
         assert leg is not None and leg.rtp is not None
         bridge = Bridge(BridgeSide.of_call(self.caller, self.caller_rtp, "caller"),
-                        BridgeSide.of_session(leg.rtp, "agent"))
+                        BridgeSide.of_session(leg.rtp, "agent"),
+                        on_key=lambda side: note_bridge_key(self.caller, side))
+        bridge.tap("agent", self._tap_agent)
         started = time.monotonic()
         bridge.start(record=record)
         caller_gone = asyncio.ensure_future(self.caller.wait_ended())
@@ -141,6 +147,23 @@ class OutboundDial:
                 self._finished.set_result(ConversationEnd(
                     hangup_by=hangup_by, talk_seconds=time.monotonic() - started,
                     recording=str(path) if path else None))
+
+    # ---- listen-in ------------------------------------------------------------------------------
+    @property
+    def talking(self) -> bool:
+        return self.answered and not self._finished.done()
+
+    def monitored(self) -> MonitoredCall:
+        """This conversation for a supervisor's silent listen-in (voice.callcontrol.webrtc)."""
+        def add(listener: AudioCallback) -> Callable[[], None]:
+            self._agent_taps.append(listener)
+            return lambda: self._agent_taps.remove(listener) if listener in self._agent_taps else None
+
+        return MonitoredCall(caller=self.caller, add_agent_listener=add, over=self.wait_finished)
+
+    def _tap_agent(self, frame: np.ndarray) -> None:
+        for tap in self._agent_taps:
+            tap(frame)
 
     async def aclose(self) -> None:
         if self._bridge_task is not None and not self._bridge_task.done():

@@ -47,6 +47,8 @@ class CallTransferred:
     talk_seconds: float = 0.0
     hangup_by: str | None = None  # "agent" | "caller" | "shutdown" once the conversation is over
     callback_id: str | None = None  # the caller chose a callback (virtual hold) instead of waiting
+    by_agent: str | None = None  # a blind transfer from this agent's softphone (else the flow's)
+    reason: str | None = None  # an agent's transfer nobody took: why (no_agents, agent_busy, ...)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,8 +110,10 @@ def log_lifecycle(event: LifecycleEvent) -> None:
     elif isinstance(event, CallIdentified):
         log.info("call identified key=%s interaction=%s by=%s", call.key, call.interaction_id, event.by)
     elif isinstance(event, CallTransferred):
-        log.info("call transferred key=%s target=%s ok=%s agent=%s waited=%.1fs talk=%.1fs", call.key,
-                 event.target, event.ok, event.agent_id, event.waited, event.talk_seconds)
+        # An agent's transfer may be to a number someone gave them: only queue names are logged.
+        target = event.target if event.by_agent is None or event.target.startswith("queue:") else "phone"
+        log.info("call transferred key=%s target=%s ok=%s agent=%s by=%s waited=%.1fs talk=%.1fs", call.key,
+                 target, event.ok, event.agent_id, event.by_agent, event.waited, event.talk_seconds)
     elif isinstance(event, CallFinished):
         log.debug("call finished call_id=%s interaction=%s node=%s cause=%s duration=%.1fs key=%s",
                   call.info.call_id, call.interaction_id, event.node, event.cause, call.elapsed(), call.key)

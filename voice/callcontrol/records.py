@@ -106,7 +106,8 @@ class CallRecorder:
             self._details.setdefault(call.key, {}).setdefault("transfers", []).append({
                 "target": event.target, "ok": event.ok, "agent_id": event.agent_id,
                 "waited": round(event.waited, 3), "talk_seconds": round(event.talk_seconds, 3),
-                "hangup_by": event.hangup_by})
+                "hangup_by": event.hangup_by, **({"by_agent": event.by_agent} if event.by_agent else {}),
+                **({"reason": event.reason} if event.reason else {})})
             if event.callback_id:  # the caller hung up to be called back: the callback's record links here
                 self._details[call.key]["callback_id"] = event.callback_id
         elif isinstance(event, CallFinished):

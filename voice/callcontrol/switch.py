@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cti.ports import AgentConnection, CallView, ConversationEnd
+from voice.callcontrol.bridge import MonitoredCall
 from voice.callcontrol.call import Call, CallEnded, CallInfo, TranscriptSegment
 from voice.callcontrol.dial import OutboundDial
 from voice.callcontrol.inbound import AnswerSettings, FlowRunner, InboundAnswer
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("voice.callcontrol")
 
+NUMBER = re.compile(r"\+?[0-9*#]{2,32}")
 MediaHost = Callable[[str], str]  # peer host -> the address we put in SDP for it
 
 
@@ -113,7 +116,7 @@ class Switch:
     def __init__(self, endpoint: SipEndpoint, pool: RtpPortPool, *, run_flow: FlowRunner,
                  lifecycle: Lifecycle, settings: AnswerSettings, media_host: MediaHost,
                  goodbye: Callable[[], Awaitable[np.ndarray | None]] | None = None,
-                 browsers: BrowserPhones | None = None) -> None:
+                 browsers: BrowserPhones | None = None, number_domain: str | None = None) -> None:
         self.link = SipLink(endpoint)
         self.pool = pool
         self.run_flow = run_flow
@@ -122,6 +125,9 @@ class Switch:
         self.media_host = media_host
         self.goodbye = goodbye
         self.browsers = browsers  # agents whose URI is browser:<agent_id> (voice.callcontrol.webrtc)
+        self.number_domain = number_domain  # a bare number is dialled as sip:NUMBER@this
+        if browsers is not None:  # supervisors listen in on desk-phone conversations too
+            browsers.find_bridged = self.bridged_call
         self.calls: dict[str, InboundAnswer] = {}
         self.dials: set[OutboundDial] = set()
         self.draining = False
@@ -165,8 +171,11 @@ class Switch:
         if agent_uri.startswith("browser:"):  # the agent's page (aiortc is imported only for those)
             if self.browsers is None:
                 return FailedConnection(status=501, reason="browser agents are not enabled on this node")
-            return await self.browsers.connect(  # the page's blind transfers ring through here
-                own, rtp, agent_uri, timeout=timeout, dial=lambda uri, t: self.connect(call, uri, timeout=t))
+            return await self.browsers.connect(own, rtp, agent_uri, timeout=timeout)
+        if NUMBER.fullmatch(agent_uri):  # a blind transfer to a number (the softphone's box)
+            if not self.number_domain:
+                return FailedConnection(status=400, reason="numbers cannot be dialled: no domain")
+            agent_uri = f"sip:{agent_uri}@{self.number_domain}"
         media_host = self.media_host(next_hop_for(agent_uri).host)
         dial = OutboundDial(self.link, self.pool, agent_uri, caller=own, caller_rtp=rtp,
                             media_host=media_host)
@@ -181,6 +190,13 @@ class Switch:
             self._background.add(forget)
             forget.add_done_callback(self._background.discard)
         return dial
+
+    def bridged_call(self, call_id: str) -> MonitoredCall | None:
+        """The SIP-phone conversation of the call with this key or SIP Call-ID, for a listen-in."""
+        for dial in self.dials:
+            if dial.talking and call_id in (dial.caller.key, dial.caller.info.call_id):
+                return dial.monitored()
+        return None
 
     async def _forget_when_done(self, dial: OutboundDial) -> None:
         try:

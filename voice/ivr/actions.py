@@ -480,7 +480,12 @@ async def transfer(it: FlowInterpreter, flow: Flow, node: Node) -> str | None:
             elif it.transfer_queue is None:
                 reason = "no agent queues configured"
             else:
-                res = await it.transfer_queue(it.call, queue, **_queue_options(it, args))
+                sensitive = bool(args.get("sensitive"))
+                it.call.sensitive += sensitive  # the conversation's transcript masks every digit
+                try:
+                    res = await it.transfer_queue(it.call, queue, **_queue_options(it, args))
+                finally:
+                    it.call.sensitive -= sensitive
                 ok = bool(getattr(res, "ok", res))
                 reason = str(getattr(res, "reason", ""))
         else:

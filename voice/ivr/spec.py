@@ -116,6 +116,8 @@ ACTIONS: dict[str, ActionSpec] = {
             "continues": Field("template", help="queue transfers: the id of the earlier interaction this "
                                                 "call continues, e.g. {customer.last.id}; the agent's "
                                                 "screen pop shows it"),
+            "sensitive": Field("bool", help="queue transfers: mask every digit the caller says in the "
+                                            "conversation's transcript (payments; keys are always masked)"),
         }),
         ActionSpec("record", "record a message into the recordings directory", fields={
             "prompt": Field("prompt"),

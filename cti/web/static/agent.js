@@ -5,6 +5,9 @@
 const $ = (id) => document.getElementById(id);
 let agent = null;
 let current = null; // the screen pop on display
+let desk = { dispositions: [], away_reasons: [], wrap_up_seconds: 0 }; // [agents] in the config
+let wrapUntil = null; // when the wrap-up countdown ends (this page's clock), null: manual
+let wrapTimer = null;
 
 function el(tag, text, cls) {
   const node = document.createElement(tag);
@@ -26,11 +29,49 @@ async function api(method, path, body) {
   return data;
 }
 
-function showState(state) {
-  $("state").textContent = state.replace("_", " ");
+function showState(state, extra) {
+  const reason = extra && extra.reason;
+  $("state").textContent = state.replace("_", " ") + (state === "away" && reason ? ` (${reason})` : "");
   $("state").className = "state " + state;
   if (state !== "away") $("missed").hidden = true; // the explanation is for being away
   if (current && (state === "on_call" || state === "wrap_up")) markAccepted();
+  showWrapUp(state === "wrap_up", extra ? extra.wrap_up_left : null);
+}
+
+// After a call: the disposition codes, and the countdown back to available ([agents] wrap_up_seconds).
+function showWrapUp(on, left) {
+  $("wrapup").hidden = !on;
+  if (wrapTimer) clearInterval(wrapTimer);
+  wrapTimer = null;
+  if (!on) { wrapUntil = null; return; }
+  $("wrapup-status").textContent = "";
+  wrapUntil = typeof left === "number" ? Date.now() + left * 1000 : null;
+  const tick = () => {
+    $("wrapup-left").textContent = wrapUntil === null ? "until you press Available"
+      : `available in ${Math.max(0, Math.ceil((wrapUntil - Date.now()) / 1000))} s`;
+  };
+  tick();
+  if (wrapUntil !== null) wrapTimer = setInterval(tick, 1000);
+}
+
+function fillSelect(select, values) {
+  const keep = select.querySelector("option[value='']");
+  select.replaceChildren(...(keep ? [keep] : []), ...values.map((v) => { const o = el("option", v); o.value = v; return o; }));
+}
+
+async function endWrapUp() {
+  const code = $("wrapup-disposition").value;
+  try {
+    if (code && current) {
+      const body = { call_id: current.call_id, text: "", disposition: code };
+      if (current.interaction_id) body.interaction_id = current.interaction_id;
+      await api("POST", "/agent/api/notes", body);
+    }
+    const a = await api("POST", "/agent/api/state", { state: "available" });
+    showState(a.state, a);
+  } catch (err) {
+    $("wrapup-status").textContent = "Not saved: " + err.message;
+  }
 }
 
 const IDENTIFIED = {
@@ -204,11 +245,11 @@ function connect(delay) {
   ws.onmessage = (msg) => {
     const ev = JSON.parse(msg.data);
     if (ev.type === "screen_pop") renderPop(ev);
-    else if (ev.type === "state") showState(ev.state);
+    else if (ev.type === "state") showState(ev.state, ev);
     else if (ev.type === "hello") {
       // A reload or a new tab: the call on screen comes back with the state.
       if (ev.call && (!current || current.call_id !== ev.call.call_id)) renderPop(ev.call);
-      showState(ev.agent.state);
+      showState(ev.agent.state, { reason: ev.agent.reason, wrap_up_left: ev.wrap_up_left });
       if (ev.missed) showMissed(ev.missed);
     } else if (ev.type === "missed") showMissed(ev);
   };
@@ -220,12 +261,28 @@ function connect(delay) {
 }
 
 async function main() {
-  agent = (await api("GET", "/agent/api/me")).agent;
+  const me = await api("GET", "/agent/api/me");
+  agent = me.agent;
+  desk = me.desk || desk;
+  fillSelect($("disposition"), desk.dispositions);
+  fillSelect($("wrapup-disposition"), desk.dispositions);
+  fillSelect($("away-reason"), desk.away_reasons);
+  $("away-reason").hidden = !desk.away_reasons.length;
   $("agent-name").textContent = agent.name;
-  showState(agent.state);
+  showState(agent.state, { reason: agent.reason, wrap_up_left: me.wrap_up_left });
   for (const b of document.querySelectorAll("button[data-state]")) {
-    b.addEventListener("click", async () => showState((await api("POST", "/agent/api/state", { state: b.dataset.state })).state));
+    b.addEventListener("click", async () => {
+      const a = await api("POST", "/agent/api/state", { state: b.dataset.state });
+      showState(a.state, a);
+    });
   }
+  $("away").addEventListener("click", async () => {
+    const body = { state: "away" };
+    if ($("away-reason").value) body.reason = $("away-reason").value;
+    const a = await api("POST", "/agent/api/state", body);
+    showState(a.state, a);
+  });
+  $("wrapup-done").addEventListener("click", endWrapUp);
   $("accept").addEventListener("click", async () => {
     if (!current) return;
     try {
@@ -239,6 +296,7 @@ async function main() {
   });
   $("missed-available").addEventListener("click", async () =>
     showState((await api("POST", "/agent/api/state", { state: "available" })).state));
+
   $("search-form").addEventListener("submit", search);
   $("note-form").addEventListener("submit", saveNote);
   connect(500);

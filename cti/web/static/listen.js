@@ -1,5 +1,5 @@
 "use strict";
-// Supervisor listen-in on the admin page: pick a live call answered in an agent's browser and hear
+// Supervisor listen-in on the admin page: pick a live call with an agent (browser or desk phone) and hear
 // both sides (silent monitor: nobody on the call hears you). One offer, one answer over HTTP
 // (POST /admin/api/listen); nothing here writes HTML from data.
 

@@ -36,14 +36,15 @@
       el("button", "Keypad", "sp-keys", { id: "sp-keys", type: "button" }),
       el("button", "Hang up", "sp-hangup", { id: "sp-hangup", type: "button" }));
     const xfer = el("form", null, "sp-xfer", { id: "sp-xfer-form" });
-    xfer.append(el("input", null, "sp-xfer-target", { id: "sp-xfer-target", placeholder: "sip:… or browser:agent",
+    xfer.append(el("input", null, "sp-xfer-target", { id: "sp-xfer-target", placeholder: "queue:NAME, number or sip:…",
       autocomplete: "off", "aria-label": "Transfer to" }),
     el("button", "Transfer", "sp-xfer-go", { id: "sp-transfer", type: "submit" }));
     const pad = el("div", null, "sp-pad", { id: "sp-pad", hidden: "" });
     for (const k of KEYS) pad.append(el("button", k, "sp-key", { type: "button", "data-key": k }));
     const sent = el("p", "", "sp-sent muted", { id: "sp-sent" });
+    const captions = el("ul", null, "sp-captions", { id: "sp-captions", "aria-label": "Live captions" });
     sp.audio = el("audio", null, null, { id: "sp-audio", autoplay: "" });
-    box.append(head, who, ringing, talking, xfer, pad, sent, sp.audio);
+    box.append(head, who, ringing, talking, xfer, pad, sent, captions, sp.audio);
     document.body.append(box);
     box.querySelector("#sp-answer").addEventListener("click", answer);
     box.querySelector("#sp-reject").addEventListener("click", reject);
@@ -124,6 +125,7 @@
     sp.muted = sp.held = false;
     $sp("sp-caller").textContent = msg.caller_name ? `${msg.caller} (${msg.caller_name})` : (msg.caller || "unknown caller");
     $sp("sp-sent").textContent = "";
+    $sp("sp-captions").replaceChildren();
     $sp("sp-timer").textContent = "";
     $sp("sp-answer").disabled = false;
     show("ringing", "incoming call");
@@ -240,8 +242,19 @@
     failed: "call ended", unavailable: "call withdrawn", shutdown: "the service is stopping",
     media_failed: "the media path failed" };
 
+  // Live captions of the conversation (masked by the service: card numbers, keys), the newest last.
+  function caption(msg) {
+    if (msg.leg !== sp.leg) return;
+    const list = $sp("sp-captions");
+    const li = el("li", null, "seg-" + msg.speaker);
+    li.append(el("span", msg.speaker, "speaker"), " ", el("span", msg.kind === "dtmf" ? `keys ${msg.text}` : msg.text));
+    list.append(li);
+    while (list.children.length > 6) list.firstChild.remove();
+  }
+
   function onMessage(msg) {
     if (msg.type === "rtc_offer") offered(msg);
+    else if (msg.type === "rtc_caption") caption(msg);
     else if (msg.type === "rtc_state") onState(msg);
     else if (msg.type === "rtc_end" && msg.leg === sp.leg && sp.state !== "ended") ended(REASONS[msg.reason] || "call ended");
     else if (msg.type === "rtc_registered") { if (sp.state === "idle" || sp.state === "offline") show("idle", "ready"); }

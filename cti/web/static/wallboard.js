@@ -44,7 +44,9 @@ async function wallboard() {
   $("aht").textContent = secs(d.today.aht_seconds);
   $("queues").replaceChildren(...d.queues.map((q) => row(q.queue, q.waiting, secs(q.longest_wait))));
   if (!d.queues.length) $("queues").append(row("no queues", "", ""));
-  $("agents").replaceChildren(...Object.entries(d.agents).map(([s, n]) => el("span", `${s.replace("_", " ")}: ${n}`, "state " + s)));
+  const reasons = Object.entries(d.away_reasons || {}).filter(([r]) => r).map(([r, n]) => `${r} ${n}`).join(", ");
+  $("agents").replaceChildren(...Object.entries(d.agents).map(([s, n]) =>
+    el("span", `${s.replace("_", " ")}: ${n}${s === "away" && reasons ? " (" + reasons + ")" : ""}`, "state " + s)));
   if (!Object.keys(d.agents).length) $("agents").append(el("span", "no agents", "muted"));
 }
 
