@@ -432,17 +432,27 @@ class AgentDesk:
     async def _virtual_hold(self, call: CallView, queue_name: str, entered: float) -> str | None:
         """The caller pressed the callback key: the number confirmed, the callback stored with the
         caller's place (their entry time) and linked to this call; None when they keep waiting."""
-        assert self.callbacks is not None and self.voice is not None
-        number = await ask_callback_number(call, self.voice)
+        return await self.request_callback(
+            call, queue_name, entered_at=datetime.fromtimestamp(time.time() - (self.clock() - entered), UTC),
+            reason="asked while waiting", waiting=True)
+
+    async def request_callback(self, call: CallView, queue_name: str, *, earliest: datetime | None = None,
+                               entered_at: datetime | None = None, reason: str = "asked in the IVR",
+                               waiting: bool = False) -> str | None:
+        """Ask the caller for the number (their caller ID confirmed, or keyed in), store a callback
+        for `queue_name` linked to this call (placed from `earliest`, in line from `entered_at`,
+        default now) and say goodbye; the callback's id, or None (no callbacks here, no number)."""
+        if self.callbacks is None or self.voice is None:
+            return None
+        number = await ask_callback_number(call, self.voice, waiting=waiting)
         if number is None or call.ended:
             return None
         row, _ = await self.callbacks.request(NewCallback(
-            number=number, queue=queue_name, customer_id=call.customer_id, channel="voice",
-            reason="asked while waiting",
-            entered_at=datetime.fromtimestamp(time.time() - (self.clock() - entered), UTC),
-            original_interaction_id=call.interaction_id, idempotency_key=f"hold:{call.key}"))
-        log.info("call %s: callback %s requested while waiting in %s", call.key, row["id"], queue_name)
-        await say_goodbye(call, self.voice, number)
+            number=number, queue=queue_name, customer_id=call.customer_id, channel="voice", reason=reason,
+            earliest=earliest, entered_at=entered_at, original_interaction_id=call.interaction_id,
+            idempotency_key=f"hold:{call.key}"))
+        log.info("call %s: callback %s requested (%s) for %s", call.key, row["id"], reason, queue_name)
+        await say_goodbye(call, self.voice, number, waiting=waiting)
         return str(row["id"])
 
     async def _offer(self, call: CallView, slot: AgentSlot, spec: QueueSpec,

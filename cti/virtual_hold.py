@@ -19,10 +19,13 @@ from cti.waiting import SpeechRenderer
 
 OFFER_TEXT = " To hang up and be called back when an agent is free, keeping your place, press {key}."
 CONFIRM_TEXT = ("We will call you back at {digits}. To confirm, press 1. To give another number, "
-                "enter it now, followed by the pound key. To keep waiting, press star.")
-ASK_TEXT = "Please enter the number we should call, followed by the pound key. To keep waiting, press star."
-DONE_TEXT = "Thank you. We will call you back at {digits} as soon as an agent is free. Goodbye."
+                "enter it now, followed by the pound key. {star}")
+ASK_TEXT = "Please enter the number we should call, followed by the pound key. {star}"
+DONE_TEXT = "Thank you. We will call you back at {digits} {when}. Goodbye."
 KEEP_TEXT = "You keep your place in line. Please hold."
+# While waiting in a queue (virtual hold) / from a flow's `callback:` (e.g. outside business hours)
+STAR = {True: "To keep waiting, press star.", False: "To cancel, press star."}
+WHEN = {True: "as soon as an agent is free", False: "as soon as we are open"}
 TRIES = 2
 MIN_DIGITS = 3
 MAX_DIGITS = 20
@@ -44,18 +47,22 @@ async def _say(call: CallView, voice: SpeechRenderer, text: str) -> None:
     await call.play(await voice.render(text), dtmf_barge_in=True)
 
 
-async def ask_callback_number(call: CallView, voice: SpeechRenderer) -> str | None:
-    """The number to call back (the caller ID confirmed, or keyed in), or None: keep waiting."""
+async def ask_callback_number(call: CallView, voice: SpeechRenderer, *, waiting: bool = True) -> str | None:
+    """The number to call back (the caller ID confirmed, or keyed in), or None: keep waiting
+    (`waiting`: the caller is in a queue) or no callback."""
     caller = call.info.caller
+    star = STAR[waiting]
+    ask = ASK_TEXT.format(star=star)
     for attempt in range(TRIES):
         if call.ended:
             return None
-        text = CONFIRM_TEXT.format(digits=spoken(caller)) if attempt == 0 and usable(caller) else ASK_TEXT
+        confirm = attempt == 0 and usable(caller)
+        text = CONFIRM_TEXT.format(digits=spoken(caller), star=star) if confirm else ask
         await _say(call, voice, text)
         key = await call.receive_digit(FIRST_KEY_TIMEOUT)
         if key is None or key == "*":
             break
-        if key == "1" and text is not ASK_TEXT and usable(caller):
+        if key == "1" and confirm:
             return caller
         typed = "" if key == "#" else key
         while len(typed) <= MAX_DIGITS:
@@ -67,10 +74,10 @@ async def ask_callback_number(call: CallView, voice: SpeechRenderer) -> str | No
             typed += key
         if usable(typed) and typed.isdigit():
             return typed
-    if not call.ended:
+    if not call.ended and waiting:
         await _say(call, voice, KEEP_TEXT)
     return None
 
 
-async def say_goodbye(call: CallView, voice: SpeechRenderer, number: str) -> None:
-    await call.play(await voice.render(DONE_TEXT.format(digits=spoken(number))))
+async def say_goodbye(call: CallView, voice: SpeechRenderer, number: str, *, waiting: bool = True) -> None:
+    await call.play(await voice.render(DONE_TEXT.format(digits=spoken(number), when=WHEN[waiting])))

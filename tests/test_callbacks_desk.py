@@ -23,7 +23,7 @@ from cti.ports import ConversationEnd, CustomerNumber
 from cti.queues import AgentState, QueueEngine, QueueSpec
 from cti.routing import AgentDesk
 from cti.store import CustomerStore
-from cti.virtual_hold import CONFIRM_TEXT, DONE_TEXT, spoken
+from cti.virtual_hold import CONFIRM_TEXT, DONE_TEXT, STAR, WHEN, spoken
 from cti.waiting import SAMPLE_RATE, position_text
 from tests.desk_fakes import FakeCall, FakeConnector
 from voice.ivr.vtime import run_virtual
@@ -176,11 +176,12 @@ def test_the_caller_presses_9_confirms_and_is_called_back_by_the_free_agent_firs
                 await asyncio.sleep(5)
                 assert position_text(1, "9") in voice.texts  # the offer is in the announcement
                 caller.press("9")
-                await until(lambda: CONFIRM_TEXT.format(digits=spoken("+4930111222")) in voice.texts)
+                confirm = CONFIRM_TEXT.format(digits=spoken("+4930111222"), star=STAR[True])
+                await until(lambda: confirm in voice.texts)
                 caller.press("1")
                 outcome = await asyncio.wait_for(waiting, 30)
                 assert outcome.reason == "callback" and not outcome.ok and outcome.callback_id
-                assert DONE_TEXT.format(digits=spoken("+4930111222")) in voice.texts
+                assert DONE_TEXT.format(digits=spoken("+4930111222"), when=WHEN[True]) in voice.texts
                 row = await node.callbacks.store.get(outcome.callback_id)
                 assert row is not None and row["state"] == "queued" and row["number"] == "+4930111222"
                 assert row["original_interaction_id"] == caller.interaction_id and row["channel"] == "voice"

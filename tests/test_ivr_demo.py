@@ -188,3 +188,26 @@ def test_silence_after_the_closed_message_ends_the_call(demo: Flow, tmp_path: Pa
     r, queued = run(demo, tmp_path, [], wall_clock=lambda: datetime(2026, 12, 6, 10, 0, tzinfo=UTC),
                     hours={"support": SUPPORT_HOURS})
     assert r.record.nodes[-2:] == ["closed_menu", "goodbye"] and not r.record.recordings and not queued
+
+
+@pytest.mark.parametrize("taken", [True, False], ids=["callback-kept", "no-callback-then-voicemail"])
+def test_outside_business_hours_the_caller_may_ask_for_a_callback_when_the_line_opens(
+        demo: Flow, tmp_path: Path, taken: bool) -> None:
+    asked: list[tuple[str, datetime | None]] = []
+
+    async def request_callback(call: Any, queue: str, *, earliest: datetime | None = None) -> str | None:
+        asked.append((queue, earliest))
+        return "cb-1" if taken else None
+
+    friday_night = datetime(2026, 12, 4, 20, 0, tzinfo=UTC)  # 21:00 in Berlin: open again Saturday 09:00
+    steps = [(6.0, "press", "2")] if taken else [(6.0, "press", "2"), (25.0, "press", "#")]
+    r, queued = run(demo, tmp_path, steps, wall_clock=lambda: friday_night, hours={"support": SUPPORT_HOURS},
+                    request_callback=request_callback)
+    assert any("To be called back when we open, press 2 or say callback." in text for text in said(r))
+    assert asked == [("support", datetime(2026, 12, 5, 9, 0, tzinfo=SUPPORT_HOURS.zone))] and not queued
+    if taken:
+        assert r.record.nodes[-2:] == ["closed_menu", "closed_callback"] and r.record.ended == "callback"
+        assert not r.record.recordings
+    else:  # nothing kept (e.g. the caller pressed star): the voicemail instead
+        assert r.record.nodes[-3:] == ["closed_callback", "closed_voicemail", "goodbye"]
+        assert r.record.recordings

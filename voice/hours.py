@@ -53,6 +53,22 @@ class BusinessHours:
                     return True
         return False
 
+    def next_open(self, after: datetime, *, days: int = 366) -> datetime | None:
+        """`after` itself when open then, else the next opening (an aware datetime in the
+        schedule's zone) within `days` days; None when the line never opens in that time."""
+        if self.is_open(after):
+            return after
+        local = after.astimezone(self.zone)
+        for offset in range(days + 1):
+            day = local.date() + timedelta(days=offset)
+            if day in self.holidays:
+                continue
+            starts = sorted(start for start, _end in self.week.get(day.weekday(), ()))
+            for start in starts:
+                at = datetime.combine(day, start, tzinfo=self.zone)
+                if at > local and self.is_open(at):
+                    return at
+        return None
 
     def describe(self) -> str:
         """The opening hours as a caller hears them: "Monday to Friday from 8 AM to 6 PM and

@@ -8,6 +8,7 @@ import gc
 import logging
 import signal
 import sys
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -291,7 +292,8 @@ class Service:
         from voice.ivr.runtime import IvrRuntime
 
         self.ivr = IvrRuntime(self.config, lookup=self.lookup, desk=self.desk, speech=self.speech,
-                              transfer_queue=self._transfer_queue, tts=self.tts)
+                              transfer_queue=self._transfer_queue, request_callback=self._request_callback,
+                              tts=self.tts)
         self._background.extend(self.ivr.start())
         self._run_flow = self.ivr.run_call
 
@@ -343,6 +345,18 @@ class Service:
                 talk_seconds=step.talk_seconds, hangup_by=step.hangup_by, by_agent=step.by_agent,
                 reason=None if step.ok else step.reason))
         return outcome
+
+    async def _request_callback(self, call: Call, queue: str, *,
+                                earliest: datetime | None = None) -> str | None:
+        """A flow's `callback:`: the desk asks for the number and keeps the callback (None: not
+        taken). The call's record links to it; the flow then hangs up."""
+        assert self.desk is not None
+        callback_id: str | None = await self.desk.request_callback(DeskCall(call), queue, earliest=earliest)
+        if callback_id is not None:
+            self.lifecycle.publish(CallTransferred(call=call, target=f"callback:{queue}", ok=True,
+                                                   agent_id=None, waited=0.0, talk_seconds=0.0,
+                                                   callback_id=callback_id))
+        return callback_id
 
     # ---- SIP events ---------------------------------------------------------------------
     def _on_event(self, event: ev.Event) -> None:

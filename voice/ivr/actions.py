@@ -569,6 +569,43 @@ async def record(it: FlowInterpreter, flow: Flow, node: Node) -> str | None:
 
 
 # Sanity: every action in the language has a handler (fails at import, not mid-call).
+
+@handler("callback")
+async def callback(it: FlowInterpreter, flow: Flow, node: Node) -> str | None:
+    """Virtual hold from a flow (e.g. outside business hours): the desk asks for the number and
+    keeps the callback; then the call ends. Without callbacks, or no number: on_failure/next."""
+    args = node.args
+    queue, shown = it.text(args["queue"])
+    queue = queue.strip().removeprefix("queue:").strip()
+    reason = ""
+    callback_id: str | None = None
+    if not QUEUE_NAME.match(queue):
+        reason = f"{shown!r} does not name a queue"
+    elif it.request_callback is None:
+        reason = "callbacks are not available here"
+    else:
+        earliest = None
+        if args.get("hours") is not None:
+            name = it.text(args["hours"])[0].strip()
+            hours = it.hours.get(name)
+            if hours is None:
+                log.warning("call %s node %s: no [hours %s] section: the callback is placed at once",
+                            it.call.info.call_id, node.name, name[:64])
+            else:
+                now = it.wall_clock()
+                opens = hours.next_open(now)
+                earliest = opens if opens is not None and opens > now else None
+        callback_id = await it.request_callback(it.call, queue, earliest=earliest)
+        reason = "no number was confirmed"
+    if it.call.ended and callback_id is None:
+        raise CallEnded(it.call.end_cause or "bye")
+    if callback_id is not None:
+        it.vars["callback"] = {"id": callback_id, "queue": queue}
+        raise EndCall("callback")
+    log.info("call %s node %s: no callback: %s", it.call.info.call_id, node.name, reason)
+    return args.get("on_failure") or node.next
+
+
 def _check_registry() -> None:
     from voice.ivr.spec import ACTIONS
 
@@ -578,3 +615,4 @@ def _check_registry() -> None:
 
 
 _check_registry()
+

@@ -46,7 +46,7 @@ def _warn_no_hours(name: str) -> None:
         log.warning("a flow asks for the business hours %r: no [hours %s] section in the configuration, "
                     "so the line counts as always open", name[:64], name[:64])
 calls_log = logging.getLogger("voice.calls")
-OWN_END_CAUSES = frozenset({"shutdown", "media_failed"})
+OWN_END_CAUSES = frozenset({"shutdown", "media_failed", "callback"})
 
 MAX_STEPS = 2000  # nodes per call: a flow that loops without waiting for the caller is a bug
 MAX_DEPTH = 16  # nested sub-flows
@@ -92,6 +92,7 @@ class FlowInterpreter:
         recordings_dir: Path,
         prompts_dir: Path,
         transfer_queue: Callable[..., Awaitable[Any]] | None = None,  # (call, queue, **affinity)
+        request_callback: Callable[..., Awaitable[str | None]] | None = None,  # (call, queue, earliest=)
         on_event: EventHook | None = None,
         log_record: bool = True,
         hours: Mapping[str, BusinessHours] | None = None,
@@ -107,6 +108,7 @@ class FlowInterpreter:
         self.recordings_dir = Path(recordings_dir)
         self.prompt_files = PromptFiles(prompts_dir)
         self.transfer_queue = transfer_queue
+        self.request_callback = request_callback
         self.on_event = on_event
         self.log_record = log_record
         self.hours = dict(hours or {})
@@ -179,9 +181,9 @@ class FlowInterpreter:
         self.record.ended = ended
         if target is not None:  # keep a queue transfer the caller came back from
             self.record.transfer_target = target
-        if ended == "hangup":
+        if ended in ("hangup", "callback"):
             with contextlib.suppress(CallEnded):
-                await self.call.hangup("flow")
+                await self.call.hangup("flow" if ended == "hangup" else ended)
 
     async def _apologise(self) -> None:
         try:

@@ -24,7 +24,7 @@ def make_tts(config: Config) -> Tts:
 
 class IvrRuntime:
     def __init__(self, config: Config, *, lookup: Any = None, speech: Any = None, desk: Any = None,
-                 transfer_queue: Any = None, tts: Tts | None = None) -> None:
+                 transfer_queue: Any = None, request_callback: Any = None, tts: Tts | None = None) -> None:
         from voice.ivr import FlowLibrary
 
         ivr = config.ivr
@@ -33,6 +33,7 @@ class IvrRuntime:
         self.speech = speech
         self.desk = desk  # cti.routing.AgentDesk: live calls for the admin page and screen pops
         self.transfer_queue = transfer_queue
+        self.request_callback = request_callback
         self.tts = tts or make_tts(config)
         # Passing the TTS lets the library pre-render every static prompt at load and on reload.
         self.library = FlowLibrary(ivr.flows, prompts_dir=ivr.prompts, default_flow=ivr.default_flow,
@@ -60,7 +61,8 @@ class IvrRuntime:
         interpreter = FlowInterpreter(
             flow, call, tts=self.tts, speech=self.speech, lookup=self.lookup, http=self.http,
             recordings_dir=self.config.ivr.recordings, prompts_dir=self.config.ivr.prompts,
-            transfer_queue=self.transfer_queue, on_event=on_event, hours=self.config.hours,
+            transfer_queue=self.transfer_queue, request_callback=self.request_callback, on_event=on_event,
+            hours=self.config.hours,
             timezone=self.config.ivr.timezone)
         try:
             record = await interpreter.run()

@@ -119,6 +119,15 @@ ACTIONS: dict[str, ActionSpec] = {
             "sensitive": Field("bool", help="queue transfers: mask every digit the caller says in the "
                                             "conversation's transcript (payments; keys are always masked)"),
         }),
+        ActionSpec("callback", "offer a callback: the caller confirms their number (or keys another), is "
+                               "told when to expect it and the call ends; an agent of the queue calls back",
+                   shorthand="queue", fields={
+            "queue": Field("template", required=True,
+                           help="the queue whose agent calls back (NAME or queue:NAME)"),
+            "hours": Field("template", help="[hours NAME] the callback waits for: placed from their next "
+                                            "opening (default: as soon as an agent is free)"),
+            "on_failure": Field("node", help="no callback taken: none configured, no number, star pressed"),
+        }),
         ActionSpec("record", "record a message into the recordings directory", fields={
             "prompt": Field("prompt"),
             "into": Field("var", help="variable for the file path (default: recording)"),
