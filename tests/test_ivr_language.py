@@ -337,7 +337,7 @@ def test_cli_schema_and_graph(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     svg_path = tmp_path / "main.svg"
     assert cli_main(["flows", "graph", main, "-o", str(svg_path)]) == 0
     svg = svg_path.read_text()
-    assert svg.startswith("<svg") and svg.count("<rect") == 25 and ">main_menu<" in svg
+    assert svg.startswith("<svg") and svg.count("<rect") == 26 and ">closed_callback<" in svg
 
 
 def test_parse_flow_names_errors_with_file_and_line(tmp_path: Path) -> None:
