@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.peers import worker_span
 from voice.aio.rtp import RtpPortPool, RtpSession
 from voice.rtp import g711
 from voice.rtp.packet import RtpPacket, is_rtcp
@@ -45,7 +46,7 @@ async def sink() -> tuple[Sink, int, asyncio.DatagramTransport]:
 
 @pytest.fixture
 async def pool():
-    p = RtpPortPool(30000, 30999)
+    p = RtpPortPool(*worker_span((30000, 30999)))
     yield p
     assert p.in_use == 0, "a test left a session open"
 

@@ -47,14 +47,30 @@ def _bindable(port: int, kinds: Sequence[int]) -> bool:
     return True
 
 
+def worker_span(span: tuple[int, int], need: int = 1) -> tuple[int, int]:
+    """This test process's share of `span` when pytest-xdist runs several (gw0, gw1, ...): the
+    workers never pick the same port, whatever their timing. The whole span without xdist, or
+    when a share would be too small for `need` ports."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if not worker.startswith("gw") or not count.isdigit() or int(count) < 2:
+        return span
+    k, n = int(worker[2:]), int(count)
+    lo, hi = span
+    width = (hi - lo + 1) // n
+    if width < need * 4 or k >= n:
+        return span
+    return lo + k * width, lo + (k + 1) * width - 1
+
+
 def free_port(span: tuple[int, int] = SIP_PORTS, *, tcp: bool = True, count: int = 1, step: int = 1) -> int:
     """A port p in `span` with p .. p+(count-1)*step free for UDP (and TCP when `tcp`).
 
     Random start so parallel test processes rarely collide; ports handed out by this process are
-    remembered so two drivers in one test never get the same one.
+    remembered so two drivers in one test never get the same one; under pytest-xdist each worker
+    picks from its own share of the span (`worker_span`).
     """
     kinds = [socket.SOCK_DGRAM, socket.SOCK_STREAM] if tcp else [socket.SOCK_DGRAM]
-    lo, hi = span
+    lo, hi = worker_span(span, count * step)
     for _ in range(500):
         base = random.randrange(lo, hi - count * step)
         base -= base % 2  # even, as RTP wants
