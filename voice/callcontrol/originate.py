@@ -1,4 +1,4 @@
-"""Calls the service places itself (cti.ports.OutboundDialer): callbacks, later click-to-call.
+"""Calls the service places itself (cti.ports.OutboundDialer): callbacks and click-to-call.
 
 Two legs, in this order, so no customer ever answers a call nobody is on:
 1. `AgentLeg`: the agent's phone is rung (an INVITE from our own SIP core with an RTP session
@@ -274,7 +274,8 @@ class Originator:
         key = f"{self.node}:{sip.call_id};{sip.dialog.local_tag};{sip.dialog.remote_tag}"
         call = dial.call = Call(info, leg.rtp, leg, key=key, node=self.node)
         if customer.customer_id:
-            call.customer_id, call.identified_by = customer.customer_id, "callback"
+            how = "callback" if (customer.metadata or {}).get("callback_id") else "click_to_call"
+            call.customer_id, call.identified_by = customer.customer_id, how
         self.lifecycle.publish(CallAnswered(call=call, node=self.node, direction="outbound",
                                             metadata=dict(customer.metadata or {})))
         self.active.add(dial)
