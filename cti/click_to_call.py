@@ -8,7 +8,8 @@ Rules (the whole contract):
 - Only an `available` agent can place a call: the desk's compare-and-set (available -> ringing,
   keyed `click:<id>`) reserves them, so no queue call or callback is offered to them meanwhile;
   an agent in any other state (or one taken by a caller a moment before) is refused (`AgentBusy`).
-- The agent's own phone rings first (`OutboundDialer.ring_agent`, display "Call NAME") with a
+- The agent's own phone rings first (`OutboundDialer.ring_agent`: their SIP phone, or their
+  browser softphone for browser:ID; display "Call NAME") with a
   screen pop of the customer; not answered in the queues' ring time: the agent is available
   again (in the place they had), nobody was called. Answered: on_call, the customer's number is
   dialled through the trunk (`call_customer`) and bridged; the call is recorded like any other
@@ -16,8 +17,6 @@ Rules (the whole contract):
   click_to_call). After an answered agent leg the agent wraps up (as after any call).
 - Every step is told to the agent's page: {"type": "outbound", "call_id", "state", "message"}
   with state ringing_agent, dialing, talking, agent_missed, not_reached, ended or failed.
-- Browser agents (browser:ID) are refused for now (`NotReachable`): the browser leg exists only
-  for a caller already on the line (voice.callcontrol.browser_leg).
 """
 
 from __future__ import annotations
@@ -64,10 +63,6 @@ class UnknownCustomer(ClickToCallError):
 
 
 class AgentBusy(ClickToCallError):
-    status = 409
-
-
-class NotReachable(ClickToCallError):
     status = 409
 
 
@@ -121,9 +116,6 @@ class ClickToCall:
         if agent["state"] != AgentState.AVAILABLE.value:
             raise AgentBusy("state", f"you are {agent['state'].replace('_', ' ')}: only an available "
                                      "agent can place a call")
-        if agent["sip_uri"].startswith("browser:"):
-            raise NotReachable("sip_uri", "click-to-call rings a SIP phone; the browser softphone "
-                                          "cannot place calls yet")
         if self.dialer is None:
             raise NoDialer("number", "this node places no outbound calls")
         key = PREFIX + uuid.uuid4().hex

@@ -207,12 +207,20 @@ async def test_a_busy_customer_is_told_and_the_agent_wraps_up(target: Target) ->
         await _until(lambda: _is(client, "ann", "wrap_up"))
 
 
-async def test_a_browser_agent_or_a_node_without_a_dialer_is_refused(target: Target) -> None:
+async def test_no_dialer_is_refused_and_a_browser_agent_is_rung_on_their_page(target: Target) -> None:
     async with running_app(target) as client:  # no OutboundDialer (an API-only process)
         await make_agent(client, "ann", ["support"], state="available")
         await sign_in(client, "ann")
         resp = await client.post("/agent/api/calls", json={"number": "+4930999888"})
         assert resp.status == 503 and await _state(client, "ann") == "available"
-        await client.patch("/api/v1/agents/ann", headers=BEARER, json={"sip_uri": "browser:ann"})
-        resp = await client.post("/agent/api/calls", json={"number": "+4930999888"})
-        assert resp.status == 409 and (await resp.json())["error"]["field"] == "sip_uri"
+    dialer = Dialer()
+    async with running_app(target, dialer=dialer) as client:
+        await make_agent(client, "bob", ["support"], state="available")
+        await client.patch("/api/v1/agents/bob", headers=BEARER, json={"sip_uri": "browser:bob"})
+        await sign_in(client, "bob")
+        assert (await client.post("/agent/api/calls", json={"number": "+4930999888"})).status == 202
+        dialer.answer.set()
+        await _until(lambda: _async(bool(dialer.calls)))
+        assert dialer.log == [("agent", "browser:bob"), ("customer", "+4930999888")]
+        dialer.calls[0].hangup()
+        await _until(lambda: _is(client, "bob", "wrap_up"))

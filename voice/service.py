@@ -118,7 +118,8 @@ class Service:
                              settings=settings, media_host=self._media_host, goodbye=self._goodbye,
                              browsers=self.phones, number_domain=self._number_domain())
         self.originator = Originator(self.switch.link, self.pool, trunk=trunk_of(cfg),
-                                     lifecycle=self.lifecycle, node=cfg.node.id, media_host=self._media_host)
+                                     lifecycle=self.lifecycle, node=cfg.node.id, media_host=self._media_host,
+                                     browsers=self.phones)
         await self.endpoint.start(listen.host, listen.port, cfg.sip.transports)
         identity.port = self.endpoint.udp_port or self.endpoint.tcp_port
         log.info("node %s: SIP listening on %s (%s), RTP ports %d-%d, trusted %s", cfg.node.id, listen,
