@@ -163,7 +163,7 @@ class ClickToCall:
         assert self.dialer is not None
         who = (customer or {}).get("name") or phone
         leg: OutboundLeg | None = None
-        freed = False
+        freed = talked = False
         try:
             await self._tell(agent_id, key, "ringing_agent", f"Your phone rings: answer it to call {who}")
             ring = asyncio.ensure_future(self.dialer.ring_agent(
@@ -185,9 +185,12 @@ class ClickToCall:
                                  + f"): {who} was not called")
                 return
             since = await desk.agents.accept(agent_id, key)
-            if since is None:  # moved on meanwhile (Away pressed on the page)
+            if since is None:  # moved on meanwhile (Away pressed on the page): their state stays
                 leg.hangup()
+                await self._tell(agent_id, key, "failed",
+                                 f"You are no longer available: {who} was not called")
                 return
+            talked = True
             await desk._state_changed(agent_id, AgentState.ON_CALL, since.timestamp(), key)
             await self._tell(agent_id, key, "dialing", f"Calling {who} ({phone})")
             target = CustomerNumber(number=phone, customer_id=(customer or {}).get("id"),
@@ -219,7 +222,7 @@ class ClickToCall:
                 with contextlib.suppress(Exception):
                     if not freed:
                         await self._free(agent_id, key)
-            else:
+            elif talked:
                 with contextlib.suppress(AgentNotFound):
                     await desk.set_agent_state(agent_id, AgentState.WRAP_UP, key)
 

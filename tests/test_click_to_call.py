@@ -224,3 +224,21 @@ async def test_no_dialer_is_refused_and_a_browser_agent_is_rung_on_their_page(ta
         assert dialer.log == [("agent", "browser:bob"), ("customer", "+4930999888")]
         dialer.calls[0].hangup()
         await _until(lambda: _is(client, "bob", "wrap_up"))
+
+
+async def test_going_away_while_the_phone_rings_calls_nobody_and_keeps_the_agent_away(target: Target) -> None:
+    dialer = Dialer()
+    async with running_app(target, dialer=dialer) as client:
+        await make_agent(client, "ann", ["support"], state="available")
+        await sign_in(client, "ann")
+        async with client.ws_connect("/api/v1/agents/ann/events") as ws:
+            await next_of(ws, "hello")
+            assert (await client.post("/agent/api/calls", json={"number": "+4930999888"})).status == 202
+            await asyncio.wait_for(dialer.ringing.wait(), 5)
+            await client.post("/agent/api/state", json={"state": "away", "reason": "lunch"})
+            dialer.answer.set()  # the phone is picked up anyway
+            await next_of(ws, "outbound")  # ringing_agent
+            failed = await next_of(ws, "outbound")
+            assert failed["state"] == "failed" and "no longer available" in failed["message"]
+        assert dialer.log == [("agent", "sip:ann@127.0.0.1:5099")] and dialer.legs[0].hung_up
+        assert await _state(client, "ann") == "away"
