@@ -15,6 +15,7 @@ Rules (the whole contract):
   dialled through the trunk (`call_customer`) and bridged; the call is recorded like any other
   (a voice interaction, direction outbound, on the customer's timeline, metadata agent_id and
   click_to_call). After an answered agent leg the agent wraps up (as after any call).
+- SIGTERM (`drain`): no new calls (503), those in progress may end; `close` cancels the rest.
 - Every step is told to the agent's page: {"type": "outbound", "call_id", "state", "message"}
   with state ringing_agent, dialing, talking, agent_missed, not_reached, ended or failed.
 """
@@ -81,6 +82,15 @@ class ClickToCall:
         self.customer_ring_timeout = customer_ring_timeout
         self.calls: dict[str, asyncio.Task[None]] = {}  # call key -> its task
         self.results: dict[str, str] = {}  # call key -> the last state (tests, the page's hello)
+        self.draining = False
+
+    async def drain(self, timeout: float) -> None:
+        """SIGTERM: place no new calls (503); let those in progress end for up to `timeout` s."""
+        self.draining = True
+        tasks = list(self.calls.values())
+        if tasks:
+            log.info("draining: %d agent calls in progress, up to %.0f s", len(tasks), timeout)
+            await asyncio.wait(tasks, timeout=timeout)
 
     async def close(self) -> None:
         tasks = list(self.calls.values())
@@ -118,6 +128,8 @@ class ClickToCall:
                                      "agent can place a call")
         if self.dialer is None:
             raise NoDialer("number", "this node places no outbound calls")
+        if self.draining:
+            raise NoDialer("number", "this node is stopping: try again in a moment")
         key = PREFIX + uuid.uuid4().hex
         if not await self.desk.agents.reserve(agent_id, key):
             raise AgentBusy("state", "a call was offered to you a moment ago")

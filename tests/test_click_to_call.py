@@ -242,3 +242,28 @@ async def test_going_away_while_the_phone_rings_calls_nobody_and_keeps_the_agent
             assert failed["state"] == "failed" and "no longer available" in failed["message"]
         assert dialer.log == [("agent", "sip:ann@127.0.0.1:5099")] and dialer.legs[0].hung_up
         assert await _state(client, "ann") == "away"
+
+
+async def test_a_draining_node_places_no_new_calls_and_lets_the_one_in_progress_end(target: Target) -> None:
+    from cti.web.keys import CLICK_KEY
+
+    dialer = Dialer()
+    async with running_app(target, dialer=dialer) as client:
+        await make_agent(client, "ann", ["support"], state="available")
+        await make_agent(client, "bob", ["support"], state="available")
+        await sign_in(client, "ann")
+        assert (await client.post("/agent/api/calls", json={"number": "+4930999888"})).status == 202
+        await asyncio.wait_for(dialer.ringing.wait(), 5)
+        clicks = client.server.app[CLICK_KEY]  # type: ignore[union-attr]
+        draining = asyncio.ensure_future(clicks.drain(10))
+        await asyncio.sleep(0.05)
+        client.session.cookie_jar.clear()
+        await sign_in(client, "bob")
+        refused = await client.post("/agent/api/calls", json={"number": "+4930999777"})
+        assert refused.status == 503 and await _state(client, "bob") == "available"
+        dialer.answer.set()
+        await _until(lambda: _async(bool(dialer.calls)))
+        assert not draining.done()  # ann's call goes on
+        dialer.calls[0].hangup()
+        await asyncio.wait_for(draining, 5)
+        assert await _state(client, "ann") == "wrap_up"
