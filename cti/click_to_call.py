@@ -81,7 +81,6 @@ class ClickToCall:
         self.agent_ring_timeout = agent_ring_timeout
         self.customer_ring_timeout = customer_ring_timeout
         self.calls: dict[str, asyncio.Task[None]] = {}  # call key -> its task
-        self.results: dict[str, str] = {}  # call key -> the last state (tests, the page's hello)
         self.draining = False
 
     async def drain(self, timeout: float) -> None:
@@ -148,7 +147,6 @@ class ClickToCall:
     # ---- the call ------------------------------------------------------------------------
     async def _tell(self, agent_id: str, key: str, state: str, message: str,
                     interaction_id: str | None = None) -> None:
-        self.results[key] = state
         await self.desk.bus.publish(agent_id, {"type": "outbound", "agent_id": agent_id, "call_id": key,
                                                "state": state, "message": message,
                                                "interaction_id": interaction_id, "at": time.time()})
