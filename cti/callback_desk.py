@@ -74,11 +74,6 @@ class CallbackDesk:
     def key(callback_id: str) -> str:
         return PREFIX + callback_id
 
-    @staticmethod
-    def can_ring(agent: AgentSlot) -> bool:
-        """Callbacks ring SIP phones; browser agents (browser:ID) are left to the callers on the line."""
-        return not agent.sip_uri.startswith("browser:")
-
     # ---- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         """Put back what this node left half done (a crash, a restart), then schedule."""
@@ -178,9 +173,8 @@ class CallbackDesk:
                 continue
             # The place in line, on the desk's clock (the engine's): as long ago as the caller entered.
             entered = self.desk.clock() - max(0.0, time.time() - _ts(row["entered_at"]))
-            entry = engine.enqueue(key, row["queue"], entered,
-                                   timeout=_ts(row["give_up_at"]) - _ts(row["entered_at"]))
-            entry.accepts = self.can_ring
+            engine.enqueue(key, row["queue"], entered,
+                           timeout=_ts(row["give_up_at"]) - _ts(row["entered_at"]))
             self.rows[key] = row
 
     def _dispatch(self) -> None:

@@ -66,8 +66,8 @@ class CallHistory:
                            direction: str = "inbound", metadata: dict[str, Any] | None = None) -> str:
         """Create the voice interaction (status in_progress); returns its id (the one given as
         `interaction_id` unless this dialog already has a record). `direction` is outbound for a
-        call the service placed (a callback): `caller` is then the number called, and `metadata`
-        links it (callback_id, callback_of).
+        call the service placed (a callback, a click-to-call): `caller` is then the number called,
+        and `metadata` links it (callback_id, callback_of; agent_id, click_to_call).
 
         `key` is the call's unique id on its node (Call-ID and both dialog tags): a Call-ID reused
         by another caller is another record. The interaction goes to the customer who owns the
@@ -86,7 +86,10 @@ class CallHistory:
                                 "caller_phone": phone, "node": node or self.node, **(metadata or {})}
         if identities:
             meta["identified_by"] = "caller_id"
-        subject = f"Call to {dialled}" if direction == "inbound" else f"Callback to {dialled}"
+        if direction == "inbound":
+            subject = f"Call to {dialled}"
+        else:  # a callback, or an agent's click-to-call
+            subject = f"{'Callback' if (metadata or {}).get('callback_id') else 'Outbound call'} to {dialled}"
         result = await self.store.ingest(NewInteraction(
             channel="voice", direction=direction, started_at=started_at, identities=identities,
             name=None, status="in_progress", subject=subject, metadata=meta,

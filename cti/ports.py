@@ -7,7 +7,7 @@ from voice. The call-control package (voice/callcontrol) implements these struct
 - `AgentConnector`: ring an agent's URI for a call and, once answered, bridge the two; the
   returned `AgentConnection` says how the attempt went and, when answered, when and how the
   conversation ended. Cancelling `connect` while the agent's phone rings CANCELs the INVITE.
-- `OutboundDialer`: calls the service places itself, not for an inbound caller (callbacks, later
+- `OutboundDialer`: calls the service places itself, not for an inbound caller (callbacks and
   click-to-call): ring an agent's phone first (`ring_agent`), then, while the agent hears
   ringback, the customer's number through the configured trunk (`call_customer`), bridged with
   the agent once answered and recorded like any call (direction outbound).

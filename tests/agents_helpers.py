@@ -12,7 +12,7 @@ import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 
 from cti.http import build_api
-from cti.ports import AgentConnector
+from cti.ports import AgentConnector, OutboundDialer
 from cti.routing import AgentDesk
 from cti.waiting import SpeechRenderer
 from cti.web import CONNECTOR_KEY, DESK_KEY, VOICE_KEY
@@ -25,13 +25,13 @@ PASSWORD = "correct horse battery"
 
 @asynccontextmanager
 async def running_app(target: Target, *, connector: AgentConnector | None = None,
-                      voice: SpeechRenderer | None = None,
+                      voice: SpeechRenderer | None = None, dialer: OutboundDialer | None = None,
                       config: Any = None) -> AsyncIterator[TestClient[Any, Any]]:
     """The API app as the service runs it: call control's connector and TTS set before startup."""
     from voice.ivr.catalog import config_catalog
 
     config = config or make_config(target.url)
-    app = build_api(config, schema=target.schema, flows=config_catalog(config))
+    app = build_api(config, schema=target.schema, flows=config_catalog(config), dialer=dialer)
     if connector is not None:
         app[CONNECTOR_KEY] = connector
     if voice is not None:

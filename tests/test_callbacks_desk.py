@@ -263,9 +263,9 @@ def test_retries_then_gives_up_and_an_agent_who_does_not_answer_costs_no_attempt
     run_virtual(scenario())
 
 
-def test_browser_agents_are_left_to_the_callers_on_the_line(tmp_path: Path) -> None:
-    """Callbacks ring SIP phones only: an older callback must not keep a browser agent from the
-    caller who came after it."""
+def test_a_browser_agent_takes_a_callback_on_the_page_before_a_caller_who_came_later(tmp_path: Path) -> None:
+    """Browser agents (browser:ID) take callbacks like desk phones: their page rings first
+    (`ring_agent("browser:bea")`), then the customer is called; the older callback goes first."""
     async def scenario() -> None:
         db = await database(tmp_path, agents=())
         await AgentStore(db).create_agent(agent_id="bea", name="Bea", sip_uri="browser:bea",
@@ -278,13 +278,20 @@ def test_browser_agents_are_left_to_the_callers_on_the_line(tmp_path: Path) -> N
                 entered = datetime.now(UTC) - timedelta(minutes=10)
                 row, _ = await node.callbacks.request(NewCallback(number="+4930999", queue="support",
                                                                   entered_at=entered))
+                caller = FakeCall("line-1", "+4930555")
+                waiting = asyncio.ensure_future(desk.transfer_queue(caller, "support"))
                 await asyncio.sleep(1)
                 await desk.set_agent_state("bea", AgentState.AVAILABLE)
-                caller = FakeCall("line-1", "+4930555")
-                outcome = await asyncio.wait_for(desk.transfer_queue(caller, "support"), 30)
+                done = await until_async(lambda: _state(node, row["id"], "done"))
+                assert [(kind, who) for kind, who, _ in dialer.log] == [("agent", "browser:bea"),
+                                                                      ("customer", "+4930999")]
+                assert done["history"][0]["agent_id"] == "bea"
+                assert node.pops[-1]["callback"]["id"] == row["id"]  # the page's pop
+                assert not waiting.done() and desk.engine.position(caller.key) == 1
+                assert (await desk.agents.get_agent("bea"))["state"] == "wrap_up"  # type: ignore[index]
+                await desk.set_agent_state("bea", AgentState.AVAILABLE)  # then the caller on the line
+                outcome = await asyncio.wait_for(waiting, 30)
                 assert outcome.ok and outcome.agent_id == "bea"
-                assert dialer.log == []
-                assert (await node.callbacks.store.get(row["id"]))["state"] == "queued"  # type: ignore[index]
         finally:
             await db.dispose()
 

@@ -118,7 +118,8 @@ class Service:
                              settings=settings, media_host=self._media_host, goodbye=self._goodbye,
                              browsers=self.phones, number_domain=self._number_domain())
         self.originator = Originator(self.switch.link, self.pool, trunk=trunk_of(cfg),
-                                     lifecycle=self.lifecycle, node=cfg.node.id, media_host=self._media_host)
+                                     lifecycle=self.lifecycle, node=cfg.node.id, media_host=self._media_host,
+                                     browsers=self.phones)
         await self.endpoint.start(listen.host, listen.port, cfg.sip.transports)
         identity.port = self.endpoint.udp_port or self.endpoint.tcp_port
         log.info("node %s: SIP listening on %s (%s), RTP ports %d-%d, trusted %s", cfg.node.id, listen,
@@ -148,8 +149,9 @@ class Service:
     async def drain(self, timeout: float | None = None) -> None:
         """Stop taking calls and let those in progress finish (then goodbye and end them)."""
         limit = self.config.sip.drain_timeout if timeout is None else timeout
-        callbacks = self._callbacks()
+        callbacks, clicks = self._callbacks(), self._clicks()
         await asyncio.gather(*([callbacks.drain(limit)] if callbacks is not None else []),
+                             *([clicks.drain(limit)] if clicks is not None else []),
                              *([self.switch.drain(limit)] if self.switch is not None else []))
 
     async def stop(self) -> None:
@@ -188,6 +190,14 @@ class Service:
         from cti.web.keys import CALLBACKS_KEY
 
         return self.http_runner.app.get(CALLBACKS_KEY)
+
+    def _clicks(self) -> Any:
+        """The agents' click-to-calls (cti.click_to_call.ClickToCall), once HTTP is up."""
+        if self.http_runner is None:
+            return None
+        from cti.web.keys import CLICK_KEY
+
+        return self.http_runner.app.get(CLICK_KEY)
 
     def _readiness(self) -> None:
         """What /readyz reports besides the database: SIP listening, speech workers up; and the

@@ -25,6 +25,7 @@ from cti import callbacks_api
 from cti.agents import AGENT_ID, AgentExists, AgentNotFound, AgentStore
 from cti.callback_desk import CallbackDesk
 from cti.callbacks import CallbackStore, RetryRules
+from cti.click_to_call import ClickToCall
 from cti.events import make_bus
 from cti.http import DATABASE_KEY, PREFIX, STORE_KEY, json_response, read_json
 from cti.live import LiveCalls
@@ -35,6 +36,7 @@ from cti.validation import ApiError, check_text, invalid, require_object
 from cti.web import admin, agent, softphone
 from cti.web.keys import (
     CALLBACKS_KEY,
+    CLICK_KEY,
     CONNECTOR_KEY,
     DESK_KEY,
     DIALER_KEY,
@@ -187,9 +189,13 @@ def setup(app: web.Application, config: Config, *, schema: str | None = None) ->
         desk.callbacks = callbacks
         await callbacks.start()
         app[CALLBACKS_KEY] = callbacks
+        clicks = app[CLICK_KEY] = ClickToCall(desk, app.get(DIALER_KEY),
+                                              agent_ring_timeout=config.queues.ring_timeout,
+                                              customer_ring_timeout=cb.ring_timeout)
         try:
             yield
         finally:
+            await clicks.close()
             await callbacks.close()
             await desk.close()
 
@@ -217,6 +223,7 @@ def setup(app: web.Application, config: Config, *, schema: str | None = None) ->
     r.add_post("/agent/api/state", agent.post_state)
     r.add_post("/agent/api/accept", agent.accept)
     r.add_post("/agent/api/notes", agent.post_note)
+    r.add_post("/agent/api/calls", agent.place_call)  # click-to-call (cti.click_to_call)
     r.add_get("/agent/api/customers", agent.search)
     r.add_get("/agent/api/customers/{id}", agent.customer_timeline)
     r.add_get("/agent/api/interactions/{id}", agent.interaction)

@@ -11,6 +11,9 @@ key): the server sends JSON objects, each with a "type":
   the agent's phone starts ringing (`customer` is the one the IVR identified, else the caller ID's);
 - "missed": {"call_id", "queue", "caller", "status", "state", "message"} when the agent let a call
   ring out (or their phone refused it); `message` says why they are now `state` (away, usually).
+- "outbound": {"call_id", "state", "message", "interaction_id"} at each step of a call the agent
+  placed from the page (POST /agent/api/calls, cti.click_to_call): ringing_agent, dialing,
+  talking, ended, agent_missed, not_reached, failed.
 Clients may send {"type": "ping"} and get {"type": "pong"}; the softphone's rtc_* messages are
 described in cti.web.softphone.
 """
@@ -21,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import weakref
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from cti.agents import AgentNotFound
+from cti.click_to_call import ClickToCallError
 from cti.http import STORE_KEY, json_response, read_json
 from cti.queues import AgentState
 from cti.validation import ApiError, check_text, invalid, require_object
@@ -41,13 +46,14 @@ from cti.web.auth import (
     signin_refusal,
     signin_succeeded,
 )
-from cti.web.keys import DESK_KEY, SOCKETS_KEY
+from cti.web.keys import CLICK_KEY, DESK_KEY, SOCKETS_KEY
 from cti.wrapup import AgentPolicy
 
 log = logging.getLogger("cti.web")
 STATIC = Path(__file__).parent / "static"
 AGENT_STATES = ("available", "on_call", "wrap_up", "away")
 _SEND_TIMEOUT = 5.0
+_CUSTOMER_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 def page(name: str) -> web.FileResponse:
@@ -190,6 +196,27 @@ async def post_note(request: web.Request) -> web.Response:
     except AgentNotFound:
         raise ApiError(404, "no such interaction", "interaction_id") from None
     return json_response(note, status=201)
+
+
+async def place_call(request: web.Request) -> web.Response:
+    """Click-to-call: {"customer_id"} (their first phone) and/or {"number"}; 202 {"call_id",
+    "number", "customer_id"} once the agent is reserved and their phone starts ringing (the rest
+    is told over the websocket: "outbound" events). 409 when the agent is not available."""
+    agent_id = await require_agent(request)
+    body = require_object(await read_json(request), {"customer_id", "number"})
+    check_text(body, "")
+    number, customer_id = body.get("number"), body.get("customer_id")
+    if number is not None and (not isinstance(number, str) or not number.strip() or len(number) > 64):
+        raise invalid("number", "must be a phone number of at most 64 characters")
+    if customer_id is not None and (not isinstance(customer_id, str) or not _CUSTOMER_ID.match(customer_id)):
+        raise invalid("customer_id", "must be a customer id")
+    if number is None and customer_id is None:
+        raise invalid("number", "give a number or a customer_id")
+    try:
+        placed = await request.app[CLICK_KEY].place(agent_id, number=number, customer_id=customer_id)
+    except ClickToCallError as exc:
+        raise ApiError(exc.status, str(exc), exc.field) from None
+    return json_response(placed, status=202)
 
 
 async def search(request: web.Request) -> web.Response:

@@ -9,7 +9,8 @@ Set by the service on the application before `AppRunner.setup()` (the desk is bu
   without it they hear the music only.
 - `DIALER_KEY`: call control's `OutboundDialer` (cti.ports), which places callbacks; without it
   callbacks are stored (the API, waiting callers) but placed by a node that has one.
-After startup the node's `AgentDesk` is under `DESK_KEY`, its `CallbackDesk` under `CALLBACKS_KEY`.
+After startup the node's `AgentDesk` is under `DESK_KEY`, its `CallbackDesk` under `CALLBACKS_KEY`,
+its `ClickToCall` (agents' calls from the page, through the same dialer) under `CLICK_KEY`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import weakref
 from aiohttp import web
 
 from cti.callback_desk import CallbackDesk
+from cti.click_to_call import ClickToCall
 from cti.ports import AgentConnector, BrowserPhones, FlowCatalog, OutboundDialer
 from cti.routing import AgentDesk
 from cti.security import SigninThrottle
@@ -33,3 +35,4 @@ FLOWS_KEY = web.AppKey("cti_flows", FlowCatalog)
 PHONES_KEY = web.AppKey("cti_browser_phones", BrowserPhones)
 DIALER_KEY = web.AppKey("cti_dialer", OutboundDialer)
 CALLBACKS_KEY = web.AppKey("cti_callbacks", CallbackDesk)
+CLICK_KEY = web.AppKey("cti_click_to_call", ClickToCall)

@@ -27,6 +27,7 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 
 from cti.ports import ConversationEnd, SoftphoneError
+from cti.waiting import ringback
 from voice.audio import WavRecorder, dtmf_tone
 from voice.callcontrol.bridge import AudioCallback, Bridge, BridgeSide, DigitCallback, MonitoredCall
 from voice.callcontrol.masking import note_bridge_key
@@ -54,6 +55,7 @@ SDP_MAX = 20000
 TRANSFER_TARGET = re.compile(r"queue:[A-Za-z0-9][A-Za-z0-9_.-]{0,63}|sips?:[^\s<>\"]{3,500}"
                              r"|browser:[A-Za-z0-9][A-Za-z0-9._-]{0,63}|\+?[0-9*#]{2,32}")
 TRANSFER_HELP = "queue:NAME, a sip: URI, browser:<agent id> or a number"
+RINGBACK_LOW = 50  # frames of ringback left queued for the agent's ear before the next cycle goes in
 KEYS_PENDING_MAX = 64  # keys from the page waiting to be sent (each takes 160 ms)
 
 
@@ -63,8 +65,12 @@ class BrowserLeg:
     Implements cti.ports.AgentConnection (for the desk) and the bridge's media side (feed,
     stop_playback, send_dtmf, recording)."""
 
-    def __init__(self, phones: BrowserPhones, agent_id: str, caller: Call, caller_rtp: RtpSession,
-                 *, transfers: bool = True) -> None:
+    def __init__(self, phones: BrowserPhones, agent_id: str, caller: Call | None,
+                 caller_rtp: RtpSession | None, *, transfers: bool = True,
+                 display: str | None = None) -> None:
+        """`caller` None: a call the service places (callback, click-to-call): the agent is rung
+        first (`display` on the page), hears ringback once answered, and `attach_caller` bridges
+        the customer's call when it is answered."""
         self.phones = phones
         self.transfers = transfers  # whoever connected this leg runs blind transfers (the desk)
         self.transferred_to: str | None = None
@@ -72,6 +78,8 @@ class BrowserLeg:
         self.id = secrets.token_urlsafe(12)
         self.agent_id = agent_id
         self.caller, self.caller_rtp = caller, caller_rtp
+        self.display = display
+        self._ringback: asyncio.Task[None] | None = None
         servers = [RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
                    for s in self.settings.ice_servers]
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
@@ -134,6 +142,9 @@ class BrowserLeg:
                 fut.set_result(False)
         if self.answered_at is None and not self._finished.done():
             self._finished.set_result(ConversationEnd(hangup_by="caller", talk_seconds=0.0))
+        elif self.caller is None and not self._finished.done():  # answered, nobody bridged yet
+            self._finished.set_result(ConversationEnd(hangup_by="agent", talk_seconds=0.0))
+        self.stop_ringback()
         self._stop_hold()
         self.track.stop()
         self.stop_recording()
@@ -161,9 +172,13 @@ class BrowserLeg:
         if wanted:
             transceiver.setCodecPreferences(wanted)
         await self.pc.setLocalDescription(await self.pc.createOffer())
-        info = self.caller.info
-        return {"type": "rtc_offer", "leg": self.id, "call_id": info.call_id, "caller": info.caller,
-                "caller_name": info.caller_name, "sdp": self.pc.localDescription.sdp,
+        if self.caller is not None:
+            info = self.caller.info
+            call_id, caller, name = info.call_id, info.caller, info.caller_name
+        else:  # a call we place: the page shows whom the agent is about to call
+            call_id, caller, name = self.id, self.display or "", None
+        return {"type": "rtc_offer", "leg": self.id, "call_id": call_id, "caller": caller,
+                "caller_name": name, "outbound": self.caller is None, "sdp": self.pc.localDescription.sdp,
                 "ice_servers": [s.page_form() for s in self.settings.ice_servers]}
 
     async def ring(self, timeout: float) -> bool:
@@ -181,7 +196,8 @@ class BrowserLeg:
             self.finish("failed")
             return False
         await self.phones.send(self.agent_id, message)
-        caller_gone: asyncio.Future[Any] = asyncio.ensure_future(self.caller.wait_ended())
+        caller_gone: asyncio.Future[Any] = (asyncio.ensure_future(self.caller.wait_ended()) if self.caller
+                                            else asyncio.get_running_loop().create_future())
         try:
             await asyncio.wait({self.page_answered, caller_gone}, timeout=timeout,
                                return_when=asyncio.FIRST_COMPLETED)
@@ -194,7 +210,7 @@ class BrowserLeg:
             raise
         finally:
             caller_gone.cancel()
-        if self.caller.ended:
+        if self.caller is not None and self.caller.ended:
             self._status, self._reason = 487, "caller hung up"
         elif not self.page_answered.done():
             self._status, self._reason = 408, "no answer"
@@ -207,7 +223,8 @@ class BrowserLeg:
         else:
             self._status, self._reason = 200, "answered"
             self.answered_at = time.monotonic()
-            self._spawn(self._bridged())
+            if self.caller is not None:
+                self._spawn(self._bridged())
             await self.phones.send(self.agent_id, {"type": "rtc_state", "leg": self.id, "state": "connected"})
             return True
         self.finish("failed" if self._status != 487 else "caller")
@@ -270,6 +287,7 @@ class BrowserLeg:
         async def over() -> None:
             await asyncio.shield(self.end)
 
+        assert self.caller is not None
         return MonitoredCall(caller=self.caller, add_agent_listener=add, over=over)
 
     # ---- the page's messages ---------------------------------------------------------------------
@@ -314,7 +332,7 @@ class BrowserLeg:
 
     def set_hold(self, on: bool) -> None:
         """Hold: the caller hears music, the agent hears nothing; unhold resumes the bridge."""
-        if not self.answered:
+        if not self.answered or self.caller_rtp is None:
             raise SoftphoneError("leg", "hold needs an answered call")
         if on == self.held:
             return
@@ -324,7 +342,8 @@ class BrowserLeg:
             self._hold_task = asyncio.ensure_future(self._hold_music())
         else:
             self._stop_hold()
-            self.caller_rtp.stop_playback()
+            if self.caller_rtp is not None:
+                self.caller_rtp.stop_playback()
 
     def _stop_hold(self) -> None:
         if self._hold_task is not None:
@@ -336,8 +355,11 @@ class BrowserLeg:
 
     async def _music(self, go_on: Callable[[], bool]) -> None:
         music = self.settings.hold_music if self.settings.hold_music is not None else self.phones.tune
-        while go_on() and not self.caller.ended and not self.caller_rtp.closed:
-            if not await self.caller_rtp.play(music):
+        caller, rtp = self.caller, self.caller_rtp
+        if caller is None or rtp is None:
+            return
+        while go_on() and not caller.ended and not rtp.closed:
+            if not await rtp.play(music):
                 await asyncio.sleep(PTIME)  # stopped by someone else: try again on the next frame
 
     def transfer(self, target: str) -> None:
@@ -345,7 +367,7 @@ class BrowserLeg:
         (`wait_finished`) carries `transfer_to`, and the desk takes the caller on from there (the
         queue's routing with a fresh pop, or ringing the URI or number while the caller hears
         music). The agent goes to wrap-up at once, not when the caller's next conversation ends."""
-        if not self.answered or self.ended:
+        if not self.answered or self.ended or self.caller is None:
             raise SoftphoneError("leg", "transfer needs an answered call")
         if not self.transfers:
             raise SoftphoneError("target", "transfers are not available on this node")
@@ -358,7 +380,7 @@ class BrowserLeg:
 
     def send_digits(self, digits: str) -> None:
         """Keys from the page's keypad, to the caller's leg (another IVR on the far end)."""
-        if not self.answered:
+        if not self.answered or self.caller is None:
             raise SoftphoneError("leg", "keys need an answered call")
         if self._keys_pending + len(digits) > KEYS_PENDING_MAX:
             raise SoftphoneError("digits", f"more than {KEYS_PENDING_MAX} keys waiting to be sent")
@@ -373,6 +395,8 @@ class BrowserLeg:
             async with self._keys_lock:  # one page's keys go out in the order pressed
                 for digit in digits:
                     if self.ended:
+                        return
+                    if self.caller_rtp is None:
                         return
                     await self.caller_rtp.send_dtmf(digit, 100)
                     left -= 1
@@ -413,21 +437,50 @@ class BrowserLeg:
 
         return remove
 
+    # ---- a call we place: ringback, then the customer ---------------------------------------------
+    def start_ringback(self) -> None:
+        """The agent (answered, nobody bridged yet) hears ringback while the customer's phone rings."""
+        if self._ringback is None and not self.ended:
+            self._ringback = asyncio.ensure_future(self._ring_back())
+
+    async def _ring_back(self) -> None:
+        tone_pcm = ringback()
+        while not self.ended:
+            if len(self.track._playing) < RINGBACK_LOW:
+                self.track.play(tone_pcm)
+            await asyncio.sleep(PTIME * 10)
+
+    def stop_ringback(self) -> None:
+        if self._ringback is not None:
+            self._ringback.cancel()
+            self._ringback = None
+            self.track._playing.clear()
+
+    def attach_caller(self, caller: Call, caller_rtp: RtpSession) -> None:
+        """The customer answered: bridge them with the agent (answered, outbound legs only)."""
+        if self.caller is not None or not self.answered or self.ended:
+            raise RuntimeError("attach_caller needs an answered outbound leg")
+        self.stop_ringback()
+        self.caller, self.caller_rtp = caller, caller_rtp
+        self._spawn(self._bridged())
+
     async def _bridged(self) -> None:
-        bridge = Bridge(BridgeSide.of_call(self.caller, self.caller_rtp, "caller"),
+        caller, caller_rtp = self.caller, self.caller_rtp
+        assert caller is not None and caller_rtp is not None
+        bridge = Bridge(BridgeSide.of_call(caller, caller_rtp, "caller"),
                         BridgeSide(media=self, subscribe=self._subscribe, name="agent"),
-                        on_key=lambda side: note_bridge_key(self.caller, side))
+                        on_key=lambda side: note_bridge_key(caller, side))
         started = time.monotonic()
         bridge.start()
         pool = self.phones.speech() if self.phones.speech is not None else None
         remove_caller: Callable[[], None] = lambda: None  # noqa: E731
         if pool is not None:  # both sides into the call's transcript, as two speakers
-            self.transcriber = ConversationTranscriber(pool, self.caller)
-            remove_caller = self.caller.add_audio_listener(self.transcriber.caller.on_frame)
+            self.transcriber = ConversationTranscriber(pool, caller)
+            remove_caller = caller.add_audio_listener(self.transcriber.caller.on_frame)
             self._transcribe_agent = self.transcriber.agent.on_frame
             log.info("browser leg %s: transcribing the conversation (caller, agent)", self.id)
-        remove_captions = self.caller.add_segment_listener(self._caption)
-        caller_gone = asyncio.ensure_future(self.caller.wait_ended())
+        remove_captions = caller.add_segment_listener(self._caption)
+        caller_gone = asyncio.ensure_future(caller.wait_ended())
         hangup_by = "agent"
         try:
             await asyncio.wait({self.end, caller_gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -440,12 +493,12 @@ class BrowserLeg:
             remove_captions()
             self._transcribe_agent = None
             self._stop_hold()
-            if self.held and not self.caller_rtp.closed:
-                self.caller_rtp.stop_playback()
-            self.caller.clear_digits()
+            if self.held and not caller_rtp.closed:
+                caller_rtp.stop_playback()
+            caller.clear_digits()
             self.finish("caller" if hangup_by != "agent" else self.end_cause or "agent")
             talk = time.monotonic() - started
-            transfer = self.transferred_to if hangup_by == "agent" and not self.caller.ended else None
+            transfer = self.transferred_to if hangup_by == "agent" and not caller.ended else None
             if self.transcriber is None:
                 self._settle(ConversationEnd(hangup_by=hangup_by, talk_seconds=talk, transfer_to=transfer))
         if self.transcriber is not None:  # the last words land before the flow (and the record) go on

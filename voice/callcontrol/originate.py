@@ -1,4 +1,4 @@
-"""Calls the service places itself (cti.ports.OutboundDialer): callbacks, later click-to-call.
+"""Calls the service places itself (cti.ports.OutboundDialer): callbacks and click-to-call.
 
 Two legs, in this order, so no customer ever answers a call nobody is on:
 1. `AgentLeg`: the agent's phone is rung (an INVITE from our own SIP core with an RTP session
@@ -33,6 +33,8 @@ from voice.sip.transaction import Address
 
 if TYPE_CHECKING:
     from voice.aio.rtp import RtpPortPool, RtpSession
+    from voice.callcontrol.browser_leg import BrowserLeg
+    from voice.callcontrol.webrtc import BrowserPhones
     from voice.config import Config
 
 log = logging.getLogger("voice.callcontrol")
@@ -167,6 +169,40 @@ class AgentLeg:
                 self.leg.rtp.stop_playback()
 
 
+class BrowserAgentLeg(AgentLeg):
+    """The agent's browser softphone (browser:<id>), rung first (cti.ports.OutboundLeg): a WebRTC
+    leg with no caller yet (voice.callcontrol.browser_leg), bridged by `attach_caller`."""
+
+    def __init__(self, browser: BrowserLeg) -> None:
+        super().__init__(None)
+        self.browser = browser
+        self.answered = browser.answered
+
+    @property
+    def status(self) -> int | None:
+        return self.browser.status
+
+    @property
+    def reason(self) -> str:
+        return self.browser.reason
+
+    @property
+    def ended(self) -> bool:
+        return self.browser.ended
+
+    async def wait_ended(self) -> str:
+        return await asyncio.shield(self.browser.end)
+
+    def hangup(self) -> None:
+        self.browser.hangup()
+
+    def start_ringback(self) -> None:
+        self.browser.start_ringback()
+
+    def stop_ringback(self) -> None:
+        self.browser.stop_ringback()
+
+
 class CustomerDial:
     """The call to the customer (cti.ports.CustomerConnection), bridged with the agent's leg."""
 
@@ -215,13 +251,18 @@ class Originator:
     """cti.ports.OutboundDialer on this node's SIP core, RTP pool and lifecycle."""
 
     def __init__(self, link: SipLink, pool: RtpPortPool, *, trunk: Trunk | None, lifecycle: Lifecycle,
-                 node: str, media_host: Callable[[str], str]) -> None:
+                 node: str, media_host: Callable[[str], str], browsers: BrowserPhones | None = None) -> None:
         self.link, self.pool, self.trunk = link, pool, trunk
+        self.browsers = browsers  # agents whose URI is browser:<agent_id> (voice.callcontrol.webrtc)
         self.lifecycle, self.node, self.media_host = lifecycle, node, media_host
         self.active: set[CustomerDial] = set()
         self.agents: set[AgentLeg] = set()
 
     async def ring_agent(self, agent_uri: str, *, timeout: float, display: str | None = None) -> AgentLeg:
+        if agent_uri.startswith("browser:"):  # the agent's page: a WebRTC leg, no caller yet
+            if self.browsers is None:
+                return AgentLeg(None, status=501, reason="browser agents are not enabled on this node")
+            return BrowserAgentLeg(await self.browsers.ring(agent_uri, timeout=timeout, display=display))
         host = self.media_host(next_hop_for(agent_uri).host)
         caller_id = self.trunk.caller_id if self.trunk is not None else "voice"
         leg = await _place(self.link, self.pool, agent_uri, media_host=host, codecs=CODECS,
@@ -241,13 +282,15 @@ class Originator:
         if trunk is None:
             agent.hangup()
             return dial.fail(503, "no trunk configured ([trunk] or [register])")
-        if not agent.answered or agent.ended or agent.leg is None or agent.leg.rtp is None:
+        sip_phone = not isinstance(agent, BrowserAgentLeg)
+        if not agent.answered or agent.ended or (sip_phone and (agent.leg is None or agent.leg.rtp is None)):
             return dial.fail(None, "the agent hung up")
         hop = trunk.next_hop
         uri = trunk.request_uri(customer.number)
         agent.start_ringback()
+        first = agent.leg.rtp.codec if agent.leg is not None and agent.leg.rtp is not None else CODECS[0]
         leg = await _place(self.link, self.pool, uri, media_host=self.media_host(hop.host),
-                           codecs=(agent.leg.rtp.codec, *(c for c in CODECS if c != agent.leg.rtp.codec)),
+                           codecs=(first, *(c for c in CODECS if c != first)),
                            from_user=trunk.caller_id, from_display=trunk.caller_name, peer=hop,
                            credentials=trunk.credentials)
         if leg is None:
@@ -274,12 +317,40 @@ class Originator:
         key = f"{self.node}:{sip.call_id};{sip.dialog.local_tag};{sip.dialog.remote_tag}"
         call = dial.call = Call(info, leg.rtp, leg, key=key, node=self.node)
         if customer.customer_id:
-            call.customer_id, call.identified_by = customer.customer_id, "callback"
+            how = "callback" if (customer.metadata or {}).get("callback_id") else "click_to_call"
+            call.customer_id, call.identified_by = customer.customer_id, how
         self.lifecycle.publish(CallAnswered(call=call, node=self.node, direction="outbound",
                                             metadata=dict(customer.metadata or {})))
         self.active.add(dial)
-        dial.task = asyncio.ensure_future(self._bridged(dial, call, leg, agent))
+        if isinstance(agent, BrowserAgentLeg):
+            dial.task = asyncio.ensure_future(self._bridged_browser(dial, call, leg, agent))
+        else:
+            dial.task = asyncio.ensure_future(self._bridged(dial, call, leg, agent))
         return dial
+
+    async def _bridged_browser(self, dial: CustomerDial, call: Call, leg: Leg,
+                               agent: BrowserAgentLeg) -> None:
+        """The browser leg bridges (and transcribes) the customer itself; here: who ended it."""
+        assert leg.rtp is not None
+        browser = agent.browser
+        hangup_by = "caller"
+        try:
+            browser.attach_caller(call, leg.rtp)
+            end = await browser.wait_finished()
+            hangup_by = end.hangup_by
+            talk = end.talk_seconds
+        except Exception:
+            log.exception("outbound call %s: bridging the browser leg failed", call.key)
+            talk = 0.0
+        finally:
+            browser.hangup()
+            leg.end_now("agent_hangup" if hangup_by == "agent" else "local")
+            self.active.discard(dial)
+        cause = await call.wait_ended()
+        if not dial._finished.done():
+            dial._finished.set_result(ConversationEnd(hangup_by=hangup_by, talk_seconds=talk))
+        self.lifecycle.publish(CallFinished(call=call, cause=cause, node=self.node,
+                                            details={"hangup_by": hangup_by}))
 
     async def _bridged(self, dial: CustomerDial, call: Call, leg: Leg, agent: AgentLeg) -> None:
         assert agent.leg is not None and agent.leg.rtp is not None and leg.rtp is not None

@@ -193,7 +193,8 @@ class BrowserPhones:
         if not offer_sdp or len(offer_sdp) > SDP_MAX:
             raise SoftphoneError("sdp", f"must be an SDP offer, at most {SDP_MAX} characters")
         leg = next((x for x in self.legs.values()  # the call's key (unique) or its SIP Call-ID
-                    if call_id in (x.caller.key, x.caller.info.call_id) and x.answered and not x.ended), None)
+                    if x.caller is not None and call_id in (x.caller.key, x.caller.info.call_id)
+                    and x.answered and not x.ended), None)
         target = leg.monitored() if leg is not None else self.find_bridged(call_id)
         if target is None:
             raise SoftphoneError("call_id", "no call talking to an agent on this node has this id")
@@ -220,6 +221,14 @@ class BrowserPhones:
         `transfers`: the page may hand the caller on (the leg's end says where; the desk runs it)."""
         agent_id = agent_of(agent_uri) or ""
         leg = BrowserLeg(self, agent_id, caller, caller_rtp, transfers=transfers)
+        self.legs[leg.id] = leg
+        await leg.ring(timeout)
+        return leg
+
+    async def ring(self, agent_uri: str, *, timeout: float, display: str | None = None) -> BrowserLeg:
+        """A call the service places: ring `browser:<agent_id>` with no caller yet; answered, the
+        agent hears ringback until `leg.attach_caller` bridges the customer (or a hang-up)."""
+        leg = BrowserLeg(self, agent_of(agent_uri) or "", None, None, transfers=False, display=display)
         self.legs[leg.id] = leg
         await leg.ring(timeout)
         return leg

@@ -140,7 +140,9 @@ function renderPop(pop) {
   $("call-info").hidden = false;
   $("caller-number").textContent = pop.caller.number || "withheld";
   // a callback (virtual hold): "Callback for NAME (number), waited N min"
-  $("caller-name").textContent = pop.callback ? pop.callback.text : (pop.caller.name || "");
+  // a click-to-call: "Calling NAME (number)"
+  const about = pop.callback || pop.outbound;
+  $("caller-name").textContent = about ? about.text : (pop.caller.name || "");
   $("call-queue").textContent = pop.queue || "-";
   $("call-id").textContent = pop.call_id;
   $("accept").disabled = false;
@@ -166,7 +168,7 @@ function renderPop(pop) {
   const channels = Object.keys(byChannel);
   if (!channels.length) recent.append(el("li", "No earlier interactions.", "muted"));
   for (const ch of channels) recent.append(interactionItem(byChannel[ch]));
-  document.title = pop.callback ? pop.callback.text : `Call from ${pop.caller.number || "withheld"}`;
+  document.title = about ? about.text : `Call from ${pop.caller.number || "withheld"}`;
 }
 
 function renderContinues(pop) {
@@ -189,10 +191,43 @@ function renderContinues(pop) {
   };
 }
 
+// Click-to-call: your phone rings first, then the customer's; the steps come as "outbound" events.
+async function placeCall(customerId, number, button) {
+  button.disabled = true;
+  showOutbound({ message: `Calling ${number}…` });
+  try {
+    await api("POST", "/agent/api/calls", { customer_id: customerId, number });
+  } catch (err) {
+    showOutbound({ message: "Not called: " + err.message });
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function showOutbound(ev) {
+  $("outbound-text").textContent = ev.message || "";
+  $("outbound").hidden = !ev.message;
+  // the customer answered: notes and the disposition go to the call's record
+  if (ev.interaction_id && current && current.call_id === ev.call_id) current.interaction_id = ev.interaction_id;
+}
+
+function phoneLine(customer) {
+  const p = el("p", null, "phones");
+  for (const number of customer.phones || []) {
+    const call = el("button", "Call", "call-button");
+    call.type = "button";
+    call.title = `Call ${number}: your phone rings first`;
+    call.addEventListener("click", () => placeCall(customer.id, number, call));
+    p.append(el("span", number), " ", call, " ");
+  }
+  return p;
+}
+
 async function openTimeline(customerId) {
   const data = await api("GET", `/agent/api/customers/${encodeURIComponent(customerId)}`);
   const box = $("timeline");
   box.replaceChildren(el("h3", `Timeline: ${data.customer.name || data.customer.id}`));
+  if ((data.customer.phones || []).length) box.append(phoneLine(data.customer));
   const ul = el("ul");
   if (!data.interactions.length) ul.append(el("li", "Nothing yet.", "muted"));
   for (const item of data.interactions) ul.append(interactionItem(item));
@@ -252,6 +287,7 @@ function connect(delay) {
       showState(ev.agent.state, { reason: ev.agent.reason, wrap_up_left: ev.wrap_up_left });
       if (ev.missed) showMissed(ev.missed);
     } else if (ev.type === "missed") showMissed(ev);
+    else if (ev.type === "outbound") showOutbound(ev);
   };
   ws.onclose = () => {
     $("link").textContent = "reconnecting…";

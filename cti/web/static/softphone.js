@@ -128,7 +128,8 @@
     $sp("sp-captions").replaceChildren();
     $sp("sp-timer").textContent = "";
     $sp("sp-answer").disabled = false;
-    show("ringing", "incoming call");
+    // a call the service places (click-to-call, a callback): answer, then the customer is dialled
+    show("ringing", msg.outbound ? "answer to place the call" : "incoming call");
     startRing();
   }
 
