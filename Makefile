@@ -42,13 +42,18 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
+# Two test processes (pytest-xdist), a file's tests in one of them (module fixtures stay shared);
+# each process takes its own share of the test port ranges (tests/peers). PYTEST_WORKERS=0: one.
+PYTEST_WORKERS ?= 2
+PYTEST_ARGS := -q $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile)
+
 pytest: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=3
 
 # Coverage-guided fuzzing (atheris/libFuzzer) of the SIP parser, the SIP core, SDP and RTP/RTCP/RFC 4733,

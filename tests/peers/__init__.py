@@ -25,7 +25,7 @@ SCENARIOS = REPO / "tests" / "sipp"
 
 # Ranges for the peers' own selfcheck tests (the service under test picks its own).
 SIP_PORTS = (40000, 44999)
-RTP_PORTS = (45000, 49999)
+RTP_PORTS = (53000, 60999)
 
 # Ports handed out by this process, with when: a driver binds its ports within seconds, so a port
 # handed out more than TAKEN_FOR seconds ago is free again once it can be bound (a long suite
