@@ -31,6 +31,7 @@ RTP_PORTS = (53000, 60999)
 # handed out more than TAKEN_FOR seconds ago is free again once it can be bound (a long suite
 # would otherwise use up the ranges).
 _taken: dict[int, float] = {}
+_cursors: dict[tuple[int, int], int] = {}  # span -> where its next block is looked for
 TAKEN_FOR = 120.0
 _lock = threading.Lock()
 
@@ -65,14 +66,19 @@ def worker_span(span: tuple[int, int], need: int = 1) -> tuple[int, int]:
 def free_port(span: tuple[int, int] = SIP_PORTS, *, tcp: bool = True, count: int = 1, step: int = 1) -> int:
     """A port p in `span` with p .. p+(count-1)*step free for UDP (and TCP when `tcp`).
 
-    Random start so parallel test processes rarely collide; ports handed out by this process are
-    remembered so two drivers in one test never get the same one; under pytest-xdist each worker
-    picks from its own share of the span (`worker_span`).
+    Ports handed out by this process are remembered so two drivers in one test never get the same
+    one; under pytest-xdist each worker picks from its own share of the span (`worker_span`).
     """
     kinds = [socket.SOCK_DGRAM, socket.SOCK_STREAM] if tcp else [socket.SOCK_DGRAM]
     lo, hi = worker_span(span, count * step)
-    for _ in range(500):
-        base = random.randrange(lo, hi - count * step)
+    size = count * step
+    # Next fit from where this span's last block ended (a random place at first, so separate test
+    # processes rarely meet): blocks handed out in a row leave no holes, so a big block still fits
+    # after many small ones; ports come back TAKEN_FOR seconds after they were handed out.
+    with _lock:
+        cursor = _cursors.setdefault((lo, hi), lo + random.randrange(0, max(1, (hi - lo - size) // 2)) * 2)
+    starts = list(range(cursor, hi - size, 2)) + list(range(lo, min(cursor, hi - size), 2))
+    for base in starts:
         base -= base % 2  # even, as RTP wants
         ports = [base + i * step for i in range(count)]
         with _lock:
@@ -81,6 +87,7 @@ def free_port(span: tuple[int, int] = SIP_PORTS, *, tcp: bool = True, count: int
                 continue
             if all(_bindable(p, kinds) for p in ports):
                 _taken.update(dict.fromkeys(ports, now))
+                _cursors[(lo, hi)] = base + size + (size % 2)
                 return base
     raise RuntimeError(f"no free port block of {count} in {lo}-{hi}")
 
