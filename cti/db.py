@@ -113,42 +113,55 @@ class GroupCommit(Generic[ItemT, ResultT]):
     one gathers, so a lone request waits for nobody and a busy server commits many items at once
     (SQLite: one writer-thread hop and one commit per batch instead of per item). If `fn` raises,
     the batch is rolled back and every caller of it gets BatchFailed, to try again.
+
+    `concurrency` batches may be in flight at once (PostgreSQL: each on its own pooled connection;
+    a batch's statements are round trips, so one batch at a time leaves the server waiting on the
+    network and the commit). A second batch starts only when a full one is waiting.
     """
 
     def __init__(self, db: Database, fn: Callable[[Connection, list[ItemT]], list[ResultT]],
-                 max_batch: int = 64) -> None:
+                 max_batch: int = 64, concurrency: int = 1) -> None:
         self.db = db
         self.fn = fn
         self.max_batch = max_batch
+        self.concurrency = max(1, concurrency)
         self._pending: list[tuple[ItemT, asyncio.Future[ResultT]]] = []
-        self._drainer: asyncio.Task[None] | None = None
+        self._active = 0  # drainers running (counted down synchronously as each one ends)
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: ItemT) -> ResultT:
         future: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if self._drainer is None:
-            self._drainer = asyncio.create_task(self._drain())
+        busy = len(self._pending) >= self.max_batch // 2
+        if not self._active or (self._active < self.concurrency and busy):
+            self._active += 1
+            task = asyncio.create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return await future
 
     async def _drain(self) -> None:
         try:
-            while self._pending:
-                batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
-                try:
-                    results = await self.db.run_write(self.fn, [item for item, _ in batch])
-                except Exception as exc:  # handed to every caller of the batch
-                    log.debug("batch of %d rolled back: %r", len(batch), exc)
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(BatchFailed(repr(exc)))
-                    continue
-                for (_, future), result in zip(batch, results, strict=True):
-                    if not future.done():
-                        future.set_result(result)
+            await self._drain_batches()
         finally:
-            # No await between the empty check above and this: an item submitted later starts
-            # a new drainer.
-            self._drainer = None
+            # No await between the empty check in the loop and this: an item submitted later
+            # finds no drainer only when none is left, and starts one.
+            self._active -= 1
+
+    async def _drain_batches(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
+            try:
+                results = await self.db.run_write(self.fn, [item for item, _ in batch])
+            except Exception as exc:  # handed to every caller of the batch
+                log.debug("batch of %d rolled back: %r", len(batch), exc)
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(BatchFailed(repr(exc)))
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
 
 
 def _sqlite_setup(engine: Engine, *, writer: bool) -> None:

@@ -209,8 +209,9 @@ class CustomerStore:
         self.db = db
         self.default_country = default_country
         self.channels = tuple(dict.fromkeys(channels))
+        # SQLite has one writer: one batch at a time. PostgreSQL: a few on their own connections.
         self._ingests: GroupCommit[NewInteraction, IngestResult | IdentityConflict] = GroupCommit(
-            db, writes.ingest_batch)
+            db, writes.ingest_batch, concurrency=1 if db.sqlite_writer is not None else 4)
 
     # -- interactions ---------------------------------------------------------------------------
 

@@ -116,3 +116,36 @@ async def test_group_commit_hands_a_failure_to_every_caller_of_the_batch(db: Dat
     assert results[:3] == [2, 4, 6] and results[6] == 14
     assert all(isinstance(r, BatchFailed) for r in results[3:6])
     assert await group.submit(4) == 8  # a new drainer starts after the last one finished
+
+
+class SlowDb:
+    """Database.run_write's shape: each batch takes a while, as a round-trip-bound one does."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.most = 0
+        self.batches: list[int] = []
+
+    async def run_write(self, fn: Any, items: list[int]) -> list[int]:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await asyncio.sleep(0.02)
+            self.batches.append(len(items))
+            return fn(None, items)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_several_batches_in_flight_when_full_ones_wait_and_no_item_left_behind() -> None:
+    db = SlowDb()
+    commit: GroupCommit[int, int] = GroupCommit(db, lambda _c, xs: [x * 2 for x in xs],  # type: ignore[arg-type]
+                                                max_batch=8, concurrency=3)
+    results = await asyncio.gather(*(commit.submit(n) for n in range(100)))
+    assert results == [n * 2 for n in range(100)]
+    assert db.most == 3 and sum(db.batches) == 100 and max(db.batches) == 8
+    # a trickle: one batch at a time, and an item that comes as the last drainer ends still lands
+    db.most = 0
+    for n in range(5):
+        assert await commit.submit(n) == n * 2
+    assert db.most == 1 and commit._active == 0
