@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.peers import REPO, background, free_port, sip_options
 from tests.peers.capture import capture, capture_summary
-from tests.peers.cluster import running_cluster
+from tests.peers.cluster import running_cluster, scratch_database
 from tests.peers.kamailio import running_kamailio
 from tests.peers.pcap import PCMU, RtpStreamBuilder, read_pcap, read_udp, speak
 from tests.peers.rtp import pacing_stats
@@ -181,9 +181,18 @@ def target(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, list[
         if args.flow:  # e.g. benchmarks/flows/dtmf_hold.yaml: keys only, no speech recognition
             flow = Path(args.flow).resolve()
             sections["ivr"] = {"flows": flow.parent, "default_flow": flow.stem}
-        with running_service(workdir, rtp_pairs=args.calls + 20, **sections) as svc:  # type: ignore[arg-type]
+        if args.asr:
+            sections["asr"] = {"engine": args.asr}
+        with contextlib.ExitStack() as stack:
+            label = "voice service (started by the benchmark)"
+            if args.postgres:  # the history on PostgreSQL (a database of its own) instead of SQLite
+                name = stack.enter_context(scratch_database("bench_calls"))
+                sections["database"] = {"url": f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"}
+                label += " on PostgreSQL"
+            svc = stack.enter_context(running_service(workdir, rtp_pairs=args.calls + 20,
+                                                      **sections))  # type: ignore[arg-type]
             METRICS.append(f"{svc.http_url}/metrics")
-            yield svc.sip_address, [svc.pid], "voice service (started by the benchmark)"
+            yield svc.sip_address, [svc.pid], label
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -297,6 +306,10 @@ def main() -> int:
     who.add_argument("--cluster", type=int, default=0, metavar="N",
                      help="`voice cluster --nodes N`: Kamailio's dispatcher and N nodes on a PostgreSQL "
                           "database of its own (latency includes the proxy)")
+    ap.add_argument("--asr", help="[asr] engine of the started service (default: the tests' pocketsphinx; "
+                                  "none: keys only, as --cluster's nodes)")
+    ap.add_argument("--postgres", action="store_true",
+                    help="the started service keeps its history on PostgreSQL (127.0.0.1:5432), not SQLite")
     ap.add_argument("--pid", type=int, default=0, help="with --target: process to measure CPU of")
     ap.add_argument("--calls", type=int, default=50, help="concurrent calls (sipp -m and -l)")
     ap.add_argument("--rate", type=float, default=10.0, help="new calls per second")
