@@ -198,7 +198,11 @@ def test_the_caller_presses_9_confirms_and_is_called_back_by_the_free_agent_firs
                 assert customer.metadata is not None
                 assert customer.metadata["callback_of"] == caller.interaction_id
                 assert done["attempts"] == 1 and done["interaction_id"] == CALLBACK_RECORD
-                assert (await desk.agents.get_agent("ann"))["state"] == "wrap_up"  # type: ignore[index]
+
+                async def ann_in_wrap_up() -> bool:  # written just after the callback's row
+                    return (await desk.agents.get_agent("ann"))["state"] == "wrap_up"  # type: ignore[index]
+
+                await until_async(ann_in_wrap_up, timeout=10)
         finally:
             await db.dispose()
 
@@ -288,7 +292,11 @@ def test_a_browser_agent_takes_a_callback_on_the_page_before_a_caller_who_came_l
                 assert done["history"][0]["agent_id"] == "bea"
                 assert node.pops[-1]["callback"]["id"] == row["id"]  # the page's pop
                 assert not waiting.done() and desk.engine.position(caller.key) == 1
-                assert (await desk.agents.get_agent("bea"))["state"] == "wrap_up"  # type: ignore[index]
+
+                async def bea_in_wrap_up() -> bool:  # written just after the callback's row
+                    return (await desk.agents.get_agent("bea"))["state"] == "wrap_up"  # type: ignore[index]
+
+                await until_async(bea_in_wrap_up, timeout=10)
                 await desk.set_agent_state("bea", AgentState.AVAILABLE)  # then the caller on the line
                 outcome = await asyncio.wait_for(waiting, 30)
                 assert outcome.ok and outcome.agent_id == "bea"
