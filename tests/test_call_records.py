@@ -86,12 +86,14 @@ SDP = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\
        "a=sendrecv\r\n")
 
 
-def raw_call(sip_port: int, call_id: str, from_tag: str, rtp_port: int) -> list[str]:
+def raw_call(sip_port: int, call_id: str, from_tag: str, rtp_port: int,
+             caller: str | None = None) -> list[str]:
     """A minimal UAC over UDP: INVITE, ACK the 200, BYE, and the status lines it got."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((HOST, 0))
     sock.settimeout(5)
     lport = sock.getsockname()[1]
+    caller = caller or f"+1555010{lport % 1000:03d}"
     statuses: list[str] = []
 
     def request(method: str, cseq: int, to_tag: str = "", body: str = "") -> None:
@@ -99,7 +101,7 @@ def raw_call(sip_port: int, call_id: str, from_tag: str, rtp_port: int) -> list[
         to = f"<sip:100@{HOST}:{sip_port}>" + (f";tag={to_tag}" if to_tag else "")
         msg = (f"{method} sip:100@{HOST}:{sip_port} SIP/2.0\r\n"
                f"Via: SIP/2.0/UDP {HOST}:{lport};branch={branch};rport\r\nMax-Forwards: 70\r\n"
-               f"From: <sip:+1555010{lport % 1000:03d}@{HOST}>;tag={from_tag}\r\nTo: {to}\r\n"
+               f"From: <sip:{caller}@{HOST}>;tag={from_tag}\r\nTo: {to}\r\n"
                f"Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:uac@{HOST}:{lport}>\r\n"
                + ("Content-Type: application/sdp\r\n" if body else "")
                + f"Content-Length: {len(body)}\r\n\r\n{body}")
@@ -135,7 +137,8 @@ def test_calls_reusing_one_call_id_each_have_their_own_record(tmp_path: Path) ->
         # five calls, one after the other, all with the same Call-ID and each with its own From tag
         # (a buggy UA, or another caller behind a proxy that reuses ids): sipp cannot, a raw UAC can
         for n in range(5):
-            statuses = raw_call(svc.sip_port, "same-call-id@buggy.example", f"uac{n}x", free_port(tcp=False))
+            statuses = raw_call(svc.sip_port, "same-call-id@buggy.example", f"uac{n}x", free_port(tcp=False),
+                                caller=f"+1555010{n:03d}")  # five callers (not from the port: may repeat)
             assert statuses[0] == "SIP/2.0 200 OK" and statuses[-1] == "SIP/2.0 200 OK", statuses
         wait_for(lambda: [r["status"] for r in voice_rows(svc)] == ["completed"] * 5, 30,
                  "five completed records")
