@@ -27,8 +27,9 @@ from voice.rtp.events import (
     RecordingFailed,
 )
 from voice.rtp.packet import RtpPacket, header
+from voice.rtp.playback import encoded_prompt
 from voice.rtp.rtcp import RR, SR, parse
-from voice.rtp.session import Datagram, MediaSession, detect_inband, encoded_prompt
+from voice.rtp.session import Datagram, MediaSession, detect_inband
 
 A = ("192.0.2.1", 20000)
 B = ("192.0.2.2", 30000)

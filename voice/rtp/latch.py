@@ -80,3 +80,19 @@ class SourceLatch:
         self.latched = src
         self.send_to = (addr[0], src[1])
         self._raw = addr
+
+
+def media_address(remote: tuple[Any, ...]) -> Address:
+    """(host, port) with the host as a canonical IP literal; ValueError naming what is wrong.
+    Port 0 is allowed: it means "do not send" (RFC 3264 section 8.4)."""
+    host, port = remote[0], remote[1]
+    if not isinstance(host, str) or "%" in host:
+        raise ValueError(f"remote media address {str(host)[:60]!r} is not an IP address literal")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"remote media address {host[:60]!r} is not an IP address literal "
+                         "(media addresses are never resolved)") from None
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"remote media port {port!r} is outside 0-65535")
+    return (ip.compressed, port)

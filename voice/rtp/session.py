@@ -23,10 +23,8 @@ an RFC 4733 event is being sent). Rules:
 
 from __future__ import annotations
 
-import ipaddress
 import random
 import struct
-import weakref
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -46,9 +44,10 @@ from voice.rtp.events import (
     RecordingFailed,
 )
 from voice.rtp.jitter import ReorderBuffer
-from voice.rtp.latch import Address, SourceLatch, normalize_host
+from voice.rtp.latch import Address, SourceLatch, media_address, normalize_host
 from voice.rtp.pacing import FRAME_SAMPLES, FrameClock, RtpSender
 from voice.rtp.packet import PacketError, RtpPacket
+from voice.rtp.playback import Playback
 from voice.rtp.rtcp import (
     Bye,
     ReceiverReport,
@@ -72,56 +71,6 @@ FEED_MAX = 3  # live frames queued by feed(): 60 ms at most
 DUPLICATE_KEY_S = 0.5  # an RFC 4733 event this soon after the same key heard in-band is that key
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 CODECS = ("PCMU", "PCMA")
-
-# G.711 encodings of read-only prompt arrays (voice.audio.load_prompt returns those),
-# keyed by (id(array), codec) and dropped when the array is garbage collected.
-_encoded: dict[tuple[int, str], bytes] = {}
-
-
-def encoded_prompt(pcm: Pcm, codec: str) -> bytes:
-    """The whole prompt in `codec`, encoded once per codec when the array is read-only."""
-    if pcm.flags.writeable:
-        return g711.encode(pcm, codec)
-    key = (id(pcm), codec)
-    data = _encoded.get(key)
-    if data is None:
-        data = _encoded[key] = g711.encode(pcm, codec)
-        weakref.finalize(pcm, _encoded.pop, key, None)
-    return data
-
-
-def media_address(remote: tuple[Any, ...]) -> Address:
-    """(host, port) with the host as a canonical IP literal; ValueError naming what is wrong.
-    Port 0 is allowed: it means "do not send" (RFC 3264 section 8.4)."""
-    host, port = remote[0], remote[1]
-    if not isinstance(host, str) or "%" in host:
-        raise ValueError(f"remote media address {str(host)[:60]!r} is not an IP address literal")
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"remote media address {host[:60]!r} is not an IP address literal "
-                         "(media addresses are never resolved)") from None
-    if not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ValueError(f"remote media port {port!r} is outside 0-65535")
-    return (ip.compressed, port)
-
-
-class _Playback:
-    __slots__ = ("codec", "data", "dtmf", "id", "pcm", "pos")
-
-    def __init__(self, pcm: Pcm, ident: int, dtmf: bool) -> None:
-        self.pcm = pcm
-        self.id = ident
-        self.dtmf = dtmf  # an in-band digit from send_dtmf: its end is a DtmfSent
-        self.pos = 0  # samples already sent
-        self.codec = ""  # codec of `data`; a re-INVITE may change it mid-prompt
-        self.data = b""
-
-    def encoded(self, codec: str) -> bytes:
-        if codec != self.codec:
-            self.codec, self.data = codec, encoded_prompt(self.pcm, codec)
-        return self.data
-
 
 class MediaSession:
     """The sans-IO media state of one call leg (RTP and RTCP for one audio stream)."""
@@ -152,7 +101,7 @@ class MediaSession:
         self._next_id = 0
         # send side
         self.clock: FrameClock | None = None
-        self._playback: _Playback | None = None
+        self._playback: Playback | None = None
         self._live: deque[Pcm] = deque()
         self._dtmf: tuple[Rfc4733Sender, int] | None = None  # the event being sent, its request id
         self._dtmf_queue: deque[tuple[str, int, int]] = deque()  # (digit, duration_ms, request id)
@@ -360,7 +309,7 @@ class MediaSession:
             self._recorder = None
             self._events.append(RecordingFailed(recorder=rec, error=exc))
 
-    def _finished(self, pb: _Playback, completed: bool) -> None:
+    def _finished(self, pb: Playback, completed: bool) -> None:
         self._events.append(DtmfSent(request=pb.id) if pb.dtmf
                             else PlaybackFinished(playback=pb.id, completed=completed))
 
@@ -374,7 +323,7 @@ class MediaSession:
         generator does, so a flow never waits forever on a held call."""
         if pcm.dtype != np.int16 or pcm.ndim != 1:
             raise TypeError(f"play() needs mono int16 PCM, got {pcm.dtype} with shape {pcm.shape}")
-        pb = _Playback(pcm, self._new_id(), _dtmf)
+        pb = Playback(pcm, self._new_id(), _dtmf)
         self.stop_playback()
         if self.stopped or len(pcm) == 0:
             self._finished(pb, not self.stopped)
