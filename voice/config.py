@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from voice.config_agents import AgentsConfig, WebRtcConfig, codes, turn_url, webrtc_codecs
 from voice.config_outbound import (
     CallbacksConfig,
     TrunkConfig,
@@ -153,51 +154,6 @@ class QueueConfig(QueuesConfig):
     skill: str = ""  # the agent skill that serves this queue ("": the queue's name)
 
 
-@dataclass(frozen=True, kw_only=True)
-class WebRtcConfig:
-    """The agents' browser softphone (agents whose sip_uri is browser:<agent id>)."""
-
-    turn_url: str | None = None  # turn:host:3478?transport=udp, for agents outside the LAN
-    turn_username: str | None = None
-    turn_password: str | None = None
-    codecs: tuple[str, ...] = ("opus", "PCMU", "PCMA")  # offered to the browser in this order
-    hold_music: Path | None = None  # a WAV the caller hears on hold (default: a soft tune)
-
-
-@dataclass(frozen=True, kw_only=True)
-class AgentsConfig:
-    """[agents]: after-call work on the agent page (cti.wrapup)."""
-
-    dispositions: tuple[str, ...] = ("resolved", "callback", "escalated", "wrong_number")
-    wrap_up_seconds: int = 0  # 0: wrap-up lasts until the agent presses Available
-    away_reasons: tuple[str, ...] = ("break", "lunch", "training", "meeting")
-
-
-def _codes(text: str) -> tuple[str, ...]:
-    codes = _split_list(text)
-    bad = [c for c in codes if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}", c)]
-    if bad:
-        raise ValueError(f"expected a list of codes (letters, digits, '_', '.', '-'; at most 40 each), "
-                         f"found {bad[0]!r}")
-    return tuple(dict.fromkeys(codes))
-
-
-def _webrtc_codecs(text: str) -> tuple[str, ...]:
-    known = {"opus": "opus", "pcmu": "PCMU", "pcma": "PCMA"}
-    names = [known.get(p.lower(), p) for p in _split_list(text)]
-    bad = [n for n in names if n not in ("opus", "PCMU", "PCMA")]
-    if bad or not names:
-        raise ValueError(f"expected a list of opus, PCMU, PCMA, found {text.strip()!r}")
-    return tuple(dict.fromkeys(names))
-
-
-def _turn_url(text: str) -> str:
-    t = text.strip()
-    if not re.fullmatch(r"(turns?|stun):[^\s]+", t):
-        raise ValueError(f"expected turn:host[:port][?transport=udp|tcp] (or turns:/stun:), found {t!r}")
-    return t
-
-
 def default_node_id() -> str:
     """The host name, cut to what a node id may hold."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:64]
@@ -236,8 +192,8 @@ class Config:
     queues: QueuesConfig = QueuesConfig()
     queue: dict[str, QueueConfig] = field(default_factory=dict)  # [queue NAME] sections by NAME
     throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
-    webrtc: WebRtcConfig = WebRtcConfig()
-    agents: AgentsConfig = AgentsConfig()
+    webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
+    agents: AgentsConfig = field(default_factory=AgentsConfig)
     log_level: str = "info"
     hours: dict[str, BusinessHours] = field(default_factory=dict)  # [hours NAME] sections
     log_format: str = "text"  # text | json (one JSON object per line)
@@ -491,15 +447,15 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
         "refusals_per_second": (_int_range(1, 100000), "refusals_per_second"),
     },
     "agents": {
-        "dispositions": (_codes, "dispositions"),
+        "dispositions": (codes, "dispositions"),
         "wrap_up_seconds": (_int_range(0, 3600), "wrap_up_seconds"),
-        "away_reasons": (_codes, "away_reasons"),
+        "away_reasons": (codes, "away_reasons"),
     },
     "webrtc": {
-        "turn_url": (_turn_url, "turn_url"),
+        "turn_url": (turn_url, "turn_url"),
         "turn_username": (str.strip, "turn_username"),
         "turn_password": (str, "turn_password"),
-        "codecs": (_webrtc_codecs, "codecs"),
+        "codecs": (webrtc_codecs, "codecs"),
         "hold_music": (lambda s: Path(s.strip()), "hold_music"),
     },
 }
