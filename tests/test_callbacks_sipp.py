@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -18,6 +17,8 @@ import pytest
 from tests.peers import HOST
 from tests.peers.pcap import RtpStreamBuilder
 from tests.peers.rtp import RtpEndpoint
+from tests.peers.rtp import wait_sources as _wait_sources
+from tests.peers.service import api_json as _json
 from tests.peers.service import running_service
 from tests.peers.sipp import run_sipp, sipp_background
 
@@ -35,21 +36,6 @@ nodes:
   bye:
     hangup: Goodbye.
 """
-
-
-async def _json(session: aiohttp.ClientSession, method: str, url: str, key: str,
-                body: dict[str, Any] | None = None) -> Any:
-    async with session.request(method, url, json=body, headers={"Authorization": f"Bearer {key}"}) as r:
-        assert r.status < 300, await r.text()
-        return await r.json()
-
-
-def _wait_sources(ep: RtpEndpoint, timeout: float) -> tuple[str, int]:
-    deadline = time.monotonic() + timeout
-    while not ep.sources and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert ep.sources, "no RTP arrived"
-    return next(iter(ep.sources))
 
 
 async def test_the_caller_asks_for_a_callback_and_the_agent_is_bridged_to_them_through_the_trunk(

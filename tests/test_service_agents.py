@@ -10,7 +10,6 @@ import asyncio
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import numpy as np
@@ -19,27 +18,14 @@ import pytest
 from tests.peers import HOST
 from tests.peers.pcap import RtpStreamBuilder, dtmf_tone
 from tests.peers.rtp import RtpEndpoint, heard_audio, inband_digits
+from tests.peers.rtp import wait_sources as _wait_sources
+from tests.peers.service import api_json as _json
 from tests.peers.service import running_service
 from tests.peers.sipp import run_sipp, sipp_background
 
 pytestmark = pytest.mark.peer
 
 CALLER = "+15550177"
-
-
-async def _json(session: aiohttp.ClientSession, method: str, url: str, key: str,
-                body: dict[str, Any] | None = None) -> Any:
-    async with session.request(method, url, json=body, headers={"Authorization": f"Bearer {key}"}) as r:
-        assert r.status < 300, await r.text()
-        return await r.json()
-
-
-def _wait_sources(ep: RtpEndpoint, timeout: float) -> tuple[str, int]:
-    deadline = time.monotonic() + timeout
-    while not ep.sources and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert ep.sources, "no RTP arrived"
-    return next(iter(ep.sources))
 
 
 async def test_queue_call_reaches_agent_with_screen_pop_audio_both_ways_and_notes(tmp_path: Path) -> None:

@@ -10,34 +10,20 @@ import json
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
 from tests.peers.pcap import RtpStreamBuilder
 from tests.peers.rtp import RtpEndpoint
+from tests.peers.rtp import wait_sources as _wait_sources
+from tests.peers.service import api_json as _json
 from tests.peers.service import running_service
 from tests.peers.sipp import run_sipp, sipp_background
 
 pytestmark = pytest.mark.peer
 
 CALLER = "+15550188"
-
-
-async def _json(session: aiohttp.ClientSession, method: str, url: str, key: str,
-                body: dict[str, Any] | None = None) -> Any:
-    async with session.request(method, url, json=body, headers={"Authorization": f"Bearer {key}"}) as r:
-        assert r.status < 300, await r.text()
-        return await r.json()
-
-
-def _wait_sources(ep: RtpEndpoint, timeout: float) -> tuple[str, int]:
-    deadline = time.monotonic() + timeout
-    while not ep.sources and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert ep.sources, "no RTP arrived"
-    return next(iter(ep.sources))
 
 
 async def test_a_caller_continues_an_open_chat_straight_to_its_queue_and_agent(tmp_path: Path) -> None:

@@ -174,3 +174,12 @@ def inband_digits(pcm: np.ndarray, block: int = 320) -> str:
             out.append(key)
         last = key
     return "".join(out)
+
+
+def wait_sources(ep: RtpEndpoint, timeout: float) -> tuple[str, int]:
+    """The first address RTP reached `ep` from, waiting up to `timeout` s for one."""
+    deadline = time.monotonic() + timeout
+    while not ep.sources and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert ep.sources, "no RTP arrived"
+    return next(iter(ep.sources))

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -133,3 +134,11 @@ def voice_service(tmp_path: Path) -> Iterator[RunningService]:
     """The service with default test config (import this fixture into a test module or conftest)."""
     with running_service(tmp_path) as svc:
         yield svc
+
+
+async def api_json(session: Any, method: str, url: str, key: str,
+                   body: dict[str, Any] | None = None) -> Any:
+    """One call to the service's HTTP API with its key (an aiohttp session); a 2xx's JSON."""
+    async with session.request(method, url, json=body, headers={"Authorization": f"Bearer {key}"}) as r:
+        assert r.status < 300, await r.text()
+        return await r.json()

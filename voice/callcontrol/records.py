@@ -229,7 +229,7 @@ class CallRecorder:
         stays on the spool for the next start."""
         if self.spool is None:
             return 0
-        writes = self.spool.load()
+        writes = await asyncio.to_thread(self.spool.load)  # reading the file: off the loop
         made = 0
         try:
             async with asyncio.timeout(timeout):
