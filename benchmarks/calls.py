@@ -70,6 +70,17 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
+def with_children(pids: list[int]) -> list[int]:
+    """`pids` and their child processes (a node's RTP transmitter), each listed after its parent."""
+    out: list[int] = []
+    for pid in pids:
+        out.append(pid)
+        for task in Path(f"/proc/{pid}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                out.extend(int(c) for c in task.read_text().split())
+    return out
+
+
 def peak_concurrent(stats_csv: Path) -> int:
     rows = list(csv.DictReader(stats_csv.read_text(errors="replace").splitlines(), delimiter=";"))
     return max((int(r.get("CurrentCall") or 0) for r in rows), default=0)
@@ -110,7 +121,12 @@ def pacer_lateness(url: str) -> dict[str, float]:
     text = urllib.request.urlopen(url, timeout=10).read().decode()
     buckets = dict(re.findall(r'voice_rtp_send_lateness_seconds_bucket\{le="([^"]+)"\} (\S+)', text))
     total = float(buckets.get("+Inf", 0)) or 1.0
-    return {le: float(n) / total for le, n in buckets.items() if le != "+Inf"}
+    shares = {le: float(n) / total for le, n in buckets.items() if le != "+Inf"}
+    overdue = re.search(r"^voice_rtp_packets_overdue_total (\S+)", text, re.M)
+    sent = re.search(r"^voice_rtp_packets_sent_total (\S+)", text, re.M)
+    if overdue and sent and float(sent.group(1)):  # made after their deadline (transmitter only)
+        shares["overdue"] = float(overdue.group(1)) / float(sent.group(1))
+    return shares
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -183,6 +199,10 @@ def target(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, list[
             sections["ivr"] = {"flows": flow.parent, "default_flow": flow.stem}
         if args.asr:
             sections["asr"] = {"engine": args.asr}
+        if args.send_ahead is not None:
+            sections["rtp"] = {"send_ahead_ms": args.send_ahead}
+        if os.environ.get("BENCH_REALTIME"):
+            sections.setdefault("rtp", {})["realtime"] = os.environ["BENCH_REALTIME"]
         with contextlib.ExitStack() as stack:
             label = "voice service (started by the benchmark)"
             if args.postgres:  # the history on PostgreSQL (a database of its own) instead of SQLite
@@ -206,6 +226,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.target and sip_options(int(port), host) is None:  # sipp's UAS ignores OPTIONS
             raise RuntimeError(f"{address} does not answer OPTIONS")
         bpf = f"udp and ((dst portrange {media}-{media_hi}) or port {port})"
+        pids = with_children(pids)
         cpu0, t0 = [cpu_seconds(p) for p in pids], time.monotonic()
         with capture(workdir / "capture.pcap", bpf, snaplen=0, buffer_mb=256):
             result = run_sipp(
@@ -264,8 +285,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def within(shares: dict[str, float]) -> str:
     if not shares:
         return "n/a"
-    return ", ".join(f"{float(le) * 1000:g} ms: {share * 100:.2f} %" for le, share in shares.items()) + \
-        " of packets sent within that of their deadline"
+    overdue = shares.get("overdue")
+    text = ", ".join(f"{float(le) * 1000:g} ms: {share * 100:.2f} %" for le, share in shares.items()
+                     if le != "overdue") + " of packets sent within that of their deadline"
+    return text + (f"; {overdue * 100:.2f} % made after it (pacer later than send_ahead)"
+                   if overdue is not None else "")
 
 
 def show(r: dict[str, Any]) -> str:
@@ -289,7 +313,8 @@ def show(r: dict[str, Any]) -> str:
             f"RTP pacing error:       {pacing} {streams}",
             f"pacer's own view:       {within(r['pacer_within'])}",
             f"answerer CPU:           {f(r['answerer_cpu_percent'], ' % of one core')} "
-            f"(each process: {', '.join(f'{c:.0f}' for c in r['answerer_cpu_percent_each'])})",
+            f"(each process, a node's RTP transmitter after it: "
+            f"{', '.join(f'{c:.0f}' for c in r['answerer_cpu_percent_each'])})",
             f"load average after:     {' '.join(f'{x:.2f}' for x in r['load_average'])}",
             f"capture:                {r['capture']}",
             f"files:                  {r['workdir']}",
@@ -308,6 +333,8 @@ def main() -> int:
                           "database of its own (latency includes the proxy)")
     ap.add_argument("--asr", help="[asr] engine of the started service (default: the tests' pocketsphinx; "
                                   "none: keys only, as --cluster's nodes)")
+    ap.add_argument("--send-ahead", type=int, metavar="MS",
+                    help="[rtp] send_ahead_ms of the started service (default: the service's)")
     ap.add_argument("--postgres", action="store_true",
                     help="the started service keeps its history on PostgreSQL (127.0.0.1:5432), not SQLite")
     ap.add_argument("--pid", type=int, default=0, help="with --target: process to measure CPU of")

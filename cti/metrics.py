@@ -153,7 +153,7 @@ class LatenessHistogram:
 
 
 RTP_SEND_LATENESS = LatenessHistogram()
-RtpTotals = Mapping[str, int]  # {"sent": n, "received": n, "late": n}
+RtpTotals = Mapping[str, int]  # {"sent": n, "received": n, "late": n, "overdue": n}
 _rtp_provider: Callable[[], RtpTotals] | None = None
 
 
@@ -177,7 +177,9 @@ class RtpCollector(Collector):
             except Exception:
                 log.exception("RTP totals provider failed")
         for key, help_text in (("sent", "RTP packets sent"), ("received", "RTP packets received"),
-                               ("late", "RTP packets sent later than their deadline")):
+                               ("late", "RTP packets sent later than their deadline"),
+                               ("overdue", "RTP packets made after their deadline: the pacer was later "
+                                           "than [rtp] send_ahead_ms (only with a transmitter)")):
             family = CounterMetricFamily(f"voice_rtp_packets_{key}", help_text)
             family.add_metric([], float(totals.get(key, 0)))
             yield family

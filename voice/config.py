@@ -78,6 +78,9 @@ class RtpConfig:
     port_max: int = 20000
     record: str = "no"  # no | caller | both
     realtime: str = "auto"  # the pacer thread's scheduling: auto (SCHED_FIFO when allowed) | yes | no
+    # Packets are made this far ahead and sent on time by the transmitter process; 0: the pacer
+    # thread sends at each deadline (no extra process, no added delay).
+    send_ahead_ms: int = 40
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -377,6 +380,7 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
         "ports": (_port_range, "ports"),
         "record": (_choice("no", "caller", "both"), "record"),
         "realtime": (_choice("auto", "yes", "no"), "realtime"),
+        "send_ahead_ms": (_int_range(0, 200), "send_ahead_ms"),
     },
     "http": {
         "listen": (lambda s: parse_host_port(s, 8080), "listen"),

@@ -65,7 +65,7 @@ class Service:
         self.core: SipCore | None = None
         self.switch: Switch | None = None
         self.pool = RtpPortPool(config.rtp.port_min, config.rtp.port_max)
-        Pacer.use_realtime(config.rtp.realtime)
+        Pacer.use(realtime=config.rtp.realtime, send_ahead=config.rtp.send_ahead_ms / 1000)
         self.call_metrics = CallMetrics()
         self.lifecycle = Lifecycle([log_lifecycle, self.call_metrics])
         self.lifecycle.subscribe_refusals(self.call_metrics)

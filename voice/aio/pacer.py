@@ -10,6 +10,11 @@ live frames. Each session's sans-IO core is guarded by the session's own lock, h
 side only for one short operation; the thread never holds two locks, so nothing can deadlock.
 Events the ticks produce (prompt finished, a digit, a failed send) go back to the session's loop
 with one `call_soon_threadsafe` per loop and wake.
+
+With `[rtp] send_ahead_ms` (the default) the thread wakes that long before each deadline and
+hands the packets to the RTP transmitter process (voice.aio.transmitter), which sends them at the
+deadline: the GIL this thread shares with the loop then costs nothing on the wire unless it is
+held for longer than that.
 """
 
 from __future__ import annotations
@@ -30,7 +35,10 @@ from voice.rtp.pacing import FRAME_SECONDS, FrameClock
 from voice.rtp.session import detect_inband
 
 if TYPE_CHECKING:
+    import socket
+
     from voice.aio.rtp import RtpSession
+    from voice.aio.transmitter import Item, Transmitter
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +56,20 @@ class MediaTotals:
     sent = 0  # packets due (sessions woken to send), summed over wakes
     late = 0  # of those, due more than LATE_SECONDS before their wake
     received = 0  # datagrams received (RTP and RTCP)
+    overdue = 0  # with a transmitter: packets made after their deadline (the pacer ran late)
     observer: Callable[[float, int], None] | None = None
 
     @classmethod
     def snapshot(cls) -> dict[str, int]:
-        return {"sent": cls.sent, "received": cls.received, "late": cls.late}
+        return {"sent": cls.sent, "received": cls.received, "late": cls.late, "overdue": cls.overdue}
+
+    @classmethod
+    def count_sent(cls, lateness: float, packets: int) -> None:
+        cls.sent += packets
+        if lateness > LATE_SECONDS:
+            cls.late += packets
+        if cls.observer is not None and packets:
+            cls.observer(lateness, packets)
 
 
 class Pacer:
@@ -74,6 +91,8 @@ class Pacer:
         self.members: list[dict[RtpSession, None]] = [{} for _ in range(phases)]
         self.next_frame = [0] * phases  # index on the phase's schedule of its next wake-up
         self.realtime = realtime
+        self.ahead = 0.0  # s: [rtp] send_ahead; 0 sends from this thread, at each deadline
+        self.transmitter: Transmitter | None = None  # the child process that sends, when ahead > 0
         self._lock = threading.Lock()  # members and next_frame
         self._changed = threading.Event()  # a phase became busy: its deadline may come first
         self._thread: threading.Thread | None = None
@@ -87,11 +106,43 @@ class Pacer:
             return cls._shared
 
     @classmethod
-    def use_realtime(cls, mode: str) -> None:
-        """[rtp] realtime: `yes` or `auto` ask for SCHED_FIFO on the pacer thread (root or
-        CAP_SYS_NICE; `yes` warns when refused, `auto` only says so at info), `no` leaves it at
-        normal priority. Takes effect when the thread starts (the first call's media)."""
-        cls.shared().realtime = mode
+    def use(cls, *, realtime: str, send_ahead: float) -> None:
+        """[rtp] realtime: `yes` or `auto` ask for SCHED_FIFO on the pacer thread and the
+        transmitter (root or CAP_SYS_NICE; `yes` warns when refused, `auto` only says so at
+        info), `no` leaves them at normal priority. [rtp] send_ahead (seconds): tick each session
+        that much before its frame is due and let the transmitter process send it on time
+        (voice.aio.transmitter); 0 sends from the pacer thread. Takes effect with the first
+        call's media."""
+        pacer = cls.shared()
+        pacer.realtime, pacer.ahead = realtime, send_ahead
+        if send_ahead > 0:
+            pacer._start_transmitter()  # now, so that the first call does not wait for it
+
+    def _start_transmitter(self) -> None:
+        with self._lock:
+            if self.transmitter is not None:
+                return
+            from voice.aio.transmitter import Transmitter
+
+            try:
+                self.transmitter = Transmitter(realtime=self.realtime, observer=MediaTotals.count_sent)
+            except OSError as exc:
+                log.error("RTP transmitter process did not start (%s); the pacer sends itself", exc)
+                self.ahead = 0.0
+
+    def live_transmitter(self) -> Transmitter | None:
+        """The transmitter, while it runs and packets are made ahead for it."""
+        tx = self.transmitter
+        return tx if tx is not None and tx.alive and self.ahead > 0 else None
+
+    def open_transmit(self, session: RtpSession, socks: list[socket.socket]) -> int | None:
+        """Hand a session's sockets to the transmitter (started on first use); its id there,
+        or None when this pacer sends itself. The loop's thread."""
+        if self.ahead <= 0:
+            return None
+        self._start_transmitter()
+        tx = self.live_transmitter()
+        return tx.open(session, socks) if tx is not None else None
 
     def _deadline(self, k: int, n: int) -> float:
         return self.bases[k] + n * FRAME_SECONDS  # FrameClock.deadline's arithmetic, bit for bit
@@ -140,7 +191,7 @@ class Pacer:
                 self._changed.clear()
                 continue
             deadline, k = nxt
-            delay = deadline - time.monotonic()
+            delay = deadline - (self.ahead if self.live_transmitter() else 0.0) - time.monotonic()
             if delay > 0:
                 self._changed.clear()
                 if self._changed.wait(delay):
@@ -151,28 +202,36 @@ class Pacer:
                 log.exception("RTP pacer wake failed")
 
     def _wake(self, k: int, deadline: float) -> None:
-        # Sleeping may end up to the timer slack early; the frame is due all the same.
-        now = max(time.monotonic(), deadline)
+        tx = self.live_transmitter()
+        ahead = self.ahead if tx is not None else 0.0
+        # Sleeping may end up to the timer slack early; the frame is due all the same. `at`: when
+        # this wake's packets leave. With a transmitter that is the deadline, even when we are
+        # late (but not later than `ahead`): the frames made are exactly those due by then.
+        now = max(time.monotonic(), deadline - ahead)
+        at = max(now, deadline)
         with self._lock:
             members = list(self.members[k])
         self.wakes += 1
-        lateness = now - deadline
-        MediaTotals.sent += len(members)
-        if lateness > LATE_SECONDS:
-            MediaTotals.late += len(members)
-        if MediaTotals.observer is not None and members:
-            MediaTotals.observer(lateness, len(members))
+        batch: list[Item] | None = None
+        if tx is None:
+            MediaTotals.count_sent(now - deadline, len(members))
+        else:
+            batch = []  # the transmitter reports when they actually left
         for_loops: dict[asyncio.AbstractEventLoop, list[RtpSession]] = {}
         for session in members:
-            if session._tick(now):
+            if session._tick(now, at - now, batch):
                 for_loops.setdefault(session.loop, []).append(session)
+        if batch and tx is not None:
+            if time.monotonic() > at:  # the burst itself ran past the deadline
+                MediaTotals.overdue += len(batch)
+            tx.submit(at, batch)
         for loop, sessions in for_loops.items():
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is listening
                 loop.call_soon_threadsafe(_after_ticks, sessions)
         with self._lock:
             n = self.next_frame[k] + 1
-            if self._deadline(k, n) <= now:  # a stall: the sessions' clocks skipped those frames too
-                n = math.floor((now - self.bases[k]) / FRAME_SECONDS) + 1
+            if self._deadline(k, n) <= at:  # a stall: the sessions' clocks skipped those frames too
+                n = math.floor((at - self.bases[k]) / FRAME_SECONDS) + 1
             self.next_frame[k] = n
 
 

@@ -12,7 +12,6 @@ stops at once, logs one line, tells the listener once.
 from __future__ import annotations
 
 import asyncio
-import errno
 import functools
 import logging
 import os
@@ -27,19 +26,16 @@ import numpy as np
 
 from voice.aio.pacer import InbandBatch, MediaTotals, Pacer
 from voice.aio.ports import PortPool
-from voice.aio.udpsend import DatagramSender
+from voice.aio.udpsend import TRANSIENT, DatagramSender
 from voice.audio import WavRecorder
 from voice.rtp.events import AudioReceived, DigitReceived, DtmfSent, PlaybackFinished
 from voice.rtp.session import Datagram, MediaSession
 
 if TYPE_CHECKING:
+    from voice.aio.transmitter import Item
     from voice.callcontrol.call import MediaPort
 
 log = logging.getLogger(__name__)
-
-# The network's state, not ours: that packet is lost, the call goes on (stats: send_errors).
-TRANSIENT = {errno.EAGAIN, errno.ENOBUFS, errno.EINTR, errno.ECONNREFUSED, errno.EHOSTUNREACH,
-             errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN, errno.EPERM, errno.EACCES}
 
 
 class _Endpoint(asyncio.DatagramProtocol):
@@ -98,6 +94,7 @@ class RtpSession:
         self.closed = False
         self.failure: str | None = None  # why the transport failed, once it has
         self._phase: int | None = None  # our slot in the loop's Pacer while media runs
+        self._tx_id: int | None = None  # our sockets' id in the pacer's transmitter process
         self._timer: asyncio.TimerHandle | None = None  # an RFC 4733 packet due between frames
         self._waiting: dict[int, asyncio.Future[Any]] = {}  # play / send_dtmf requests by id
         self._on_digit: Callable[[str], None] = lambda d: None
@@ -126,6 +123,8 @@ class RtpSession:
         v6 = ":" in self.host
         if v6 and "." in remote[0] and ":" not in remote[0]:
             remote = ("::ffff:" + remote[0], remote[1])  # how a dual-stack socket reaches IPv4
+        if self._phase is None and self._tx_id is None:  # before the first tick can come
+            self._tx_id = self._pacer.open_transmit(self, self._socks)
         with self._lock:  # held across the join: the pacer's first tick waits for the clock
             joined = self._pacer.join(self) if self._phase is None else None
             try:
@@ -141,22 +140,24 @@ class RtpSession:
         if not v6 and ":" in remote[0]:
             self._fail(f"IPv6 remote {remote[0]} is not reachable from the media socket on {self.host}")
 
-    def _tick(self, now: float) -> bool:
+    def _tick(self, now: float, ahead: float = 0.0, batch: list[Item] | None = None) -> bool:
         """The Pacer's wake-up for our phase (pacer thread), or our own timer for an RFC 4733
-        packet (loop). True when the loop has work: events, a DTMF timer, a failure."""
+        packet (loop). With `batch`, the packets, due `ahead` from now, go there for the
+        transmitter; else they are sent now. True when the loop has work: events, a DTMF timer,
+        a failure."""
         with self._lock:
             if self._phase is None or self._tick_failure is not None:
                 return False
             core = self.core
             try:
-                core.tick(now)
+                core.tick(now, ahead)
             except Exception as exc:  # a bug: stop this call's media with one log line, not one per tick
                 log.exception("RTP session on port %d failed", self.local_port)
                 self._tick_failure = (f"media error: {exc!r}", True)
                 return True
             out = core.datagrams_to_send()
             if out:  # sent under the lock: packets leave in the order of their sequence numbers
-                failure = self._send(out)
+                failure = self._send(out, batch)
                 if failure is not None:
                     self._tick_failure = (failure, False)
                     return True
@@ -176,8 +177,17 @@ class RtpSession:
         if dtmf:
             self._arm()
 
-    def _send(self, datagrams: list[Datagram]) -> str | None:
-        """Send in order; the reason the session must fail, if it must. Caller holds the lock."""
+    def _send(self, datagrams: list[Datagram], batch: list[Item] | None = None) -> str | None:
+        """Send in order, or add to the transmitter's `batch` when there is one and it has our
+        sockets; the reason the session must fail, if it must. Caller holds the lock."""
+        if batch is not None and self._tx_id is not None:
+            ident = self._tx_id
+            for data, addr, on_rtcp in datagrams:
+                try:
+                    batch.append((ident, on_rtcp, self._senders[on_rtcp].address(addr), data))
+                except (OSError, TypeError, ValueError, OverflowError) as exc:
+                    return f"sendto {addr!r} failed: {exc}"
+            return None
         for data, addr, on_rtcp in datagrams:
             try:
                 self._senders[on_rtcp].sendto(data, addr)
@@ -195,11 +205,27 @@ class RtpSession:
         with self._lock:
             t, clock = self.core.get_timer(), self.core.clock
             due_early = t is not None and clock is not None and t < clock.deadline()
-        self._timer = self.loop.call_at(t, self._on_tick_now) if due_early and t is not None else None
+        ahead = self._ahead()[0]
+        self._timer = self.loop.call_at(t - ahead, self._on_tick_now) if due_early and t is not None else None
+
+    def _ahead(self) -> tuple[float, list[Item] | None]:
+        """How far ahead the loop's own sends are made, and a batch for them (None: send now)."""
+        if self._tx_id is not None and self._pacer.live_transmitter() is not None:
+            return self._pacer.ahead, []
+        return 0.0, None
+
+    def _submit(self, due: float, batch: list[Item] | None) -> None:
+        tx = self._pacer.live_transmitter()
+        if batch and tx is not None:
+            tx.submit(due, batch)
 
     def _on_tick_now(self) -> None:
         self._timer = None
-        if self._tick(self.loop.time()):
+        ahead, batch = self._ahead()
+        now = self.loop.time()
+        work = self._tick(now, ahead, batch)
+        self._submit(now + ahead, batch)
+        if work:
             self._after_tick()
 
     def _request(self, ident: int) -> asyncio.Future[Any]:
@@ -226,18 +252,21 @@ class RtpSession:
 
     async def send_dtmf(self, digit: str, duration_ms: int = 100) -> None:
         """RFC 4733 events when negotiated (one digit after the other), else the tone in-band."""
-        with self._lock:
-            ident = self.core.send_dtmf(digit, duration_ms, self.loop.time())
+        with self._lock:  # with a transmitter the event starts when its first packet leaves
+            ident = self.core.send_dtmf(digit, duration_ms, self.loop.time() + self._ahead()[0])
         fut = self._request(ident)
         self._flush()
         await fut
 
     def _flush(self) -> None:
-        """Send what the core has queued now (a DTMF start, an RTCP BYE), from the loop."""
+        """Send what the core has queued now (a DTMF start, an RTCP BYE), from the loop; with a
+        transmitter, behind the frames already handed to it."""
+        ahead, batch = self._ahead()
         with self._lock:
             out = self.core.datagrams_to_send()
-            failure = self._send(out) if out and self.failure is None else None
+            failure = self._send(out, batch) if out and self.failure is None else None
             dtmf = self.core.sending_dtmf
+        self._submit(self.loop.time() + ahead, batch)
         if failure is not None:
             self._fail(failure)
         elif dtmf:
@@ -331,6 +360,10 @@ class RtpSession:
                 self._pacer.leave(self, self._phase)
                 self._phase = None
             self.core.stop()
+        if self._tx_id is not None:
+            tx, ident, self._tx_id = self._pacer.transmitter, self._tx_id, None
+            if tx is not None:  # its copies of our sockets close after what is queued has left
+                tx.close(ident, self.loop.time() + self._pacer.ahead)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -340,8 +373,8 @@ class RtpSession:
         """Stop timers, resolve pending playback, close the recording, release the ports."""
         if self.closed:
             return
-        with self._lock:
-            self.core.close(self.loop.time())  # queues an RTCP BYE (RFC 3550 6.6)
+        with self._lock:  # queues an RTCP BYE (RFC 3550 6.6), timed for when it leaves
+            self.core.close(self.loop.time() + self._ahead()[0])
         self._flush()
         self.closed = True
         self._stop()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 import socket
 import struct
@@ -56,6 +57,9 @@ def _libc_sendto() -> Callable[[int, bytes, bytes], None] | None:
 
 
 _SEND = _libc_sendto()
+# The network's state, not ours: that packet is lost, the call goes on (stats: send_errors).
+TRANSIENT = {errno.EAGAIN, errno.ENOBUFS, errno.EINTR, errno.ECONNREFUSED, errno.EHOSTUNREACH,
+             errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN, errno.EPERM, errno.EACCES}
 
 
 class DatagramSender:
@@ -65,6 +69,12 @@ class DatagramSender:
         self.sock = sock
         self._dest: tuple[Any, ...] | None = None
         self._sa = b""
+
+    def address(self, addr: tuple[Any, ...]) -> bytes:
+        """`sockaddr(addr)`, kept for the next packet to the same place."""
+        if addr != self._dest:
+            self._sa, self._dest = sockaddr(addr), addr
+        return self._sa
 
     def sendto(self, data: bytes, addr: tuple[Any, ...]) -> None:
         if _SEND is None:

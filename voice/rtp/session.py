@@ -228,43 +228,53 @@ class MediaSession:
         self.stop()
 
     # ---- send path ---------------------------------------------------------------------------
-    def tick(self, now: float) -> None:
+    def tick(self, now: float, ahead: float = 0.0) -> None:
         """Do what is due at `now`: frames on the schedule, RFC 4733 packets, reorder give-ups,
-        RTCP reports, pending in-band detection."""
+        RTCP reports, pending in-band detection. `ahead`: the packets leave that much later (the
+        adapter hands them to a transmitter with their due time), so the send side works for
+        `now + ahead`: the frames, RFC 4733 packets and RTCP reports due by then."""
         clock = self.clock
         if self.stopped or clock is None:
             return
+        at = now + ahead
+        self._tick_send(at, clock)
+        self._tick_rest(now, at)
+
+    def _tick_send(self, at: float, clock: FrameClock) -> None:
+        """The send side of `tick`, for packets that leave at `at`."""
         if self._dtmf is not None:
-            self._dtmf_due(now)
-        lateness = now - (clock.t0 + clock.n * clock.period)
-        if lateness >= 0:  # this runs 50 times a second per call: the common case stays short
+            self._dtmf_due(at)
+        lateness = at - (clock.t0 + clock.n * clock.period)
+        if lateness >= 0:
             if lateness > self._max_lateness:
                 self._max_lateness = lateness
             if lateness > 0.005:
                 self.counters["late_wakeups"] += 1
-            count = clock.take(now)
+            count = clock.take(at)
             if count == 1:
                 self._send_frame()
-                self._tick_rest(now)
-                return
-            send = count if count <= clock.max_catchup else clock.max_catchup
-            for _ in range(send):
-                self._send_frame()
-            if count > send:
-                self.counters["skipped_frames"] += count - send
-                self.sender.advance(count - send)
-                self.sender.gap()
-        self._tick_rest(now)
+            else:
+                self._catch_up(clock, count)
 
-    def _tick_rest(self, now: float) -> None:
+    def _catch_up(self, clock: FrameClock, count: int) -> None:
+        send = count if count <= clock.max_catchup else clock.max_catchup
+        for _ in range(send):
+            self._send_frame()
+        if count > send:
+            self.counters["skipped_frames"] += count - send
+            self.sender.advance(count - send)
+            self.sender.gap()
+
+    def _tick_rest(self, now: float, at: float) -> None:
+        """Receive-side work due at `now`; an RTCP report due by `at`, when it would leave."""
         if self._reorder.held:
             for media in self._reorder.poll(now):
                 self._deliver(media, now)
         if self._inband_frames:
             detect_inband((self,), now)
-        if now >= self._next_rtcp:
-            self._next_rtcp = now + self.rtcp_interval
-            self._send_rtcp(now)
+        if at >= self._next_rtcp:
+            self._next_rtcp = at + self.rtcp_interval
+            self._send_rtcp(at)
 
     def _send_frame(self) -> None:
         sender = self.sender
