@@ -71,7 +71,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def with_children(pids: list[int]) -> list[int]:
-    """`pids` and their child processes (a node's RTP transmitter), each listed after its parent."""
+    """`pids` and their child processes (RTP transmitter, speech workers), each after its parent."""
     out: list[int] = []
     for pid in pids:
         out.append(pid)
@@ -245,6 +245,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         wall = time.monotonic() - t0
         lateness = pacer_lateness(METRICS[-1]) if METRICS and not args.target else {}
+        if args.send_ahead == 0:
+            lateness.pop("overdue", None)  # no transmitter: nothing is made ahead
         cpus = [(cpu_seconds(p) - c) / wall * 100 for p, c in zip(pids, cpu0, strict=True)]
         cpu = sum(cpus) if pids else None
     latency, invite_times = sip_latencies(workdir / "capture.pcap", int(port))
@@ -313,7 +315,7 @@ def show(r: dict[str, Any]) -> str:
             f"RTP pacing error:       {pacing} {streams}",
             f"pacer's own view:       {within(r['pacer_within'])}",
             f"answerer CPU:           {f(r['answerer_cpu_percent'], ' % of one core')} "
-            f"(each process, a node's RTP transmitter after it: "
+            f"(each process, then its children: RTP transmitter, speech workers: "
             f"{', '.join(f'{c:.0f}' for c in r['answerer_cpu_percent_each'])})",
             f"load average after:     {' '.join(f'{x:.2f}' for x in r['load_average'])}",
             f"capture:                {r['capture']}",
