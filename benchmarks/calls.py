@@ -145,6 +145,8 @@ def target(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, list[
         if args.flow:
             flow = Path(args.flow).resolve()
             sections["ivr"] = {"flows": flow.parent, "default_flow": flow.stem}
+        if args.send_ahead is not None:
+            sections["rtp"] = {"send_ahead_ms": args.send_ahead}
         # RTP: 2 ports per call, spread over the nodes, with room to spare
         with running_cluster(workdir, nodes=args.cluster, rtp_ports=4 * args.calls + 400,
                              **sections) as cl:  # type: ignore[arg-type]

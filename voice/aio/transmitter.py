@@ -61,7 +61,9 @@ MAX_MESSAGE = 60_000  # a batch is split above this (a SEQPACKET message must fi
 STARTUP_SECONDS = 5.0  # the first session waits this long at most for the child to run
 REPORT_SECONDS = 0.1  # how often the child reports lateness and transient losses
 EARLY = 0.0002  # s: a batch this close to due is sent rather than slept for
-REALTIME_PRIORITY = 10
+# SCHED_FIFO 1-99: one above the pacer threads (voice.aio.pacer, 10), so a pacer's burst of ticks
+# (work that is ahead of time) never holds back a send that is due now on the same core.
+REALTIME_PRIORITY = 11
 _FDS_SPACE = socket.CMSG_SPACE(2 * array.array("i").itemsize)
 
 
@@ -337,7 +339,10 @@ def main(argv: list[str]) -> int:
     fd, realtime = int(argv[0]), (argv[1] if len(argv) > 1 else "no")
     if realtime in ("yes", "auto"):
         try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(REALTIME_PRIORITY))
+            try:
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(REALTIME_PRIORITY))
+            except PermissionError:  # an RLIMIT_RTPRIO of 10 (an older unit file): the pacer's
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(REALTIME_PRIORITY - 1))
         except (AttributeError, OSError) as exc:
             if realtime == "yes":
                 print(f"voice RTP transmitter: realtime priority refused ({exc}); normal priority",
