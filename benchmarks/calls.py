@@ -22,6 +22,7 @@ import csv
 import json
 import os
 import re
+import socket
 import sys
 import tempfile
 import time
@@ -79,6 +80,30 @@ def with_children(pids: list[int]) -> list[int]:
             with contextlib.suppress(OSError):
                 out.extend(int(c) for c in task.read_text().split())
     return out
+
+
+@contextlib.contextmanager
+def media_sinks(lo: int, hi: int) -> Iterator[int]:
+    """Bound UDP sockets on the callers' media ports that sipp leaves closed (it sends its pcaps
+    from raw sockets): a phone listens on the port in its SDP. Without them every packet the
+    answerer sends on loopback comes back as an ICMP port unreachable, whose cost (and its
+    delivery to each of sipp's raw sockets) lands on the sender. Nothing reads them: a full
+    socket drops quietly, as a phone that ignores the audio would. Yields how many were bound."""
+    socks = []
+    try:
+        for p in range(lo, hi + 1):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+        yield len(socks)
+    finally:
+        for s in socks:
+            s.close()
 
 
 def peak_concurrent(stats_csv: Path) -> int:
@@ -223,7 +248,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     scenario, pcap = bench_files(workdir, args.hold, args.audio, args.digit)
     media = free_port((20000, 29999), tcp=False, count=args.calls + 2, step=4)
     media_hi = media + 4 * (args.calls + 2)
-    with target(args, workdir) as (address, pids, label):
+    with target(args, workdir) as (address, pids, label), contextlib.ExitStack() as sinks:
+        if not args.no_sinks:
+            # sipp binds -mp and -mp + 2 itself (its first call's ports); the +4 per call after that
+            # are in SDP only
+            sinks.enter_context(media_sinks(media + 4, media_hi + 1))
         host, port = address.rsplit(":", 1)
         if args.target and sip_options(int(port), host) is None:  # sipp's UAS ignores OPTIONS
             raise RuntimeError(f"{address} does not answer OPTIONS")
@@ -339,6 +368,9 @@ def main() -> int:
                                   "none: keys only, as --cluster's nodes)")
     ap.add_argument("--send-ahead", type=int, metavar="MS",
                     help="[rtp] send_ahead_ms of the started service (default: the service's)")
+    ap.add_argument("--no-sinks", action="store_true",
+                    help="leave the callers' media ports closed, as sipp does (each packet sent to "
+                         "them comes back as ICMP; the harness before 2026-12-01 17:50 UTC)")
     ap.add_argument("--postgres", action="store_true",
                     help="the started service keeps its history on PostgreSQL (127.0.0.1:5432), not SQLite")
     ap.add_argument("--pid", type=int, default=0, help="with --target: process to measure CPU of")
