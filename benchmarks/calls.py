@@ -228,8 +228,6 @@ def target(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, list[
             sections["asr"] = {"engine": args.asr}
         if args.send_ahead is not None:
             sections["rtp"] = {"send_ahead_ms": args.send_ahead}
-        if os.environ.get("BENCH_REALTIME"):
-            sections.setdefault("rtp", {})["realtime"] = os.environ["BENCH_REALTIME"]
         with contextlib.ExitStack() as stack:
             label = "voice service (started by the benchmark)"
             if args.postgres:  # the history on PostgreSQL (a database of its own) instead of SQLite
