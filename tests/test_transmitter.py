@@ -17,6 +17,7 @@ import socket
 import struct
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -228,3 +229,43 @@ def test_ticking_ahead_makes_the_frames_and_report_due_by_then() -> None:
     out = core.datagrams_to_send()
     assert [rtcp for _d, _a, rtcp in out] == [False] * 3 + [True]
     assert core.counters["skipped_frames"] == 21
+
+
+def test_the_transmitter_exits_when_its_parent_is_killed(tmp_path: Any) -> None:
+    """kill -9 of the service leaves no transmitter behind holding its RTP ports."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, time\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+        "from voice.aio.transmitter import Transmitter\n"
+        "tx = Transmitter(realtime='no')\n"
+        "assert tx.ready.wait(10)\n"
+        "print(tx.process.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        os.kill(child, 0)  # running
+        parent.kill()
+        parent.wait(5)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                break
+            # not our child: it is reparented to init, which reaps it; a zombie counts as gone
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            time.sleep(0.05)
+        else:
+            os.kill(child, signal.SIGKILL)
+            raise AssertionError("the transmitter outlived its parent by 5 s")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
