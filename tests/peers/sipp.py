@@ -16,8 +16,11 @@ Flags that matter (found on 3.6.1):
 - The built-in `uac_pcap` plays `pcap/g711a.pcap` (PCMA, 30 ms frames, ~7 s) then
   `pcap/dtmf_2833_1.pcap` (RFC 4733 event 1, end packet x3) relative to the working directory,
   so we run sipp in a directory whose `pcap/` holds tests/data's copies.
-- sipp plays pcaps from its `[auto_media_port]` socket, the same port it puts in its SDP m= line
-  (from `-mp` upwards, +4 per call), so its RTP is symmetric and a strictly latching UAS accepts it.
+- sipp plays pcaps with its `[auto_media_port]` as the source port, the same port it puts in its
+  SDP m= line (from `-mp` upwards, +4 per call), so its RTP is symmetric and a strictly latching
+  UAS accepts it. It sends them from a raw socket, though, and binds only `-mp` and `-mp` + 2:
+  what a UAS sends to the later calls' ports comes back as ICMP port unreachable
+  (benchmarks/calls.py binds sinks there).
 - SIGUSR1 is sipp's soft exit (like pressing q): used to stop a background UAS so it writes stats.
 """
 
