@@ -228,6 +228,8 @@ def target(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, list[
             sections["asr"] = {"engine": args.asr}
         if args.send_ahead is not None:
             sections["rtp"] = {"send_ahead_ms": args.send_ahead}
+        if args.realtime_loop:
+            sections.setdefault("rtp", {})["realtime_loop"] = "yes"
         with contextlib.ExitStack() as stack:
             label = "voice service (started by the benchmark)"
             if args.postgres:  # the history on PostgreSQL (a database of its own) instead of SQLite
@@ -366,6 +368,8 @@ def main() -> int:
                                   "none: keys only, as --cluster's nodes)")
     ap.add_argument("--send-ahead", type=int, metavar="MS",
                     help="[rtp] send_ahead_ms of the started service (default: the service's)")
+    ap.add_argument("--realtime-loop", action="store_true",
+                    help="[rtp] realtime_loop = yes for the started service")
     ap.add_argument("--no-sinks", action="store_true",
                     help="leave the callers' media ports closed, as sipp does (each packet sent to "
                          "them comes back as ICMP; the harness before 2026-12-01 17:50 UTC)")

@@ -269,3 +269,37 @@ def test_the_transmitter_exits_when_its_parent_is_killed(tmp_path: Any) -> None:
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def test_realtime_loop_thread_resets_on_fork_and_needs_two_cpus() -> None:
+    """[rtp] realtime_loop, in a process of its own: the calling thread goes SCHED_FIFO 1; a
+    thread and a process it starts afterwards run at normal priority; on one CPU it refuses."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, subprocess, sys, threading\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+        "from voice.aio.pacer import realtime_loop_thread\n"
+        "cpus = os.sched_getaffinity(0)\n"
+        "os.sched_setaffinity(0, {min(cpus)})\n"
+        "print('one-cpu', realtime_loop_thread(), os.sched_getscheduler(0))\n"
+        "os.sched_setaffinity(0, cpus)\n"
+        "ok = realtime_loop_thread()\n"
+        "print('loop', ok, os.sched_getscheduler(0) & ~os.SCHED_RESET_ON_FORK)\n"
+        "seen = []\n"
+        "t = threading.Thread(target=lambda: seen.append(os.sched_getscheduler(0))); t.start(); t.join()\n"
+        "print('thread', seen[0])\n"
+        "out = subprocess.run([sys.executable, '-c', 'import os; print(os.sched_getscheduler(0))'],\n"
+        "                     capture_output=True, text=True).stdout.strip()\n"
+        "print('process', out)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    lines = dict(line.split(" ", 1) for line in run.stdout.splitlines())
+    assert lines["one-cpu"] == f"False {os.SCHED_OTHER}", run.stdout + run.stderr
+    took, policy = lines["loop"].split()
+    if took == "False":  # one CPU, or no root and no CAP_SYS_NICE: refused, the thread stays normal
+        assert int(policy) == os.SCHED_OTHER
+        return
+    assert int(policy) == os.SCHED_FIFO
+    assert lines["thread"] == str(os.SCHED_OTHER) and lines["process"] == str(os.SCHED_OTHER)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from voice.aio.pacer import Pacer
+from voice.aio.pacer import Pacer, realtime_loop_thread
 from voice.aio.rtp import RtpPortPool
 from voice.aio.sip import SipEndpoint
 from voice.callcontrol import (
@@ -397,6 +397,8 @@ async def serve(config: Config) -> None:
     # only the calls' objects (it took up to 80 ms at 200 calls, and the media waits for it).
     gc.collect()
     gc.freeze()
+    if config.rtp.realtime_loop:
+        realtime_loop_thread()
     stop = asyncio.Event()
     signals = 0
     ending: list[asyncio.Future[None]] = []

@@ -240,6 +240,30 @@ def _after_ticks(sessions: list[RtpSession]) -> None:
         session._after_tick()
 
 
+LOOP_PRIORITY = 1  # the event loop thread with [rtp] realtime_loop: below the pacer and transmitter
+
+
+def realtime_loop_thread() -> bool:
+    """[rtp] realtime_loop: put the calling thread (the event loop's) at SCHED_FIFO 1, with
+    SCHED_RESET_ON_FORK so that the threads and processes it starts later (executor threads,
+    speech workers) run at normal priority. Refused on a single CPU, where a saturated loop would
+    starve everything else. True when it took effect."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    if cpus < 2:
+        log.warning("[rtp] realtime_loop needs 2 or more CPUs (this process may use %d); not set", cpus)
+        return False
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(LOOP_PRIORITY))
+    except (AttributeError, OSError) as exc:
+        log.warning("[rtp] realtime_loop refused (%s); the event loop runs at normal priority", exc)
+        return False
+    log.info("event loop thread runs at realtime priority (SCHED_FIFO %d, reset on fork)", LOOP_PRIORITY)
+    return True
+
+
 class InbandBatch:
     """In-band DTMF detection for every session on a loop, once per loop iteration.
 
