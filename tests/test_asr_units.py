@@ -33,6 +33,9 @@ def test_normalize_lowercases_and_strips_punctuation() -> None:
         ("one two three four", "one two three four"),  # "one" alone is inside the longer option
         ("technical", None),  # half an option is not the option
         ("billing agent", None),  # two options: ambiguous, let the flow re-ask
+        ("technical billing", None),  # an option beside a word of another: ambiguous too
+        ("billing please support", None),
+        ("uh one please", "one"),  # words of no other option are just extra words
         ("", None),
     ],
 )

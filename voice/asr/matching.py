@@ -31,7 +31,9 @@ def match_option(words: Sequence[str], options: Sequence[str]) -> OptionMatch | 
     """The one option the hypothesis contains as a contiguous phrase, allowing extra words around it.
 
     Options found only inside a longer found option ("one" inside "one two") do not count.
-    Two different options both present is ambiguous: no match, so the flow can re-ask.
+    Two different options both present is ambiguous: no match, so the flow can re-ask. So is
+    an option beside a word of another one: "billing inquiry" heard as "billing yes" (options
+    "billing inquiry" and "yes") is not a yes, and routing the caller on it would be a guess.
     """
     hyp = [normalize(w) for w in words]
     hyp = [w for w in hyp if w]
@@ -59,7 +61,13 @@ def match_option(words: Sequence[str], options: Sequence[str]) -> OptionMatch | 
     distinct = {normalize(m.option) for m in kept}
     if len(distinct) != 1:
         return None
-    return max(kept, key=lambda m: m.n_words)
+    best = max(kept, key=lambda m: m.n_words)
+    own = set(option_words(best.option))
+    others = {w for o in options for w in option_words(o)} - own
+    extra = hyp[: best.first_word] + hyp[best.first_word + best.n_words :]
+    if any(w in others for w in extra):
+        return None
+    return best
 
 
 def edit_distance(a: str, b: str) -> int:
