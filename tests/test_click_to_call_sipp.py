@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from tests.peers.rtp import RtpEndpoint
+from tests.peers.service import api_json as _json
 from tests.peers.service import running_service
 from tests.peers.sipp import sipp_background
 
@@ -22,14 +23,6 @@ pytestmark = [pytest.mark.peer, pytest.mark.timeout(120)]
 
 CUSTOMER = "+15550177"
 PASSWORD = "correct horse battery"
-
-
-async def _json(session: aiohttp.ClientSession, method: str, url: str, key: str | None = None,
-                body: dict[str, Any] | None = None, status: int | None = None) -> Any:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    async with session.request(method, url, json=body, headers=headers) as r:
-        assert (r.status == status) if status else r.status < 300, await r.text()
-        return await r.json()
 
 
 async def test_an_agent_calls_a_customer_from_their_record_through_the_trunk(tmp_path: Path) -> None:

@@ -16,26 +16,18 @@ import aiohttp
 import numpy as np
 import pytest
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
 
 from tests.peers.pcap import PCMU
 from tests.peers.rtp import RtpEndpoint, heard_audio
+from tests.peers.service import api_json as _json
 from tests.peers.service import running_service
 from tests.peers.sipp import sipp_background
-from tests.test_webrtc import ToneTrack, dominant_hz
+from tests.test_webrtc import ToneTrack, dominant_hz, record_track
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(120)]
 
 CUSTOMER = "+15550177"
 PASSWORD = "correct horse battery"
-
-
-async def _json(session: aiohttp.ClientSession, method: str, url: str, key: str | None = None,
-                body: dict[str, Any] | None = None, status: int | None = None) -> Any:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    async with session.request(method, url, json=body, headers=headers) as r:
-        assert (r.status == status) if status else r.status < 300, await r.text()
-        return await r.json()
 
 
 async def _next(ws: aiohttp.ClientWebSocketResponse, kind: str, seen: list[dict[str, Any]],
@@ -57,13 +49,7 @@ async def test_a_browser_agent_calls_a_customer_the_page_rings_first_then_the_tr
     tasks: list[asyncio.Task[None]] = []
 
     async def listen(track: MediaStreamTrack) -> None:
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            data = frame.to_ndarray().reshape(-1)
-            heard.append(data[::2] if frame.layout.name == "stereo" else data)
+        await record_track(track, heard)
 
     with (
         RtpEndpoint() as customer_media,

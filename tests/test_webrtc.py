@@ -45,6 +45,18 @@ HOST = "127.0.0.1"
 RTP_SPAN = (33000, 33999)
 
 
+async def record_track(track: MediaStreamTrack, heard: list[np.ndarray]) -> None:
+    """Append each audio frame `track` delivers (mono int16; the left channel of stereo) to
+    `heard`, until the track ends."""
+    while True:
+        try:
+            frame = await track.recv()
+        except MediaStreamError:
+            return
+        data = frame.to_ndarray().reshape(-1)
+        heard.append(data[::2] if frame.layout.name == "stereo" else data)
+
+
 def dominant_hz(pcm: np.ndarray, rate: int = 8000) -> float:
     x = pcm.astype(np.float64)
     spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
@@ -109,13 +121,7 @@ class FakePage:
                                                   "sdp": pc.localDescription.sdp})
 
     async def _listen(self, track: MediaStreamTrack) -> None:
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            data = frame.to_ndarray().reshape(-1)
-            self.heard.append(data[::2] if frame.layout.name == "stereo" else data)
+        await record_track(track, self.heard)
 
     def heard_since(self, start: int) -> np.ndarray:
         return np.concatenate(self.heard[start:]) if len(self.heard) > start else np.zeros(0, np.int16)

@@ -136,9 +136,11 @@ def voice_service(tmp_path: Path) -> Iterator[RunningService]:
         yield svc
 
 
-async def api_json(session: Any, method: str, url: str, key: str,
-                   body: dict[str, Any] | None = None) -> Any:
-    """One call to the service's HTTP API with its key (an aiohttp session); a 2xx's JSON."""
-    async with session.request(method, url, json=body, headers={"Authorization": f"Bearer {key}"}) as r:
-        assert r.status < 300, await r.text()
+async def api_json(session: Any, method: str, url: str, key: str | None = None,
+                   body: dict[str, Any] | None = None, status: int | None = None) -> Any:
+    """One call to the service's HTTP API (an aiohttp session), with its key if given (else the
+    session's own sign-in cookie); the JSON of a 2xx answer, or of `status` when given."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with session.request(method, url, json=body, headers=headers) as r:
+        assert (r.status == status) if status else r.status < 300, await r.text()
         return await r.json()
