@@ -53,6 +53,8 @@ def send_mode(request: pytest.FixtureRequest) -> Iterator[str]:
     pacer = Pacer.shared()
     before = (pacer.realtime, pacer.ahead)
     Pacer.use(realtime="auto", send_ahead=0.04 if request.param == "transmitter" else 0.0)
+    if pacer.transmitter is not None:  # as the service does before it takes calls
+        pacer.transmitter.ready.wait(5)
     try:
         yield request.param
     finally:

@@ -46,6 +46,8 @@ def send_ahead(seconds: float) -> Iterator[Pacer]:
     pacer = Pacer.shared()
     before = (pacer.realtime, pacer.ahead)
     Pacer.use(realtime="auto", send_ahead=seconds)
+    if pacer.transmitter is not None:  # as the service does before it takes calls
+        pacer.transmitter.ready.wait(5)
     try:
         yield pacer
     finally:
@@ -138,6 +140,8 @@ async def test_a_transmitter_that_dies_leaves_the_pacer_sending(caplog: pytest.L
         old = pacer.transmitter
         pacer.transmitter = None  # a transmitter of this test's own, killed below
         try:
+            pacer._start_transmitter()
+            assert pacer.transmitter is not None and pacer.transmitter.ready.wait(5)
             session = await pool.open_session(HOST)
             try:
                 session.configure(remote=(HOST, rx.port), payload_type=0, codec="PCMU", dtmf_payload_type=101)
@@ -181,6 +185,8 @@ async def test_send_errors_come_back_transient_ones_counted_and_close_frees_the_
     socks = bind_pair(HOST, port)
     try:
         session: Any = FakeSession(asyncio.get_running_loop())
+        assert tx.open(session, socks) is None or tx.ready.is_set()  # before it runs: sends itself
+        assert tx.ready.wait(5)
         ident = tx.open(session, socks)
         assert ident is not None
         due = time.monotonic() + 0.02

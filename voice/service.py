@@ -97,6 +97,7 @@ class Service:
         cfg = self.config
         await self._start_http()
         await self._start_asr()
+        await Pacer.shared().transmitter_ready()  # before SIP listens: calls get the transmitter
         self._start_ivr()
         listen = cfg.sip.listen
         host = local_address_for("192.0.2.1", cfg.sip.public_address, listen.host)

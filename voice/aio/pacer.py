@@ -130,6 +130,17 @@ class Pacer:
                 log.error("RTP transmitter process did not start (%s); the pacer sends itself", exc)
                 self.ahead = 0.0
 
+    async def transmitter_ready(self) -> None:
+        """Wait (off the loop) until the transmitter runs, if there is one: sessions opened
+        before that send themselves."""
+        tx = self.transmitter
+        if tx is not None and self.ahead > 0:
+            from voice.aio.transmitter import STARTUP_SECONDS
+
+            if not await asyncio.to_thread(tx.ready.wait, STARTUP_SECONDS):
+                log.warning("RTP transmitter process not running after %.0f s; sessions send themselves",
+                            STARTUP_SECONDS)
+
     def live_transmitter(self) -> Transmitter | None:
         """The transmitter, while it runs and packets are made ahead for it."""
         tx = self.transmitter

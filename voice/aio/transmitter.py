@@ -58,7 +58,7 @@ _ERROR = struct.Struct("<Ii")
 _LATE = struct.Struct("<fH")
 BUFFER = 4 << 20  # socket pair send buffer: about 0.8 s of packets at 500 calls
 MAX_MESSAGE = 60_000  # a batch is split above this (a SEQPACKET message must fit the buffer)
-STARTUP_SECONDS = 5.0  # the first session waits this long at most for the child to run
+STARTUP_SECONDS = 5.0  # how long the service waits at most for the child to run
 REPORT_SECONDS = 0.1  # how often the child reports lateness and transient losses
 EARLY = 0.0002  # s: a batch this close to due is sent rather than slept for
 # SCHED_FIFO 1-99: one above the pacer threads (voice.aio.pacer, 10), so a pacer's burst of ticks
@@ -106,9 +106,10 @@ class Transmitter:
         self._reader.start()
 
     def open(self, session: RtpSession, socks: list[socket.socket]) -> int | None:
-        """Hand `session`'s RTP and RTCP sockets to the child; its id, or None if that failed
-        (the session then sends itself)."""
-        if not self.ready.wait(STARTUP_SECONDS) or not self.alive:
+        """Hand `session`'s RTP and RTCP sockets to the child; its id, or None if that failed or
+        the child does not run yet (the session then sends itself). Never waits: it runs on the
+        loop (the service waits for `ready` off the loop before it takes calls)."""
+        if not self.ready.is_set() or not self.alive:
             return None
         with self._lock:
             self._next_id += 1
