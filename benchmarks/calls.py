@@ -19,12 +19,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import heapq
 import json
 import os
 import re
+import selectors
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,14 +49,26 @@ from tests.peers.sipp import run_sipp, sipp_background
 SCENARIO = (REPO / "tests" / "sipp" / "dtmf_call.xml").read_text()
 
 
-def bench_files(workdir: Path, hold_s: float, audio_s: float, digit: str) -> tuple[Path, Path]:
-    """dtmf_call.xml with the hold time as its BYE wait, and the pcap it plays (speech + digit)."""
+PLAY_PCAP = """  <nop>
+    <action>
+      <exec play_pcap_audio="pcap/call.pcap"/>
+    </action>
+  </nop>
+"""
+
+
+def bench_files(workdir: Path, hold_s: float, audio_s: float, digit: str,
+                sipp_plays: bool = True) -> tuple[Path, Path]:
+    """dtmf_call.xml with the hold time as its BYE wait, and the pcap of what callers say (speech +
+    digit). `sipp_plays`: sipp replays it from raw sockets; otherwise the scenario plays nothing
+    and offers [auto_media_port+4] (the ports CallerMedia binds: sipp itself binds the first)."""
     scenario = workdir / "bench_call.xml"
-    scenario.write_text(
-        SCENARIO.replace('timeout="30000"', f'timeout="{round(hold_s * 1000)}"').replace(
-            'name="dtmf_call"', 'name="bench_call"'
-        )
-    )
+    text = SCENARIO.replace('timeout="30000"', f'timeout="{round(hold_s * 1000)}"').replace(
+        'name="dtmf_call"', 'name="bench_call"')
+    if not sipp_plays:
+        assert PLAY_PCAP in text, "dtmf_call.xml no longer plays pcap/call.pcap as expected"
+        text = text.replace(PLAY_PCAP, "").replace("[auto_media_port]", "[auto_media_port+4]")
+    scenario.write_text(text)
     speech = speak("Hello, I would like to check the balance of my account, please.", workdir / "speech.wav")
     stream = RtpStreamBuilder(codec=PCMU).wav(speech)
     while stream.duration < audio_s:
@@ -104,6 +119,89 @@ def media_sinks(lo: int, hi: int) -> Iterator[int]:
     finally:
         for s in socks:
             s.close()
+
+
+class CallerMedia(threading.Thread):
+    """The callers' media as phones have it: a bound UDP socket on each port the callers' SDP
+    offers (sipp's [auto_media_port+4]: ports lo, lo + 4, ...). When the service's first packet
+    reaches a port (its prompt: the call is up), that caller plays the pcap's datagrams at their
+    recorded times from that port to where the packet came from (symmetric RTP), then stays
+    silent; nothing it receives after that first packet is read (a full socket drops quietly).
+
+    Why not sipp's play_pcap_audio: it sends from a raw IPPROTO_UDP socket per playing call, and
+    the kernel gives each of those a copy of every UDP datagram on the machine. With ~150 callers
+    talking at once during a 50/s ramp, each packet the service sent on loopback was also cloned
+    to ~150 sockets, in the sender's own system call: a cost a real network never puts on it."""
+
+    def __init__(self, lo: int, calls: int, pcap: Path) -> None:
+        super().__init__(name="caller-media", daemon=True)
+        datagrams = list(read_udp(pcap))
+        self.packets = [d.payload for d in datagrams]
+        self.offsets = [d.time for d in datagrams]
+        self.socks: list[socket.socket] = []
+        for i in range(calls):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.setblocking(False)
+            s.bind(("127.0.0.1", lo + 4 * i))  # raises if taken: the benchmark needs them all
+            self.socks.append(s)
+        self.started_calls = 0
+        self.sent = 0
+        self.send_errors = 0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        sel = selectors.DefaultSelector()
+        for i, s in enumerate(self.socks):
+            sel.register(s, selectors.EVENT_READ, i)
+        starts = [0.0] * len(self.socks)
+        heap: list[tuple[float, int, int, tuple[str, int]]] = []  # due, call, packet, address
+        packets, offsets, last = self.packets, self.offsets, len(self.packets) - 1
+        while not self._done.is_set():
+            wait = min(max(0.0, heap[0][0] - time.monotonic()), 0.05) if heap else 0.05
+            if sel.get_map():
+                events = sel.select(wait)
+            elif heap:  # every caller talks: only sending is left
+                events = []
+                time.sleep(wait)
+            else:
+                break
+            for key, _ in events:
+                try:
+                    _, addr = key.fileobj.recvfrom(2048)  # type: ignore[union-attr]
+                except OSError:
+                    continue
+                sel.unregister(key.fileobj)
+                i = key.data
+                starts[i] = time.monotonic()
+                self.started_calls += 1
+                heapq.heappush(heap, (starts[i], i, 0, addr))
+            now = time.monotonic()
+            while heap and heap[0][0] <= now:
+                _, i, k, addr = heapq.heappop(heap)
+                try:
+                    self.socks[i].sendto(packets[k], addr)
+                    self.sent += 1
+                except OSError:
+                    self.send_errors += 1
+                if k < last:
+                    heapq.heappush(heap, (starts[i] + offsets[k + 1], i, k + 1, addr))
+
+    def close(self) -> None:
+        self._done.set()
+        self.join(5)
+        for s in self.socks:
+            s.close()
+
+
+@contextlib.contextmanager
+def caller_media(lo: int, calls: int, pcap: Path) -> Iterator[CallerMedia]:
+    player = CallerMedia(lo, calls, pcap)
+    player.start()
+    try:
+        yield player
+    finally:
+        player.close()
 
 
 def peak_concurrent(stats_csv: Path) -> int:
@@ -245,11 +343,15 @@ def target(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, list[
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-calls-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    scenario, pcap = bench_files(workdir, args.hold, args.audio, args.digit)
+    sipp_plays = args.raw_callers or args.no_sinks
+    scenario, pcap = bench_files(workdir, args.hold, args.audio, args.digit, sipp_plays=sipp_plays)
     media = free_port((20000, 29999), tcp=False, count=args.calls + 2, step=4)
     media_hi = media + 4 * (args.calls + 2)
     with target(args, workdir) as (address, pids, label), contextlib.ExitStack() as sinks:
-        if not args.no_sinks:
+        player = None
+        if not sipp_plays:  # the callers talk from bound sockets (sipp binds -mp and -mp + 2)
+            player = sinks.enter_context(caller_media(media + 4, args.calls, pcap))
+        elif not args.no_sinks:
             # sipp binds -mp and -mp + 2 itself (its first call's ports); the +4 per call after that
             # are in SDP only
             sinks.enter_context(media_sinks(media + 4, media_hi + 1))
@@ -275,6 +377,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 extra=["-max_socket", "10000"],
             )
         wall = time.monotonic() - t0
+        talking = ({"calls": player.started_calls, "packets": player.sent, "send_errors": player.send_errors}
+                   if player else None)
         lateness = pacer_lateness(METRICS[-1]) if METRICS and not args.target else {}
         if args.send_ahead == 0:
             lateness.pop("overdue", None)  # no transmitter: nothing is made ahead
@@ -306,6 +410,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "pacing_error_ms_p99": pacing.p99_ms,
         "pacing_error_ms_max": pacing.max_ms,
         "pacer_within": lateness,
+        "caller_media": talking or "sipp play_pcap_audio (raw sockets)",
         "answerer_cpu_percent": cpu,
         "answerer_cpu_percent_each": cpus,
         "load_average": os.getloadavg(),
@@ -323,6 +428,13 @@ def within(shares: dict[str, float]) -> str:
                      if le != "overdue") + " of packets sent within that of their deadline"
     return text + (f"; {overdue * 100:.2f} % made after it (pacer later than send_ahead)"
                    if overdue is not None else "")
+
+
+def talking(media: Any) -> str:
+    if isinstance(media, str):
+        return media
+    return (f"{media['calls']} callers talked from bound sockets, {media['packets']} packets "
+            f"({media['send_errors']} send errors)")
 
 
 def show(r: dict[str, Any]) -> str:
@@ -345,6 +457,7 @@ def show(r: dict[str, Any]) -> str:
             f"INVITE->200 latency:    {latency}  {sipp_rtd}",
             f"RTP pacing error:       {pacing} {streams}",
             f"pacer's own view:       {within(r['pacer_within'])}",
+            f"callers' media:         {talking(r['caller_media'])}",
             f"answerer CPU:           {f(r['answerer_cpu_percent'], ' % of one core')} "
             f"(each process, then its children: RTP transmitter, speech workers: "
             f"{', '.join(f'{c:.0f}' for c in r['answerer_cpu_percent_each'])})",
@@ -370,6 +483,9 @@ def main() -> int:
                     help="[rtp] send_ahead_ms of the started service (default: the service's)")
     ap.add_argument("--realtime-loop", action="store_true",
                     help="[rtp] realtime_loop = yes for the started service")
+    ap.add_argument("--raw-callers", action="store_true",
+                    help="sipp plays the callers' audio from raw sockets (play_pcap_audio) and the "
+                         "callers' ports are bare sinks (the harness of 2026-12-01 17:50-19:15 UTC)")
     ap.add_argument("--no-sinks", action="store_true",
                     help="leave the callers' media ports closed, as sipp does (each packet sent to "
                          "them comes back as ICMP; the harness before 2026-12-01 17:50 UTC)")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -55,7 +56,19 @@ def serve(url: str, schema: str | None, port: int) -> None:
 
     config = Config(http=HttpConfig(api_keys=(KEY,)), database=DatabaseConfig(url=url))
     app = build_api(config, schema=schema or None)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, reuse_port=True)
+
+    async def run() -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port, reuse_port=True).start()
+        print("listening", flush=True)  # start_servers waits for this line from each process
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
 
 
 def free_port() -> int:
@@ -78,13 +91,19 @@ async def wait_ready(port: int) -> None:
 
 
 def start_servers(url: str, schema: str | None, workers: int) -> tuple[list[subprocess.Popen[bytes]], int]:
+    """`workers` processes on one SO_REUSEPORT port, each listening before the next starts (the
+    first runs the migrations). Waiting for the port to answer is not enough past the first: it
+    answers from the first process, and clients that connect before the others listen all stay
+    on it (before 2026-12-01 20:30 UTC `--workers 2` could run on one process)."""
     port = free_port()
     procs = []
-    for i in range(workers):
-        procs.append(subprocess.Popen([sys.executable, __file__, "serve", "--url", url, "--schema",
-                                       schema or "", "--port", str(port)], cwd=ROOT))
-        if i == 0:  # the first one runs the migrations before the others race for them
-            asyncio.run(wait_ready(port))
+    for _ in range(workers):
+        proc = subprocess.Popen([sys.executable, __file__, "serve", "--url", url, "--schema",
+                                 schema or "", "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE)
+        procs.append(proc)
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != b"listening":
+            raise RuntimeError("an API server process did not start")
     asyncio.run(wait_ready(port))
     return procs, port
 

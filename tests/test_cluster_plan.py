@@ -39,11 +39,11 @@ def test_each_node_gets_its_id_ports_and_rtp_block_and_shares_the_rest(tmp_path:
         assert cfg.sip.listen.port == node.sip_port and (cfg.rtp.port_min, cfg.rtp.port_max) == node.rtp_ports
         assert cfg.database.url == "postgresql+asyncpg://voice@db:5432/voice"
         assert cfg.http.api_keys == ("0123456789abcdef0123",)
-        assert cfg.rtp.send_ahead_ms == 0  # nodes on one machine send from their pacer threads
-    # a base config that asks for the transmitter keeps it
-    base.write_text(BASE.replace("ports = 10000-10999", "ports = 10000-10999\nsend_ahead_ms = 40"))
+        assert cfg.rtp.send_ahead_ms == 40  # the service's default: each node has its transmitter
+    # the base config's [rtp] settings reach every node
+    base.write_text(BASE.replace("ports = 10000-10999", "ports = 10000-10999\nsend_ahead_ms = 0"))
     again = plan_cluster(base, 2, tmp_path / "run2")
-    assert all(load_config(n.config).rtp.send_ahead_ms == 40 for n in again.nodes)
+    assert all(load_config(n.config).rtp.send_ahead_ms == 0 for n in again.nodes)
     argv = kamailio_argv(plan, binary="kamailio", pike_density=100, children=2)
     assert "LISTEN=udp:127.0.0.1:5060" in argv and "PIKE_DENSITY=100" in argv
     assert any(a.startswith("DISPATCHER_LIST=") and a.endswith('dispatcher.list"') for a in argv)

@@ -4,9 +4,8 @@ This is how one machine uses all its cores (one node is one process on one core)
 node can die without taking the phones with it. From one base config file it writes one config
 per node into the work directory: `[node] id = <id>-<i>`, SIP on the base `[sip] listen` port
 + i, HTTP on the base `[http] listen` port + i - 1, and the base `[rtp] ports` range cut into N
-blocks; `[rtp] send_ahead_ms = 0` unless the base sets it (no RTP transmitter per node: on one
-machine it made call setup slower and pacing no better); everything else (the one PostgreSQL in
-`[database] url`, flows, keys) is shared. Kamailio
+blocks; everything else (the one PostgreSQL in `[database] url`, flows, keys, `[rtp]
+send_ahead_ms`: each node has its RTP transmitter unless the base sets 0) is shared. Kamailio
 (contrib/kamailio/kamailio.cfg) takes the base SIP address itself and dispatches to the nodes.
 
 The database is migrated once, the nodes start (each must answer OPTIONS), then Kamailio;
@@ -93,11 +92,6 @@ def plan_cluster(base_config: Path, count: int, workdir: Path) -> ClusterPlan:
         node_cfg.set("node", "id", node_id)
         node_cfg.set("sip", "listen", f"{host}:{plan.sip_port}")
         node_cfg.set("rtp", "ports", f"{plan.rtp_ports[0]}-{plan.rtp_ports[1]}")
-        if not node_cfg.has_option("rtp", "send_ahead_ms"):
-            # Nodes sharing a machine (and usually its PostgreSQL): measured, the RTP transmitter
-            # gave them no better pacing and slower call setup (benchmarks/RESULTS.md); each node
-            # sends from its pacer thread unless the base config asks for a transmitter.
-            node_cfg.set("rtp", "send_ahead_ms", "0")
         node_cfg.set("http", "listen", f"{base.http.listen.host}:{plan.http_port}")
         with open(plan.config, "w", encoding="utf-8") as fh:
             node_cfg.write(fh)
