@@ -252,6 +252,26 @@ def pacer_lateness(url: str) -> dict[str, float]:
     return shares
 
 
+def gc_pauses(url: str) -> dict[str, Any]:
+    """Garbage collections of the service since it started (voice_gc_pause_seconds): per
+    generation, how many, their total seconds, and how many took longer than 20 / 40 / 80 ms."""
+    import urllib.request
+
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    out: dict[str, Any] = {}
+    for gen in ("0", "1", "2"):
+        pattern = rf'voice_gc_pause_seconds_bucket\{{generation="{gen}",le="([^"]+)"\}} (\S+)'
+        b = dict(re.findall(pattern, text))
+        total = re.search(rf'voice_gc_pause_seconds_sum\{{generation="{gen}"\}} (\S+)', text)
+        if not b:
+            continue
+        count = float(b["+Inf"])
+        out[gen] = {"count": int(count), "seconds": float(total.group(1)) if total else None,
+                    **{f"over_{ms}ms": int(count - float(b.get(repr(ms / 1000), count)))
+                       for ms in (20, 40, 80)}}
+    return out
+
+
 def pct(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
@@ -265,6 +285,8 @@ def target(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, list[
         sections: dict[str, dict[str, object]] = {
             "sip": {"max_calls": args.calls * 2}, "log": {"level": "warning"},
             "node": {"heartbeat_interval": 2, "lost_after": 10}}
+        if args.full_gc_interval is not None:
+            sections["node"]["full_gc_interval"] = args.full_gc_interval
         if args.flow:
             flow = Path(args.flow).resolve()
             sections["ivr"] = {"flows": flow.parent, "default_flow": flow.stem}
@@ -324,6 +346,8 @@ def target(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, list[
             sections["ivr"] = {"flows": flow.parent, "default_flow": flow.stem}
         if args.asr:
             sections["asr"] = {"engine": args.asr}
+        if args.full_gc_interval is not None:
+            sections["node"] = {"full_gc_interval": args.full_gc_interval}
         if args.send_ahead is not None:
             sections["rtp"] = {"send_ahead_ms": args.send_ahead}
         if args.realtime_loop:
@@ -345,6 +369,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     sipp_plays = args.raw_callers or args.no_sinks
     scenario, pcap = bench_files(workdir, args.hold, args.audio, args.digit, sipp_plays=sipp_plays)
+    if args.calls > 2400:  # sipp's [auto_media_port] wraps at +10000
+        raise SystemExit("at most 2400 calls per run (one media port block each)")
     media = free_port((20000, 29999), tcp=False, count=args.calls + 2, step=4)
     media_hi = media + 4 * (args.calls + 2)
     with target(args, workdir) as (address, pids, label), contextlib.ExitStack() as sinks:
@@ -367,7 +393,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 address,
                 workdir=workdir / "sipp",
                 calls=args.calls,
-                limit=args.calls,
+                limit=args.concurrent or args.calls,
                 rate=args.rate,
                 transport=args.transport,
                 media_port=media,
@@ -380,6 +406,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         talking = ({"calls": player.started_calls, "packets": player.sent, "send_errors": player.send_errors}
                    if player else None)
         lateness = pacer_lateness(METRICS[-1]) if METRICS and not args.target else {}
+        collections = gc_pauses(METRICS[-1]) if METRICS and not args.target else {}
         if args.send_ahead == 0:
             lateness.pop("overdue", None)  # no transmitter: nothing is made ahead
         cpus = [(cpu_seconds(p) - c) / wall * 100 for p, c in zip(pids, cpu0, strict=True)]
@@ -410,6 +437,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "pacing_error_ms_p99": pacing.p99_ms,
         "pacing_error_ms_max": pacing.max_ms,
         "pacer_within": lateness,
+        "gc_pauses": collections,
         "caller_media": talking or "sipp play_pcap_audio (raw sockets)",
         "answerer_cpu_percent": cpu,
         "answerer_cpu_percent_each": cpus,
@@ -428,6 +456,13 @@ def within(shares: dict[str, float]) -> str:
                      if le != "overdue") + " of packets sent within that of their deadline"
     return text + (f"; {overdue * 100:.2f} % made after it (pacer later than send_ahead)"
                    if overdue is not None else "")
+
+
+def collected(gens: dict[str, Any]) -> str:
+    if not gens:
+        return "n/a"
+    return "; ".join(f"gen{g} {v['count']} ({v['seconds']:.2f} s in all, {v['over_20ms']} over 20 ms, "
+                     f"{v['over_40ms']} over 40, {v['over_80ms']} over 80)" for g, v in gens.items())
 
 
 def talking(media: Any) -> str:
@@ -458,6 +493,7 @@ def show(r: dict[str, Any]) -> str:
             f"RTP pacing error:       {pacing} {streams}",
             f"pacer's own view:       {within(r['pacer_within'])}",
             f"callers' media:         {talking(r['caller_media'])}",
+            f"garbage collections:    {collected(r['gc_pauses'])}",
             f"answerer CPU:           {f(r['answerer_cpu_percent'], ' % of one core')} "
             f"(each process, then its children: RTP transmitter, speech workers: "
             f"{', '.join(f'{c:.0f}' for c in r['answerer_cpu_percent_each'])})",
@@ -481,6 +517,8 @@ def main() -> int:
                                   "none: keys only, as --cluster's nodes)")
     ap.add_argument("--send-ahead", type=int, metavar="MS",
                     help="[rtp] send_ahead_ms of the started service (default: the service's)")
+    ap.add_argument("--full-gc-interval", type=float, metavar="S",
+                    help="[node] full_gc_interval of the started service (0: Python's own schedule)")
     ap.add_argument("--realtime-loop", action="store_true",
                     help="[rtp] realtime_loop = yes for the started service")
     ap.add_argument("--raw-callers", action="store_true",
@@ -493,6 +531,9 @@ def main() -> int:
                     help="the started service keeps its history on PostgreSQL (127.0.0.1:5432), not SQLite")
     ap.add_argument("--pid", type=int, default=0, help="with --target: process to measure CPU of")
     ap.add_argument("--calls", type=int, default=50, help="concurrent calls (sipp -m and -l)")
+    ap.add_argument("--concurrent", type=int, default=0,
+                    help="at most this many at once (sipp -l; default --calls): calls end and new ones "
+                         "arrive, as a contact center's steady state")
     ap.add_argument("--rate", type=float, default=10.0, help="new calls per second")
     ap.add_argument("--hold", type=float, default=10.0, help="seconds each call stays up after its audio")
     ap.add_argument("--audio", type=float, default=3.0, help="seconds of caller speech before the digit")

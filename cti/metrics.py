@@ -12,6 +12,8 @@ caller number, a call id or a URL with ids in it.
 from __future__ import annotations
 
 import bisect
+import contextlib
+import gc
 import logging
 import threading
 import time
@@ -133,9 +135,11 @@ class LatenessHistogram:
     """Send lateness of RTP packets: a bisect and an increment per observation, no lock and no
     label look-up, because the pacer calls it for every packet it sends. Exported by RtpCollector."""
 
-    BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08)
+    BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08)
 
-    def __init__(self) -> None:
+    def __init__(self, buckets: tuple[float, ...] | None = None) -> None:
+        if buckets is not None:
+            self.BUCKETS = buckets
         self.counts = [0] * (len(self.BUCKETS) + 1)
         self.sum = 0.0
 
@@ -188,6 +192,51 @@ class RtpCollector(Collector):
                                          "How late RTP packets left after their deadline")
         lateness.add_metric([], h.buckets(), sum_value=h.sum)
         yield lateness
+
+
+# ---- the garbage collector (the media waits for it: a collection holds the GIL) --------------
+class GcPauses:
+    """How long each collection of each generation took (gc.callbacks), as histograms: a full
+    collection longer than `[rtp] send_ahead_ms` shows on the wire. The callback runs in the
+    thread that triggered the collection, and collections never overlap: one start time will do."""
+
+    BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32)
+
+    def __init__(self) -> None:
+        self.generations = [LatenessHistogram(self.BUCKETS) for _ in range(3)]
+        self._start = 0.0
+
+    def callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.generations[min(2, info.get("generation", 2))].observe(time.perf_counter() - self._start)
+
+    def install(self) -> None:
+        if self.callback not in gc.callbacks:
+            gc.callbacks.append(self.callback)
+
+    def remove(self) -> None:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self.callback)
+
+
+GC_PAUSES = GcPauses()
+
+
+def watch_gc() -> None:
+    """Time every garbage collection from now on (the service calls it once it runs)."""
+    GC_PAUSES.install()
+
+
+class GcCollector(Collector):
+    def collect(self) -> Iterator[Any]:
+        family = HistogramMetricFamily("voice_gc_pause_seconds",
+                                       "Garbage collections by generation and how long each held the "
+                                       "interpreter", labels=["generation"])
+        for generation, h in enumerate(GC_PAUSES.generations):
+            family.add_metric([str(generation)], h.buckets(), sum_value=h.sum)
+        yield family
 
 
 # ---- queues and agents (read from the desk at scrape time) ------------------------------------
@@ -244,6 +293,7 @@ class DeskCollector(Collector):
 
 
 REGISTRY.register(RtpCollector())
+REGISTRY.register(GcCollector())
 REGISTRY.register(DeskCollector())
 
 

@@ -51,6 +51,8 @@ def test_example_documents_every_key() -> None:
         ("[throttle]\nblok_time = 5\n", "[throttle] unknown key 'blok_time'"),
         ("[http]\nsignin_failures = many\n", "[http] signin_failures:"),
         ("[sip]\ndigest_algorithms = SHA-1\n", "[sip] digest_algorithms: expected one of sha-256, md5"),
+        ("[node]\nfull_gc_interval = 2\n", "[node] full_gc_interval: expected 0 (off) or seconds from 5"),
+        ("[node]\nfull_gc_interval = often\n", "[node] full_gc_interval: expected 0 (off)"),
     ],
 )
 def test_bad_config_names_file_key_and_problem(tmp_path: Path, body: str, message: str) -> None:

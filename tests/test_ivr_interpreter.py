@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import textwrap
@@ -365,6 +366,37 @@ def test_caller_hangs_up_mid_flow(tmp_path: Path) -> None:
     run = run_script(flow_of(tmp_path, MENU), [(7.0, "hangup", "")], tmp_path=tmp_path)
     assert run.record.ended == "caller_hangup" and run.record.nodes == ["menu"]
     assert run.signalling.hung_up is None
+
+
+def cyclic_garbage_of(run: Any) -> list[str]:
+    """What run(), once its result is dropped, leaves that only the cycle collector can free: the
+    names of the frames, tracebacks, tasks, coroutines and flow objects among it."""
+    gc.collect()
+    gc.disable()
+    try:
+        result = run()
+        del result
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        kinds = ("frame", "traceback", "coroutine", "Task", "FlowInterpreter", "CallRecord", "CallEnded")
+        return sorted({type(o).__name__ for o in gc.garbage if type(o).__name__ in kinds})
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+
+
+@pytest.mark.parametrize("script", [
+    [(7.0, "hangup", "")],  # while the menu waits for a key or speech
+    [(1.0, "hangup", "")],  # during the prompt
+    [(7.0, "press", "1")],  # to the end of the flow: we hang up
+])
+def test_a_finished_call_leaves_no_cycles_for_the_collector(tmp_path: Path, script: list[Any]) -> None:
+    # A full collection holds the media back (voice.gcpolicy): an ended call's objects must go by
+    # reference counting. CallEnded used to travel through tasks that kept it, its traceback kept
+    # their frames (~100 objects a call); the interpreter kept bound methods of itself.
+    flow = flow_of(tmp_path, MENU)
+    assert cyclic_garbage_of(lambda: run_script(flow, script, tmp_path=tmp_path)) == []
 
 
 def test_unexpected_error_apologises_and_hangs_up(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 
 from tests.sipfake import SDP_OFFER, Peer, ack_for, make_core
@@ -72,6 +73,31 @@ def test_2xx_retransmitted_t1_to_t2_until_ack() -> None:
     peer.send(ack_for(peer, ok, cseq=1))
     peer.advance(10)
     assert peer.responses() == []
+
+
+def test_2xx_retransmission_leaves_no_cycle() -> None:
+    # The retransmission timer once called a closure that referred to itself: a cycle per
+    # answered call, freed only by a full garbage collection (which holds the media back).
+    gc.collect()
+    gc.disable()
+    try:
+        core = make_core(t1=0.5)
+        peer = Peer(core)
+        _, ok = answered_call(peer)
+        peer.advance(1.0)
+        peer.responses()
+        peer.send(ack_for(peer, ok, cseq=1))
+        peer.send(peer.request("BYE", to_tag=ok.to.tag))
+        peer.advance(40)
+        del core, peer, ok
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        left = [o.__qualname__ for o in gc.garbage if type(o).__name__ == "function"]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert left == []
 
 
 def test_no_ack_sends_bye_after_64_t1() -> None:

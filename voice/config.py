@@ -173,6 +173,8 @@ class NodeConfig:
     heartbeat_interval: float = 2.0  # seconds between this node's heartbeats in the database
     lost_after: float = 10.0  # seconds a peer's heartbeat may stand still before it is taken over
     spool: Path = Path("data/spool")  # directory of this node's history write spool (<id>.jsonl)
+    # seconds between full garbage collections run by the service (voice.gcpolicy); 0: Python's own
+    full_gc_interval: float = 60.0
 
 
 def _node_id(text: str) -> str:
@@ -292,6 +294,19 @@ def _seconds(lo: float, hi: float) -> Callable[[str], float]:
     return check
 
 
+def _off_or_seconds(lo: float, hi: float) -> Callable[[str], float]:
+    def check(text: str) -> float:
+        try:
+            n = float(text)
+        except ValueError:
+            n = float("nan")
+        if n == 0 or lo <= n <= hi:
+            return n
+        raise ValueError(f"expected 0 (off) or seconds from {lo:g} to {hi:g}, found {text.strip()!r}")
+
+    return check
+
+
 def _port_range(text: str) -> tuple[int, int]:
     m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", text)
     if not m:
@@ -356,6 +371,7 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
         "heartbeat_interval": (_seconds(0.1, 60), "heartbeat_interval"),
         "lost_after": (_seconds(0.5, 3600), "lost_after"),
         "spool": (lambda v: Path(v.strip()), "spool"),
+        "full_gc_interval": (_off_or_seconds(5, 86400), "full_gc_interval"),
     },
     "register": {
         "registrar": (str.strip, "registrar"),

@@ -33,6 +33,7 @@ from voice.callcontrol.originate import AgentLeg, Originator, trunk_of
 from voice.callcontrol.spool import WriteSpool
 from voice.callcontrol.webrtc import browser_phones
 from voice.config import Config, ConfigError, load_config
+from voice.gcpolicy import FullCollections
 from voice.sip import events as ev
 from voice.sip.core import CallPolicy, LocalIdentity, SipCore
 from voice.sip.digest import DigestVerifier
@@ -398,6 +399,11 @@ async def serve(config: Config) -> None:
     # only the calls' objects (it took up to 80 ms at 200 calls, and the media waits for it).
     gc.collect()
     gc.freeze()
+    from cti import metrics
+
+    metrics.watch_gc()  # voice_gc_pause_seconds: how long collections hold the media back
+    if config.node.full_gc_interval:
+        FullCollections(asyncio.get_running_loop(), config.node.full_gc_interval).start()
     if config.rtp.realtime_loop:
         realtime_loop_thread()
     stop = asyncio.Event()

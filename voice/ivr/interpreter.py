@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cti import metrics
-from voice.callcontrol.call import SAMPLE_RATE, Call, CallEnded, TranscriptSegment
+from voice.callcontrol.call import SAMPLE_RATE, Call, CallEnded, TranscriptSegment, release_frames
 from voice.hours import BusinessHours, now_view
 from voice.ivr.expr import Expr, ExprError
 from voice.ivr.model import Flow, Node, Prompt, PromptItem, Settings
@@ -114,7 +114,6 @@ class FlowInterpreter:
         self.hours = dict(hours or {})
         self.zone = zoneinfo.ZoneInfo(timezone)
         self.wall_clock = wall_clock or (lambda: datetime.now(UTC))
-        self.functions = {"open": self.is_open, "opening_hours": self.opening_hours}
         self.own_http: Any = None  # session opened on demand when none was given
         self.sensitive: set[str] = set(flow.sensitive)
         info = call.info
@@ -142,8 +141,10 @@ class FlowInterpreter:
             await self._run_flow(self.flow, 0)
             await self._finish("hangup")
         except EndCall as end:
+            release_frames(end)
             await self._finish(end.ended, end.target)
         except CallEnded as gone:
+            release_frames(gone)
             # Ended by us for a reason of our own (the service stopping, media lost): say so, as
             # the interaction does; any other end of the dialog is the caller hanging up.
             self.record.ended = gone.cause if gone.cause in OWN_END_CAUSES else "caller_hangup"
@@ -228,6 +229,12 @@ class FlowInterpreter:
             return  # the end of the main flow: hang up
 
     # ---- variables -----------------------------------------------------------
+    def functions(self) -> dict[str, Callable[..., Any]]:
+        """The service functions expressions may call. Made per use: kept on self, the bound
+        methods would make a cycle (interpreter -> dict -> method -> interpreter) per call that
+        only a full garbage collection frees."""
+        return {"open": self.is_open, "opening_hours": self.opening_hours}
+
     def is_open(self, name: Any) -> bool:
         """`open("support")`: the `[hours support]` section says the line is open now. A line
         without business hours never closes: no such section is open (and logged, once)."""
@@ -251,7 +258,7 @@ class FlowInterpreter:
     def evaluate(self, expr: Expr) -> Any:
         self._refresh_now()
         try:
-            return expr.evaluate(self.vars, self.functions)
+            return expr.evaluate(self.vars, self.functions())
         except ExprError as exc:
             log.warning("call %s node %s: %s", self.call.info.call_id, self._node_name(), exc)
             return None
@@ -262,7 +269,7 @@ class FlowInterpreter:
     def text(self, template: Template) -> tuple[str, str]:
         """(spoken text, masked text for logs)."""
         self._refresh_now()
-        return template.render(self.vars, self.sensitive, self.functions)
+        return template.render(self.vars, self.sensitive, self.functions())
 
     def mask(self, var: str | None, value: str) -> str:
         return MASK if var in self.sensitive else value

@@ -76,19 +76,21 @@ class DialogCall:
         data = response.serialize()
         self._unacked = (cseq, data)
         peer = tx.response_peer
-        t1, t2 = self.core.values.t1, self.core.values.t2
-
-        def retransmit(t: float, interval: float = t1) -> None:
-            if self._unacked is None or self._unacked[0] != cseq:
-                return
-            if not self.source.reliable:
-                self.core.send(data, peer)
-            nxt = min(2 * interval, t2)
-            self._retransmit = self.core.timers.schedule(t + nxt, lambda t_: retransmit(t_, nxt), "2xx")
-
+        t1 = self.core.values.t1
         if not self.source.reliable:
-            self._retransmit = self.core.timers.schedule(now + t1, lambda t_: retransmit(t_, t1), "2xx")
+            self._retransmit = self.core.timers.schedule(
+                now + t1, lambda t_: self._retransmit_ok(t_, cseq, data, peer, t1), "2xx")
         self._ack_deadline = self.core.timers.schedule(now + 64 * t1, self._no_ack, "ack-timeout")
+
+    def _retransmit_ok(self, t: float, cseq: int, data: bytes, peer: Address, interval: float) -> None:
+        """13.3.1.4: the 2xx again, at doubling intervals up to T2, until its ACK (a method, not
+        a closure calling itself: that would be a cycle per call for the garbage collector)."""
+        if self._unacked is None or self._unacked[0] != cseq:
+            return
+        self.core.send(data, peer)
+        nxt = min(2 * interval, self.core.values.t2)
+        self._retransmit = self.core.timers.schedule(
+            t + nxt, lambda t_: self._retransmit_ok(t_, cseq, data, peer, nxt), "2xx")
 
     def _dialog_creating_headers(self, tx: ServerTransaction) -> list[tuple[str, str]]:
         return []
