@@ -134,6 +134,16 @@ class CallbackDesk:
             await self.desk.bus.publish(None, {"type": "callbacks_changed", "at": time.time()})
         return row, created
 
+    async def cancel(self, callback_id: str, reason: str | None = None) -> tuple[bool, dict[str, Any] | None]:
+        """Cancel a queued callback (CallbackStore.cancel) and tell every node, so that the ones
+        holding it in line drop it now rather than at their next look."""
+        cancelled, row = await self.store.cancel(callback_id, reason)
+        if cancelled and row is not None:
+            log.info("callback %s cancelled (queue %s)", row["id"], row["queue"])
+            self._refresh.set()
+            await self.desk.bus.publish(None, {"type": "callbacks_changed", "at": time.time()})
+        return cancelled, row
+
     # ---- scheduling --------------------------------------------------------------------------
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -14,6 +14,9 @@ Rules (the whole contract; the table is migration callbacks_0001):
 - After an attempt: `done` (the customer answered and talked to the agent), else `queued` again
   with `earliest` = now + retry_interval while attempts <= retries and before `give_up_at`, else
   `failed`. `history` keeps one entry per attempt (time, agent, result).
+- `cancelled` (the API's `POST .../cancel`): only from `queued`, by the same compare-and-set, so
+  a callback already offered to an agent or being dialled is never cancelled under the node
+  placing it (that answers 409); a node holding it in line drops it at its next look.
 - `entered_at` is when the caller joined the queue (the request time for the API's callbacks):
   callbacks wait among callers in that order.
 """
@@ -210,6 +213,22 @@ def _recover(conn: Connection, node: str, rules: RetryRules) -> dict[str, int]:
     return {"requeued": back, "interrupted": counted}
 
 
+def _cancel(conn: Connection, callback_id: str, reason: str | None,
+            now: datetime) -> tuple[bool, dict[str, Any] | None]:
+    """queued -> cancelled: (True, the row) if it was queued; else (False, the row as it is, or
+    None when there is no such callback)."""
+    row = conn.execute(select(CALLBACKS).where(CALLBACKS.c.id == callback_id)).first()
+    if row is None:
+        return False, None
+    result = f"cancelled: {reason}" if reason else "cancelled"
+    entry = {"at": iso(now), "agent_id": None, "result": result, "interaction_id": None}
+    if not _move(conn, callback_id, "queued", None, {
+            "state": "cancelled", "finished_at": now, "last_result": result[:200], "node": None,
+            "agent_id": None, "history": [*(row.history or []), entry]}):
+        return False, callback_dict(row)
+    return True, _get(conn, callback_id)
+
+
 def _due(conn: Connection, until: datetime, limit: int) -> list[dict[str, Any]]:
     rows = conn.execute(select(CALLBACKS).where(CALLBACKS.c.state == "queued", CALLBACKS.c.earliest <= until)
                         .order_by(CALLBACKS.c.entered_at, CALLBACKS.c.id).limit(limit))
@@ -292,6 +311,11 @@ class CallbackStore:
         return await self.db.run_write(functools.partial(
             _attempt_over, answered=answered, result=result, interaction_id=interaction_id, rules=self.rules,
             now=utcnow()), callback_id, node)
+
+    async def cancel(self, callback_id: str, reason: str | None = None) -> tuple[bool, dict[str, Any] | None]:
+        """Cancel a queued callback: (True, row); (False, row) when it is not queued any more
+        (offered, being dialled, or ended); (False, None) when there is no such callback."""
+        return await self.db.run_write(_cancel, callback_id, reason, utcnow())
 
     async def recover(self, node: str) -> dict[str, int]:
         return await self.db.run_write(_recover, node, self.rules)

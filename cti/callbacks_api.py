@@ -1,6 +1,8 @@
 """POST/GET /api/v1/callbacks: any channel asks for a callback (a chat bot's "call me"), and the
-requests are listed with their attempts. A callback requested here waits in the queue like a
-waiting caller's (cti.callback_desk), ordered by when it was requested."""
+requests are listed with their attempts; POST /api/v1/callbacks/{id}/cancel withdraws one that
+is still waiting (the customer called in meanwhile, or no longer wants it). A callback
+requested here waits in the queue like a waiting caller's (cti.callback_desk), ordered by when
+it was requested."""
 
 from __future__ import annotations
 
@@ -87,10 +89,31 @@ async def get_callback(request: web.Request) -> web.Response:
     return json_response(row)
 
 
+_BUSY = {"offering": "an agent is being offered it now", "dialing": "the customer is being called now"}
+
+
+async def cancel_callback(request: web.Request) -> web.Response:
+    callback_id = _path_id(request, "callback")
+    reason = None
+    if request.can_read_body:
+        body = require_object(await read_json(request), {"reason"})
+        check_text(body, "")
+        reason = opt_str(body, "reason", 500)
+    cancelled, row = await request.app[CALLBACKS_KEY].cancel(callback_id, reason)
+    if row is None:
+        raise ApiError(404, "no such callback", "id")
+    if not cancelled:
+        state = row["state"]
+        why = _BUSY.get(state, f"it is {state} already")
+        raise ApiError(409, f"only a queued callback can be cancelled: {why}", "state", {"state": state})
+    return json_response(row)
+
+
 def setup(app: web.Application) -> None:
     app.router.add_post(f"{PREFIX}/callbacks", post_callback)
     app.router.add_get(f"{PREFIX}/callbacks", list_callbacks)
     app.router.add_get(f"{PREFIX}/callbacks/{{id}}", get_callback)
+    app.router.add_post(f"{PREFIX}/callbacks/{{id}}/cancel", cancel_callback)
 
 
 # ---- the OpenAPI document's part -------------------------------------------------------------
@@ -163,4 +186,20 @@ def openapi_paths() -> dict[str, Any]:
                     "parameters": [{"name": "id", "in": "path", "required": True, "schema": UUID}],
                     "responses": {"200": {"description": "the callback", **one},
                                   "404": {"description": "no such callback", **err}, **auth}}},
+        f"{PREFIX}/callbacks/{{id}}/cancel": {
+            "post": {"operationId": "cancelCallback",
+                     "summary": "Withdraw a callback that is still queued (never one being offered to "
+                                "an agent or dialled)",
+                     "parameters": [{"name": "id", "in": "path", "required": True, "schema": UUID}],
+                     "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                         "type": "object", "additionalProperties": False, "properties": {
+                             "reason": {"type": "string", "maxLength": 500, "nullable": True}}}}}},
+                     "responses": {"200": {"description": "cancelled (state cancelled)", **one},
+                                   "400": {"description": "malformed JSON", **err},
+                                   "404": {"description": "no such callback", **err},
+                                   "413": {"description": "body larger than [http] max_body", **err},
+                                   "409": {"description": "not queued any more: error.state says what it is",
+                                           **err},
+                                   "422": {"description": "invalid field (named in error.field)", **err},
+                                   **auth}}},
     }
