@@ -536,7 +536,9 @@ def main() -> int:
                          "arrive, as a contact center's steady state")
     ap.add_argument("--rate", type=float, default=10.0, help="new calls per second")
     ap.add_argument("--hold", type=float, default=10.0, help="seconds each call stays up after its audio")
-    ap.add_argument("--audio", type=float, default=3.0, help="seconds of caller speech before the digit")
+    ap.add_argument("--audio", type=float, default=3.0,
+                    help="seconds of caller speech before the digit (keep it under --hold: the callers' "
+                         "player does not see the BYE and would go on sending to closed ports)")
     ap.add_argument("--digit", default="1")
     ap.add_argument("--transport", default="u1", help="sipp -t: u1 (one socket) or un (one per call)")
     ap.add_argument("--flow", help="flow file the started service runs for every call (default: ivr_flows)")
