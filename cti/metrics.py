@@ -157,7 +157,7 @@ class LatenessHistogram:
 
 
 RTP_SEND_LATENESS = LatenessHistogram()
-RtpTotals = Mapping[str, int]  # {"sent": n, "received": n, "late": n, "overdue": n}
+RtpTotals = Mapping[str, int]  # {"sent": n, "received": n, "late": n, "overdue": n, "dropped": n}
 _rtp_provider: Callable[[], RtpTotals] | None = None
 
 
@@ -183,7 +183,9 @@ class RtpCollector(Collector):
         for key, help_text in (("sent", "RTP packets sent"), ("received", "RTP packets received"),
                                ("late", "RTP packets sent later than their deadline"),
                                ("overdue", "RTP packets made after their deadline: the pacer was later "
-                                           "than [rtp] send_ahead_ms (only with a transmitter)")):
+                                           "than [rtp] send_ahead_ms (only with a transmitter)"),
+                               ("dropped", "RTP packets lost on the way to the RTP transmitter process "
+                                           "(its queue was full: the process is stuck or starved)")):
             family = CounterMetricFamily(f"voice_rtp_packets_{key}", help_text)
             family.add_metric([], float(totals.get(key, 0)))
             yield family

@@ -219,6 +219,34 @@ async def test_send_errors_come_back_transient_ones_counted_and_close_frees_the_
     assert tx.process.returncode == 0  # it exits when our end closes
 
 
+def test_a_stuck_child_loses_packets_counted_and_exported(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The child stopped (SIGSTOP: as one starved of CPU): its queue fills, submit() never waits,
+    # and what does not fit is counted where /metrics reads it (voice_rtp_packets_dropped_total).
+    from cti import metrics
+    from voice.aio.pacer import MediaTotals
+
+    tx = Transmitter(realtime="no")
+    try:
+        assert tx.ready.wait(5)
+        monkeypatch.setattr(Pacer.shared(), "transmitter", tx)
+        os.kill(tx.process.pid, signal.SIGSTOP)
+        try:
+            to = sockaddr((HOST, 9))
+            started = time.monotonic()
+            for _ in range(2000):  # 2,000 x 50 packets x ~190 bytes: more than the (doubled) 4 MiB buffer
+                tx.submit(time.monotonic() + 10, [(1, False, to, bytes(172))] * 50)
+            assert time.monotonic() - started < 2.0  # never blocked on the full socket
+            assert tx.dropped > 0
+            assert MediaTotals.snapshot()["dropped"] == tx.dropped
+            monkeypatch.setattr(metrics, "_rtp_provider", MediaTotals.snapshot)  # as the service sets it
+            text = metrics.render().decode()
+            assert f"voice_rtp_packets_dropped_total {float(tx.dropped)}" in text
+        finally:
+            os.kill(tx.process.pid, signal.SIGCONT)
+    finally:
+        tx.stop()
+
+
 def test_ticking_ahead_makes_the_frames_and_report_due_by_then() -> None:
     """The sans-IO side: tick(now, ahead) sends what is due at now + ahead, and an RTCP sender
     report carries the time it will leave, not the time it was made."""

@@ -61,7 +61,10 @@ class MediaTotals:
 
     @classmethod
     def snapshot(cls) -> dict[str, int]:
-        return {"sent": cls.sent, "received": cls.received, "late": cls.late, "overdue": cls.overdue}
+        pacer = Pacer._shared
+        tx = pacer.transmitter if pacer is not None else None
+        return {"sent": cls.sent, "received": cls.received, "late": cls.late, "overdue": cls.overdue,
+                "dropped": tx.dropped if tx is not None else 0}
 
     @classmethod
     def count_sent(cls, lateness: float, packets: int) -> None:
