@@ -130,8 +130,12 @@ def main() -> int:
     ap.add_argument("--callbacks", type=int, default=200)
     ap.add_argument("--agents", type=int, default=20)
     ap.add_argument("--talk-ms", type=int, default=300)
-    ap.add_argument("--restart-at", type=int, default=100)
+    ap.add_argument("--restart-at", type=int, default=100,
+                    help="restart the service once this many are done (at most --callbacks)")
     args = ap.parse_args()
+    if not 0 <= args.restart_at <= args.callbacks:
+        ap.error("--restart-at must be from 0 to --callbacks (the run would wait for callbacks "
+                 "that were never requested)")
     tmp = Path(tempfile.mkdtemp(prefix="bench-callbacks-"))
     trace = tmp / "trunk" / "messages.log"
     frees: dict[str, list[float]] = defaultdict(list)
