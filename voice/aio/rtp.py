@@ -123,6 +123,9 @@ class RtpSession:
         v6 = ":" in self.host
         if v6 and "." in remote[0] and ":" not in remote[0]:
             remote = ("::ffff:" + remote[0], remote[1])  # how a dual-stack socket reaches IPv4
+        if not v6 and ":" in remote[0]:  # before joining the pacer: not one packet is made for it
+            self._fail(f"IPv6 remote {remote[0]} is not reachable from the media socket on {self.host}")
+            return
         if self._phase is None and self._tx_id is None:  # before the first tick can come
             self._tx_id = self._pacer.open_transmit(self, self._socks)
         with self._lock:  # held across the join: the pacer's first tick waits for the clock
@@ -137,8 +140,6 @@ class RtpSession:
                 raise
             if joined:
                 self._phase = joined[0]
-        if not v6 and ":" in remote[0]:
-            self._fail(f"IPv6 remote {remote[0]} is not reachable from the media socket on {self.host}")
 
     def _tick(self, now: float, ahead: float = 0.0, batch: list[Item] | None = None) -> bool:
         """The Pacer's wake-up for our phase (pacer thread), or our own timer for an RFC 4733
