@@ -235,7 +235,7 @@ def test_a_stuck_child_loses_packets_counted_and_exported(monkeypatch: pytest.Mo
             started = time.monotonic()
             for _ in range(2000):  # 2,000 x 50 packets x ~190 bytes: more than the (doubled) 4 MiB buffer
                 tx.submit(time.monotonic() + 10, [(1, False, to, bytes(172))] * 50)
-            assert time.monotonic() - started < 2.0  # never blocked on the full socket
+            assert time.monotonic() - started < 10.0  # never blocked on the full socket (~0.2 s here)
             assert tx.dropped > 0
             assert MediaTotals.snapshot()["dropped"] == tx.dropped
             monkeypatch.setattr(metrics, "_rtp_provider", MediaTotals.snapshot)  # as the service sets it
