@@ -10,7 +10,6 @@ import configparser
 import ipaddress
 import re
 import socket
-import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,23 +24,32 @@ from voice.config_outbound import (
     dtmf_key,
     sip_uri,
 )
+from voice.config_values import (
+    QUEUE_NAME,
+    HostPort,
+    IPNetwork,
+    audio_file,
+    choice,
+    empty,
+    float_range,
+    int_range,
+    mapping,
+    networks,
+    off_or_seconds,
+    parse_host_port,
+    port_range,
+    queue_target,
+    seconds,
+    split_list,
+    timezone_name,
+    yes_no,
+)
 from voice.hours import BusinessHours, parse_hours
 from voice.sip.throttle import ThrottleSettings
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConfigError(Exception):
     """A configuration problem, phrased for the admin who wrote the file."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class HostPort:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -209,175 +217,35 @@ class Config:
     sip_trace: str = "no"  # no | headers | full: every SIP message in the log (voice.sip.trace)
 
 
-def parse_host_port(text: str, default_port: int) -> HostPort:
-    """Parse `host:port`, `[v6]:port`, `host` or `:port`."""
-    text = text.strip()
-    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\](?::(\d+))?", text)
-    if m:
-        host, port = m.group(1), m.group(2)
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    elif text.count(":") > 1:
-        raise ValueError("IPv6 addresses need brackets, e.g. [::1]:5060")
-    else:
-        host, port = text, None
-    port_num = default_port if port in (None, "") else int(port)
-    if not 0 < port_num < 65536:
-        raise ValueError(f"port {port_num} is outside 1-65535")
-    return HostPort(host=host or "0.0.0.0", port=port_num)
-
-
-def _split_list(text: str) -> list[str]:
-    return [p.strip() for p in re.split(r"[,\s]+", text) if p.strip()]
-
-
-def _mapping(text: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in _split_list(text):
-        if ":" not in item and "=" not in item:
-            raise ValueError(f"expected key:value pairs, found {item!r}")
-        key, value = re.split(r"[:=]", item, maxsplit=1)
-        out[key.strip()] = value.strip()
-    return out
-
-
-def _bool(text: str) -> bool:
-    t = text.strip().lower()
-    if t in ("1", "yes", "true", "on"):
-        return True
-    if t in ("0", "no", "false", "off"):
-        return False
-    raise ValueError(f"expected yes or no, found {text!r}")
-
-
-def _empty(what: str) -> tuple[str, ...]:
-    raise ValueError(f"expected {what}")
-
-
-def _choice(*choices: str) -> Callable[[str], str]:
-    def check(text: str) -> str:
-        t = text.strip().lower()
-        if t not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}, found {text!r}")
-        return t
-
-    return check
-
-
-def _int_range(lo: int, hi: int) -> Callable[[str], int]:
-    def check(text: str) -> int:
-        n = int(text)
-        if not lo <= n <= hi:
-            raise ValueError(f"expected a number from {lo} to {hi}, found {n}")
-        return n
-
-    return check
-
-
-def _float_range(lo: float, hi: float) -> Callable[[str], float]:
-    def check(text: str) -> float:
-        n = float(text)
-        if not lo <= n <= hi:  # NaN fails too
-            raise ValueError(f"expected a number from {lo:g} to {hi:g}, found {text.strip()!r}")
-        return n
-
-    return check
-
-
-def _seconds(lo: float, hi: float) -> Callable[[str], float]:
-    def check(text: str) -> float:
-        n = float(text)
-        if not lo <= n <= hi:
-            raise ValueError(f"expected seconds from {lo:g} to {hi:g}, found {n:g}")
-        return n
-
-    return check
-
-
-def _off_or_seconds(lo: float, hi: float) -> Callable[[str], float]:
-    def check(text: str) -> float:
-        try:
-            n = float(text)
-        except ValueError:
-            n = float("nan")
-        if n == 0 or lo <= n <= hi:
-            return n
-        raise ValueError(f"expected 0 (off) or seconds from {lo:g} to {hi:g}, found {text.strip()!r}")
-
-    return check
-
-
-def _port_range(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", text)
-    if not m:
-        raise ValueError(f"expected a range like 10000-20000, found {text!r}")
-    lo, hi = int(m.group(1)), int(m.group(2))
-    if not (1024 <= lo < hi < 65536):
-        raise ValueError(f"range {lo}-{hi} must be ascending within 1024-65535")
-    if (hi - lo) < 2:
-        raise ValueError("range must hold at least two ports")
-    return lo, hi
-
-
-def _timezone(text: str) -> str:
-    name = text.strip()
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r} (e.g. UTC, Europe/Berlin, America/New_York)") from None
-    return name
-
-
-QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-def _audio_file(text: str) -> Path:
-    path = Path(text.strip())
-    if not path.is_file():
-        raise ValueError(f"file not found: {path}")
-    return path
-
-
-def _queue_target(text: str) -> str:
-    t = text.strip()
-    if t and not (t.startswith("queue:") and QUEUE_NAME.match(t.removeprefix("queue:"))):
-        raise ValueError(f"expected queue:NAME (or nothing), found {text!r}")
-    return t
-
-
-def _networks(text: str) -> tuple[IPNetwork, ...]:
-    return tuple(ipaddress.ip_network(p, strict=False) for p in _split_list(text))
-
-
 # section -> key -> (converter, field name). Unknown keys are errors: a typo must not pass silently.
 _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
     "sip": {
         "listen": (lambda s: parse_host_port(s, 5060), "listen"),
-        "transports": (lambda s: tuple(_choice("udp", "tcp")(p) for p in _split_list(s)), "transports"),
-        "trusted": (_networks, "trusted"),
+        "transports": (lambda s: tuple(choice("udp", "tcp")(p) for p in split_list(s)), "transports"),
+        "trusted": (networks, "trusted"),
         "public_address": (lambda s: str(ipaddress.ip_address(s.strip())), "public_address"),
         "domain": (str.strip, "domain"),
-        "auth_users": (_mapping, "auth_users"),
-        "digest_algorithms": (lambda s: tuple(_choice("sha-256", "md5")(p).upper() for p in _split_list(s))
-                              or _empty("at least one algorithm"), "digest_algorithms"),
+        "auth_users": (mapping, "auth_users"),
+        "digest_algorithms": (lambda s: tuple(choice("sha-256", "md5")(p).upper() for p in split_list(s))
+                              or empty("at least one algorithm"), "digest_algorithms"),
         "user_agent": (str.strip, "user_agent"),
-        "max_calls": (_int_range(1, 100000), "max_calls"),
-        "t1_ms": (_int_range(10, 5000), "t1_ms"),
-        "answer_delay_ms": (_int_range(0, 60000), "answer_delay_ms"),
-        "drain_timeout": (_int_range(0, 86400), "drain_timeout"),
+        "max_calls": (int_range(1, 100000), "max_calls"),
+        "t1_ms": (int_range(10, 5000), "t1_ms"),
+        "answer_delay_ms": (int_range(0, 60000), "answer_delay_ms"),
+        "drain_timeout": (int_range(0, 86400), "drain_timeout"),
     },
     "node": {
         "id": (_node_id, "id"),
-        "heartbeat_interval": (_seconds(0.1, 60), "heartbeat_interval"),
-        "lost_after": (_seconds(0.5, 3600), "lost_after"),
+        "heartbeat_interval": (seconds(0.1, 60), "heartbeat_interval"),
+        "lost_after": (seconds(0.5, 3600), "lost_after"),
         "spool": (lambda v: Path(v.strip()), "spool"),
-        "full_gc_interval": (_off_or_seconds(5, 86400), "full_gc_interval"),
+        "full_gc_interval": (off_or_seconds(5, 86400), "full_gc_interval"),
     },
     "register": {
         "registrar": (str.strip, "registrar"),
         "username": (str.strip, "username"),
         "password": (str, "password"),
-        "expires": (_int_range(60, 86400), "expires"),
+        "expires": (int_range(60, 86400), "expires"),
         "domain": (str.strip, "domain"),
     },
     "trunk": {
@@ -390,90 +258,90 @@ _KEYS: dict[str, dict[str, tuple[Callable[[str], Any], str]]] = {
         "domain": (str.strip, "domain"),
     },
     "callbacks": {
-        "retries": (_int_range(0, 20), "retries"),
-        "retry_interval": (_seconds(1, 86400), "retry_interval"),
-        "give_up_after": (_seconds(60, 30 * 86400), "give_up_after"),
-        "ring_timeout": (_seconds(5, 300), "ring_timeout"),
-        "poll_interval": (_seconds(0.1, 60), "poll_interval"),
+        "retries": (int_range(0, 20), "retries"),
+        "retry_interval": (seconds(1, 86400), "retry_interval"),
+        "give_up_after": (seconds(60, 30 * 86400), "give_up_after"),
+        "ring_timeout": (seconds(5, 300), "ring_timeout"),
+        "poll_interval": (seconds(0.1, 60), "poll_interval"),
     },
     "rtp": {
-        "ports": (_port_range, "ports"),
-        "record": (_choice("no", "caller", "both"), "record"),
-        "realtime": (_choice("auto", "yes", "no"), "realtime"),
-        "send_ahead_ms": (_int_range(0, 200), "send_ahead_ms"),
-        "realtime_loop": (_bool, "realtime_loop"),
+        "ports": (port_range, "ports"),
+        "record": (choice("no", "caller", "both"), "record"),
+        "realtime": (choice("auto", "yes", "no"), "realtime"),
+        "send_ahead_ms": (int_range(0, 200), "send_ahead_ms"),
+        "realtime_loop": (yes_no, "realtime_loop"),
     },
     "http": {
         "listen": (lambda s: parse_host_port(s, 8080), "listen"),
-        "api_keys": (lambda s: tuple(_split_list(s)), "api_keys"),
-        "max_body": (_int_range(1024, 1 << 30), "max_body"),
-        "signin_failures": (_int_range(0, 1000), "signin_failures"),
-        "signin_window": (lambda s: float(_int_range(1, 86400)(s)), "signin_window"),
-        "signin_block": (lambda s: float(_int_range(1, 86400)(s)), "signin_block"),
+        "api_keys": (lambda s: tuple(split_list(s)), "api_keys"),
+        "max_body": (int_range(1024, 1 << 30), "max_body"),
+        "signin_failures": (int_range(0, 1000), "signin_failures"),
+        "signin_window": (lambda s: float(int_range(1, 86400)(s)), "signin_window"),
+        "signin_block": (lambda s: float(int_range(1, 86400)(s)), "signin_block"),
     },
     "database": {"url": (str.strip, "url")},
     "ivr": {
         "flows": (lambda s: Path(s.strip()), "flows"),
         "default_flow": (str.strip, "default_flow"),
-        "routes": (_mapping, "routes"),
+        "routes": (mapping, "routes"),
         "prompts": (lambda s: Path(s.strip()), "prompts"),
         "recordings": (lambda s: Path(s.strip()), "recordings"),
-        "tts": (_choice("flite", "espeak-ng"), "tts"),
+        "tts": (choice("flite", "espeak-ng"), "tts"),
         "tts_voice": (str.strip, "tts_voice"),
-        "timezone": (_timezone, "timezone"),
+        "timezone": (timezone_name, "timezone"),
     },
     "asr": {
-        "engine": (_choice("auto", "whisper", "vosk", "pocketsphinx", "none"), "engine"),
+        "engine": (choice("auto", "whisper", "vosk", "pocketsphinx", "none"), "engine"),
         "vosk_model": (str.strip, "vosk_model"),
         "whisper_model": (str.strip, "whisper_model"),
-        "whisper_device": (_choice("auto", "cpu", "cuda"), "whisper_device"),
+        "whisper_device": (choice("auto", "cpu", "cuda"), "whisper_device"),
         "whisper_compute_type": (
-            _choice("auto", "int8", "int8_float32", "int8_float16", "int16", "float16", "float32"),
+            choice("auto", "int8", "int8_float32", "int8_float16", "int16", "float16", "float32"),
             "whisper_compute_type",
         ),
-        "whisper_threads": (_int_range(1, 64), "whisper_threads"),
-        "whisper_window": (_choice("short", "full"), "whisper_window"),
-        "workers": (_int_range(1, 64), "workers"),
+        "whisper_threads": (int_range(1, 64), "whisper_threads"),
+        "whisper_window": (choice("short", "full"), "whisper_window"),
+        "workers": (int_range(1, 64), "workers"),
         "language": (str.strip, "language"),
-        "complete_timeout_ms": (_int_range(100, 10000), "complete_timeout_ms"),
-        "incomplete_timeout_ms": (_int_range(100, 20000), "incomplete_timeout_ms"),
-        "max_speech_ms": (_int_range(1000, 120000), "max_speech_ms"),
+        "complete_timeout_ms": (int_range(100, 10000), "complete_timeout_ms"),
+        "incomplete_timeout_ms": (int_range(100, 20000), "incomplete_timeout_ms"),
+        "max_speech_ms": (int_range(1000, 120000), "max_speech_ms"),
         "min_confidence": (float, "min_confidence"),
     },
     "cti": {
         "default_country": (lambda s: s.strip().upper(), "default_country"),
-        "recent_interactions": (_int_range(0, 1000), "recent_interactions"),
+        "recent_interactions": (int_range(0, 1000), "recent_interactions"),
     },
     "queues": {
-        "timeout": (lambda s: float(_int_range(5, 86400)(s)), "timeout"),
-        "ring_timeout": (lambda s: float(_int_range(5, 300)(s)), "ring_timeout"),
-        "no_answer": (_choice("away", "available"), "no_answer"),
-        "music": (_audio_file, "music"),
-        "announce_interval": (lambda s: float(_int_range(0, 3600)(s)), "announce_interval"),
-        "ringing": (_choice("music", "ringback"), "ringing"),
-        "overflow": (_queue_target, "overflow"),
-        "service_level_seconds": (lambda s: float(_int_range(1, 3600)(s)), "service_level_seconds"),
+        "timeout": (lambda s: float(int_range(5, 86400)(s)), "timeout"),
+        "ring_timeout": (lambda s: float(int_range(5, 300)(s)), "ring_timeout"),
+        "no_answer": (choice("away", "available"), "no_answer"),
+        "music": (audio_file, "music"),
+        "announce_interval": (lambda s: float(int_range(0, 3600)(s)), "announce_interval"),
+        "ringing": (choice("music", "ringback"), "ringing"),
+        "overflow": (queue_target, "overflow"),
+        "service_level_seconds": (lambda s: float(int_range(1, 3600)(s)), "service_level_seconds"),
         "callback_key": (dtmf_key, "callback_key"),
     },
     "log": {
-        "level": (_choice("debug", "info", "warning", "error"), "level"),
-        "format": (_choice("text", "json"), "format"),
-        "sip_trace": (_choice("no", "headers", "full"), "sip_trace"),
+        "level": (choice("debug", "info", "warning", "error"), "level"),
+        "format": (choice("text", "json"), "format"),
+        "sip_trace": (choice("no", "headers", "full"), "sip_trace"),
     },
     "throttle": {
-        "invite_rate": (_float_range(0.0, 100000.0), "invite_rate"),
-        "invite_burst": (_int_range(1, 1000000), "invite_burst"),
-        "flood_block": (lambda s: float(_int_range(1, 86400)(s)), "flood_block"),
-        "auth_failures": (_int_range(0, 100000), "auth_failures"),
-        "auth_window": (lambda s: float(_int_range(1, 86400)(s)), "auth_window"),
-        "block_time": (lambda s: float(_int_range(1, 604800)(s)), "block_time"),
-        "exempt": (_networks, "exempt"),
-        "max_sources": (_int_range(100, 10000000), "max_sources"),
-        "refusals_per_second": (_int_range(1, 100000), "refusals_per_second"),
+        "invite_rate": (float_range(0.0, 100000.0), "invite_rate"),
+        "invite_burst": (int_range(1, 1000000), "invite_burst"),
+        "flood_block": (lambda s: float(int_range(1, 86400)(s)), "flood_block"),
+        "auth_failures": (int_range(0, 100000), "auth_failures"),
+        "auth_window": (lambda s: float(int_range(1, 86400)(s)), "auth_window"),
+        "block_time": (lambda s: float(int_range(1, 604800)(s)), "block_time"),
+        "exempt": (networks, "exempt"),
+        "max_sources": (int_range(100, 10000000), "max_sources"),
+        "refusals_per_second": (int_range(1, 100000), "refusals_per_second"),
     },
     "agents": {
         "dispositions": (codes, "dispositions"),
-        "wrap_up_seconds": (_int_range(0, 3600), "wrap_up_seconds"),
+        "wrap_up_seconds": (int_range(0, 3600), "wrap_up_seconds"),
         "away_reasons": (codes, "away_reasons"),
     },
     "webrtc": {

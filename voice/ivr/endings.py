@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from voice.callcontrol.call import SAMPLE_RATE, CallEnded
-from voice.config import QUEUE_NAME
+from voice.config_values import QUEUE_NAME
 from voice.ivr.actions import handler
 from voice.ivr.interpreter import EndCall, FlowInterpreter
 from voice.ivr.model import Flow, Node

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from voice.config import QUEUE_NAME
+from voice.config_values import QUEUE_NAME
 from voice.ivr.expr import Expr, ExprError
 from voice.ivr.model import BUILTIN_VARS, Flow, FlowError, MenuOption, Node, PromptItem, Settings
 from voice.ivr.spec import ACTIONS, FLOW_KEYS, NODE_KEYS, SETTINGS_KEYS, ActionSpec, Field
