@@ -47,6 +47,9 @@ def release_frames(exc: BaseException | None) -> None:
         exc = exc.__context__
 
 
+TIMED_OUT = object()  # Call._until_ended's result when its timeout passed first
+
+
 class CallEnded(Exception):
     """The call is over (caller hung up, or we did); raised from any await on the Call."""
 
@@ -191,25 +194,30 @@ class Call:
         if self._ended.done():
             raise CallEnded(self._ended.result())
 
-    async def _until_ended(self, aw: Awaitable[object]) -> object:
-        """Await `aw` unless the call ends first (then raise CallEnded)."""
+    async def _until_ended(self, aw: Awaitable[object], timeout: float | None = None) -> object:
+        """Await `aw` unless the call ends first (then raise CallEnded) or `timeout` seconds pass
+        (then `aw` is cancelled and TIMED_OUT returned).
+
+        Not asyncio.wait_for: its inner task would keep the CallEnded, and the exception's
+        traceback the wait_for frame that holds that task (a cycle per call)."""
         self._check()
         task = asyncio.ensure_future(aw)
         waiters: set[asyncio.Future[Any]] = {task, self._ended}
         try:
-            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             task.cancel()
             raise
         if task in done:
             return task.result()
-        task.cancel()
+        task.cancel()  # e.g. an orphaned Queue.get() would swallow the next key
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
         # The CancelledError just suppressed (kept by the task) has this frame in its traceback:
         # holding the task here too would make a cycle.
         del task, done, waiters
-        raise CallEnded(self._ended.result())
+        self._check()
+        return TIMED_OUT
 
     def elapsed(self) -> float:
         """Seconds since the call was answered (transcript time base)."""
@@ -258,25 +266,11 @@ class Call:
         self._check()
         if not self._digits.empty():
             return self._digits.get_nowait()
-        # Not asyncio.wait_for around _until_ended: its inner task would keep the CallEnded, and
-        # the exception's traceback the wait_for frame that holds that task (a cycle per call).
-        get = asyncio.ensure_future(self._digits.get())
-        try:
-            done, _ = await asyncio.wait({get, self._ended}, timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            get.cancel()
-            raise
-        if get in done:
-            result = get.result()
-            assert isinstance(result, str)
-            return result
-        get.cancel()  # an orphaned Queue.get() would swallow the next key
-        with contextlib.suppress(asyncio.CancelledError):
-            await get
-        del get, done  # as in _until_ended: no cycle through the cancelled task
-        self._check()
-        return None
+        result = await self._until_ended(self._digits.get(), timeout)
+        if result is TIMED_OUT:
+            return None
+        assert isinstance(result, str)
+        return result
 
     def pending_digits(self) -> int:
         return self._digits.qsize()
