@@ -135,22 +135,21 @@ class LatenessHistogram:
     """Send lateness of RTP packets: a bisect and an increment per observation, no lock and no
     label look-up, because the pacer calls it for every packet it sends. Exported by RtpCollector."""
 
-    BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08)
+    BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08)
 
-    def __init__(self, buckets: tuple[float, ...] | None = None) -> None:
-        if buckets is not None:
-            self.BUCKETS = buckets
-        self.counts = [0] * (len(self.BUCKETS) + 1)
+    def __init__(self, bounds: tuple[float, ...] = BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
         self.sum = 0.0
 
     def observe(self, seconds: float, count: int = 1) -> None:
         """`count` packets that left `seconds` after their deadline (one pacer wake sends many)."""
-        self.counts[bisect.bisect_left(self.BUCKETS, seconds)] += count
+        self.counts[bisect.bisect_left(self.bounds, seconds)] += count
         self.sum += seconds * count
 
     def buckets(self) -> list[tuple[str, float]]:
         out, total = [], 0
-        for bound, count in zip((*self.BUCKETS, float("inf")), self.counts, strict=True):
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
             total += count
             out.append(("+Inf" if bound == float("inf") else repr(bound), float(total)))
         return out
