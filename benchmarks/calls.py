@@ -97,24 +97,31 @@ def with_children(pids: list[int]) -> list[int]:
     return out
 
 
+def sink_socket(port: int) -> socket.socket:
+    """A bound UDP socket with a small buffer that nothing reads: a full one drops quietly, as a
+    phone ignoring the audio would (OSError if the port is taken)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.setblocking(False)
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
 @contextlib.contextmanager
 def media_sinks(lo: int, hi: int) -> Iterator[int]:
     """Bound UDP sockets on the callers' media ports that sipp leaves closed (it sends its pcaps
     from raw sockets): a phone listens on the port in its SDP. Without them every packet the
     answerer sends on loopback comes back as an ICMP port unreachable, whose cost (and its
-    delivery to each of sipp's raw sockets) lands on the sender. Nothing reads them: a full
-    socket drops quietly, as a phone that ignores the audio would. Yields how many were bound."""
+    delivery to each of sipp's raw sockets) lands on the sender. Yields how many were bound."""
     socks = []
     try:
         for p in range(lo, hi + 1):
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-                s.bind(("127.0.0.1", p))
-            except OSError:
-                s.close()
-                continue
-            socks.append(s)
+            with contextlib.suppress(OSError):
+                socks.append(sink_socket(p))
         yield len(socks)
     finally:
         for s in socks:
@@ -123,10 +130,10 @@ def media_sinks(lo: int, hi: int) -> Iterator[int]:
 
 class CallerMedia(threading.Thread):
     """The callers' media as phones have it: a bound UDP socket on each port the callers' SDP
-    offers (sipp's [auto_media_port+4]: ports lo, lo + 4, ...). When the service's first packet
-    reaches a port (its prompt: the call is up), that caller plays the pcap's datagrams at their
-    recorded times from that port to where the packet came from (symmetric RTP), then stays
-    silent; nothing it receives after that first packet is read (a full socket drops quietly).
+    offers (sipp's [auto_media_port+4]: ports lo, lo + 4, ..., and RTCP on each + 1). When the
+    service's first packet reaches a port (its prompt: the call is up), that caller plays the
+    pcap's datagrams at their recorded times from that port to where the packet came from
+    (symmetric RTP), then stays silent; nothing it receives after that first packet is read.
 
     Why not sipp's play_pcap_audio: it sends from a raw IPPROTO_UDP socket per playing call, and
     the kernel gives each of those a copy of every UDP datagram on the machine. With ~150 callers
@@ -138,13 +145,10 @@ class CallerMedia(threading.Thread):
         datagrams = list(read_udp(pcap))
         self.packets = [d.payload for d in datagrams]
         self.offsets = [d.time for d in datagrams]
-        self.socks: list[socket.socket] = []
-        for i in range(calls):
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            s.setblocking(False)
-            s.bind(("127.0.0.1", lo + 4 * i))  # raises if taken: the benchmark needs them all
-            self.socks.append(s)
+        # raises if one is taken: the benchmark needs them all. The RTCP port beside each one
+        # only sinks the service's reports (unbound, each would come back as an ICMP).
+        self.socks = [sink_socket(lo + 4 * i) for i in range(calls)]
+        self.rtcp = [sink_socket(lo + 4 * i + 1) for i in range(calls)]
         self.started_calls = 0
         self.sent = 0
         self.send_errors = 0
@@ -190,7 +194,7 @@ class CallerMedia(threading.Thread):
     def close(self) -> None:
         self._done.set()
         self.join(5)
-        for s in self.socks:
+        for s in self.socks + self.rtcp:
             s.close()
 
 
